@@ -1,0 +1,116 @@
+"""HyFusER model configuration.
+
+The defaults are the paper's Table 3 (Yi, Kwak, Shin, *Applied Sciences* 2025, 15, 1053). This file is the one
+source of truth for the emotion label list, the (sequence_length, hidden_size) = (126, 768) feature shape and
+the backbone ids: the processor, the data loaders and the training script all read them from here.
+"""
+
+from transformers import PretrainedConfig
+
+EMOTION_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+"""The seven emotion classes of KEMDy19/20 and AI-Hub 263, in the order of the paper's Fig. 7 (ids 0..6)."""
+
+DEFAULT_TEXT_BACKBONE = "monologg/koelectra-base-v3-discriminator"
+DEFAULT_SPEECH_BACKBONE = "facebook/hubert-base-ls960"
+
+
+class HyFusERConfig(PretrainedConfig):
+    r"""
+    Configuration of [`HyFusERForEmotionRecognition`]: two transformer encoders over pre-extracted text and
+    speech features, dual cross-modal attention, and an average ensemble of two softmax heads.
+
+    Args:
+        hidden_size (`int`, defaults to 768):
+            Feature dimension D of both modalities (Table 3 "Input Shape" (126, 768)); equals the hidden size of
+            the KoELECTRA and HuBERT backbones.
+        sequence_length (`int`, defaults to 126):
+            Positions T per modality (Table 3 "Input Shape"): text is padded/truncated to this many tokens, the
+            HuBERT frames are linearly interpolated to it (Section 4.2).
+        intermediate_size (`int`, defaults to 768):
+            Width of every position-wise ReLU feed-forward (Table 3 "Feed-Forward Dimension").
+        num_hidden_layers (`int`, defaults to 3):
+            Encoder layers per modality (Table 3 "Number of Layers").
+        num_attention_heads (`int`, defaults to 1):
+            Heads in every attention block (Table 3 "Number of Attention Heads").
+        layer_norm_eps (`float`, defaults to 1e-6):
+            LayerNorm epsilon after attention and feed-forward (Table 3).
+        hidden_act (`str`, defaults to `"relu"`):
+            Feed-forward activation (Table 3 "Activation Function").
+        hidden_dropout_prob (`float`, defaults to 0.1):
+            Dropout on attention and feed-forward outputs before each residual. The paper does not state dropout;
+            0.1 is the value of the original Transformer and of the Keras encoder block the paper describes.
+        attention_dropout (`float`, defaults to 0.1):
+            Dropout on attention probabilities (same reasoning as `hidden_dropout_prob`).
+        initializer_range (`float`, defaults to 0.02):
+            Standard deviation of the normal initialiser of every linear layer.
+        use_modality_losses (`bool`, defaults to `False`):
+            If `False` the loss is the paper's: cross-entropy of the averaged probabilities (Eq. 9, Table 3
+            "Sparse Categorical Crossentropy"). If `True`, each head's own cross-entropy is added, which keeps
+            both directions discriminative on their own.
+        text_backbone (`str`, defaults to `"monologg/koelectra-base-v3-discriminator"`):
+            Hub id or path of the frozen text encoder (Section 3.1). Informational: the processor loads it.
+        speech_backbone (`str`, defaults to `"facebook/hubert-base-ls960"`):
+            Hub id or path of the frozen speech encoder (Section 3.2). Informational: the processor loads it.
+        num_labels / id2label / label2id:
+            Seven emotions, `EMOTION_LABELS`, unless overridden.
+    """
+
+    model_type = "hyfuser"
+
+    def __init__(
+        self,
+        hidden_size: int = 768,
+        sequence_length: int = 126,
+        intermediate_size: int = 768,
+        num_hidden_layers: int = 3,
+        num_attention_heads: int = 1,
+        layer_norm_eps: float = 1e-6,
+        hidden_act: str = "relu",
+        hidden_dropout_prob: float = 0.1,
+        attention_dropout: float = 0.1,
+        initializer_range: float = 0.02,
+        use_modality_losses: bool = False,
+        text_backbone: str = DEFAULT_TEXT_BACKBONE,
+        speech_backbone: str = DEFAULT_SPEECH_BACKBONE,
+        **kwargs,
+    ):
+        if "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["id2label"] = dict(enumerate(EMOTION_LABELS))
+            kwargs["label2id"] = {label: index for index, label in enumerate(EMOTION_LABELS)}
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+        self.sequence_length = sequence_length
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.layer_norm_eps = layer_norm_eps
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_dropout = attention_dropout
+        self.initializer_range = initializer_range
+        self.use_modality_losses = use_modality_losses
+        self.text_backbone = text_backbone
+        self.speech_backbone = speech_backbone
+        self._validate()
+
+    def _validate(self) -> None:
+        """Fail early, naming the field, instead of deep inside a matmul."""
+        for name in ("hidden_size", "sequence_length", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"HyFusERConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"HyFusERConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        for name in ("hidden_dropout_prob", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"HyFusERConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.num_labels < 2:
+            raise ValueError(f"HyFusERConfig.num_labels must be at least 2, got {self.num_labels}")
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        """(sequence_length, hidden_size): the shape of one utterance's features per modality."""
+        return (self.sequence_length, self.hidden_size)
