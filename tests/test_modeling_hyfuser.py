@@ -1,0 +1,178 @@
+"""HyFusERConfig and HyFusERForEmotionRecognition on real (randomly initialised) modules."""
+
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
+from modeling_hyfuser import HyFusERForEmotionRecognition
+
+
+def small_config(**overrides) -> HyFusERConfig:
+    settings = dict(hidden_size=16, intermediate_size=24, sequence_length=5, num_attention_heads=2)
+    settings.update(overrides)
+    return HyFusERConfig(**settings)
+
+
+def random_features(config: HyFusERConfig, batch_size: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch_size, config.sequence_length, config.hidden_size)
+    return torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+
+
+def expected_parameter_count(config: HyFusERConfig) -> int:
+    """The README's arithmetic: every block is attention (4 dense D x D) + feed-forward + 2 LayerNorms."""
+    d, f, c = config.hidden_size, config.intermediate_size, config.num_labels
+    attention = 4 * (d * d + d)
+    feed_forward = (d * f + f) + (f * d + d)
+    layer_norms = 2 * 2 * d
+    block = attention + feed_forward + layer_norms
+    blocks = 2 * config.num_hidden_layers + 2  # two encoders + Step 1 + Step 2
+    heads = 2 * (d * c + c)
+    return blocks * block + heads
+
+
+def test_default_config_equals_table_3():
+    config = HyFusERConfig()
+    assert (config.sequence_length, config.hidden_size) == (126, 768)
+    assert config.intermediate_size == 768
+    assert config.num_hidden_layers == 3
+    assert config.num_attention_heads == 1
+    assert config.layer_norm_eps == 1e-6
+    assert config.hidden_act == "relu"
+    assert config.num_labels == 7
+    assert [config.id2label[i] for i in range(7)] == list(EMOTION_LABELS)
+    assert config.label2id["neutral"] == 4
+
+
+def test_default_model_runs_on_random_paper_shaped_inputs():
+    config = HyFusERConfig()
+    model = HyFusERForEmotionRecognition(config).eval()
+    text, speech = torch.randn(2, 126, 768), torch.randn(2, 126, 768)
+    with torch.no_grad():
+        output = model(text, speech)
+    assert output.logits.shape == (2, 7)
+    assert output.text_logits.shape == output.speech_logits.shape == (2, 7)
+    assert sum(p.numel() for p in model.parameters()) == expected_parameter_count(config) == 28_383_758
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(hidden_size=10, num_attention_heads=3), "hidden_size"),
+        (dict(sequence_length=0), "sequence_length"),
+        (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+    ],
+)
+def test_invalid_config_names_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        HyFusERConfig(**overrides)
+
+
+def test_config_round_trips_through_save_pretrained(tmp_path):
+    config = small_config(use_modality_losses=True)
+    config.save_pretrained(tmp_path)
+    reloaded = HyFusERConfig.from_pretrained(tmp_path)
+    assert reloaded.to_dict() == config.to_dict()
+
+
+def test_softmax_of_logits_is_the_average_of_both_heads():
+    model = HyFusERForEmotionRecognition(small_config()).eval()
+    output = model(*random_features(model.config))
+    ensemble = (output.text_logits.softmax(-1) + output.speech_logits.softmax(-1)) / 2
+    torch.testing.assert_close(output.logits.softmax(-1), ensemble)
+    torch.testing.assert_close(output.logits.exp().sum(-1), torch.ones(3))
+
+
+def test_loss_is_cross_entropy_of_the_ensemble_probabilities():
+    model = HyFusERForEmotionRecognition(small_config()).eval()
+    labels = torch.tensor([0, 4, 6])
+    output = model(*random_features(model.config), labels=labels)
+    ensemble = (output.text_logits.softmax(-1) + output.speech_logits.softmax(-1)) / 2
+    torch.testing.assert_close(output.loss, -ensemble[torch.arange(3), labels].log().mean())
+
+
+def test_modality_losses_add_each_heads_cross_entropy():
+    model = HyFusERForEmotionRecognition(small_config(use_modality_losses=True)).eval()
+    labels = torch.tensor([1, 2, 3])
+    output = model(*random_features(model.config), labels=labels)
+    ensemble_loss = F.nll_loss(output.logits, labels)
+    expected = ensemble_loss + F.cross_entropy(output.text_logits, labels) + F.cross_entropy(output.speech_logits, labels)
+    torch.testing.assert_close(output.loss, expected)
+
+
+def test_each_direction_reads_both_modalities():
+    """Step 1 takes keys/values from speech, Step 2 from text: perturbing either modality moves both heads."""
+    model = HyFusERForEmotionRecognition(small_config()).eval()
+    text, speech = random_features(model.config)
+    base = model(text, speech)
+    moved_speech = model(text, speech + 1.0)
+    moved_text = model(text + 1.0, speech)
+    for moved in (moved_speech, moved_text):
+        assert not torch.allclose(moved.text_logits, base.text_logits)
+        assert not torch.allclose(moved.speech_logits, base.speech_logits)
+
+
+def test_item_result_does_not_depend_on_its_batch():
+    model = HyFusERForEmotionRecognition(small_config()).eval()
+    text, speech = random_features(model.config, batch_size=4)
+    together = model(text, speech).logits
+    alone = torch.cat([model(text[i : i + 1], speech[i : i + 1]).logits for i in range(4)])
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-5)
+
+
+def test_output_attentions_returns_every_layer_without_changing_logits():
+    config = small_config()
+    model = HyFusERForEmotionRecognition(config).eval()
+    features = random_features(config)
+    plain = model(*features)
+    with_maps = model(*features, output_attentions=True)
+    assert len(with_maps.attentions) == 2 * config.num_hidden_layers + 2
+    assert with_maps.attentions[-1].shape == (3, config.num_attention_heads, config.sequence_length, config.sequence_length)
+    torch.testing.assert_close(with_maps.logits, plain.logits)
+
+
+def test_return_dict_false_gives_a_tuple():
+    model = HyFusERForEmotionRecognition(small_config()).eval()
+    output = model(*random_features(model.config), return_dict=False)
+    assert isinstance(output, tuple) and output[0].shape == (3, 7)
+
+
+def test_wrong_feature_shape_is_rejected_with_expected_shape():
+    model = HyFusERForEmotionRecognition(small_config())
+    text, speech = random_features(model.config)
+    with pytest.raises(ValueError, match=r"speech_features must have shape \(batch_size, 5, 16\)"):
+        model(text, speech[:, :4])
+
+
+def test_forward_takes_no_var_kwargs():
+    """hf-notes §4: **kwargs in forward makes the Trainer stop dividing the loss by gradient accumulation."""
+    parameters = inspect.signature(HyFusERForEmotionRecognition.forward).parameters.values()
+    assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def test_save_and_from_pretrained_reproduce_the_outputs(tmp_path):
+    model = HyFusERForEmotionRecognition(small_config()).eval()
+    features = random_features(model.config)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    reloaded = HyFusERForEmotionRecognition.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(reloaded(*features).logits, model(*features).logits, rtol=0, atol=0)
+
+
+def test_training_step_reduces_the_loss():
+    torch.manual_seed(0)
+    model = HyFusERForEmotionRecognition(small_config(hidden_dropout_prob=0.0, attention_dropout=0.0))
+    text, speech = random_features(model.config, batch_size=8)
+    labels = torch.arange(8) % 7
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(80):
+        loss = model(text, speech, labels=labels).loss
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] < 0.5 * losses[0]
