@@ -28,3 +28,53 @@ from demo_hyfuser import TinyBackbones, build_tiny_backbones  # noqa: E402
 def tiny_backbones(tmp_path_factory) -> TinyBackbones:
     """Tiny random ELECTRA + HuBERT in standard HF layout (hidden size 32)."""
     return build_tiny_backbones(tmp_path_factory.mktemp("backbones"))
+
+
+TINY_SEQUENCE_LENGTH = 16
+"""Positions per modality in the tiny setup (the paper's 126 would only slow the tests down)."""
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_backbones):
+    from configuration_hyfuser import HyFusERConfig
+
+    return HyFusERConfig(
+        hidden_size=tiny_backbones.hidden_size,
+        intermediate_size=tiny_backbones.hidden_size,
+        sequence_length=TINY_SEQUENCE_LENGTH,
+        text_backbone=tiny_backbones.text,
+        speech_backbone=tiny_backbones.speech,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_backbones):
+    """A processor over the tiny backbones whose joint scaler is fitted on a few real utterances."""
+    from audio_files import voiced_tone
+    from processing_hyfuser import HyFusERProcessor
+
+    processor = HyFusERProcessor.from_backbones(
+        tiny_backbones.text, tiny_backbones.speech, sequence_length=TINY_SEQUENCE_LENGTH
+    )
+    texts = ["정말 화가 나요", "너무 기뻐요", "무서워서 떨려요", "그냥 그래요"]
+    audios = [voiced_tone(16_000, 0.5 + 0.25 * index, 150.0 + 40.0 * index, seed=index) for index in range(4)]
+    features = processor(text=texts, audio=audios, scale=False)
+    return processor.fit_scaler([(features["text_features"], features["speech_features"])])
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_config):
+    import torch
+
+    from modeling_hyfuser import HyFusERForEmotionRecognition
+
+    torch.manual_seed(0)
+    return HyFusERForEmotionRecognition(tiny_config).eval()
+
+
+@pytest.fixture(scope="session")
+def saved_model_dir(tmp_path_factory, tiny_model, tiny_processor):
+    """A checkpoint written by `save_hyfuser`, the function training uses too."""
+    from pipeline_hyfuser import save_hyfuser
+
+    return save_hyfuser(tmp_path_factory.mktemp("saved") / "hyfuser-tiny", tiny_model, tiny_processor)

@@ -1,0 +1,155 @@
+"""`multimodal-emotion-recognition` pipeline for HyFusER, and the one function that writes a servable checkpoint.
+
+    >>> from transformers import pipeline
+    >>> classifier = pipeline(model="path/or/repo", trust_remote_code=True)
+    >>> classifier({"text": "정말 너무 화가 나요", "audio": "utterance.wav"}, top_k=3)
+    [{'label': 'angry', 'score': 0.71}, {'label': 'disgust', 'score': 0.12}, {'label': 'sad', 'score': 0.06}]
+
+`preprocess` only validates the text and decodes/resamples the audio, so it can run in DataLoader workers; the
+neural work (both frozen backbones and the fusion model) happens in `_forward`, once per batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Pipeline
+
+TASK = "multimodal-emotion-recognition"
+_REMOTE_CODE_FILES = ("configuration_hyfuser.py", "modeling_hyfuser.py", "processing_hyfuser.py", "pipeline_hyfuser.py")
+
+
+class HyFusERPipeline(Pipeline):
+    """Emotion of (Korean text, speech) pairs: `{"text": str, "audio": path | array | {"array", "sampling_rate"}}`.
+
+    Call options:
+        top_k (`int`, *optional*): return only the `top_k` most likely emotions (default: all of them).
+        return_modalities (`bool`, defaults to `False`): add `text_score` (Step 1, text-centric head) and
+            `speech_score` (Step 2, speech-centric head) to each emotion, as in the paper's Table 2.
+        sampling_rate (`int`, *optional*): rate of raw numpy audio that carries no rate of its own.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_feature_extractor = False
+    _load_image_processor = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.processor is None:
+            raise ValueError(f"The {TASK} pipeline needs the HyFusER processor; pass `processor=` or a saved model dir.")
+        self.processor.check_compatible(self.model.config)
+        self.processor.to(self.device)
+
+    def _sanitize_parameters(self, top_k=None, return_modalities=None, sampling_rate=None, **kwargs):
+        preprocess_params, postprocess_params = {}, {}
+        if sampling_rate is not None:
+            preprocess_params["sampling_rate"] = sampling_rate
+        if top_k is not None:
+            if not isinstance(top_k, int) or top_k < 1:
+                raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+            postprocess_params["top_k"] = top_k
+        if return_modalities is not None:
+            postprocess_params["return_modalities"] = return_modalities
+        return preprocess_params, {}, postprocess_params
+
+    def __call__(self, inputs: dict | list[dict], **kwargs):
+        """Classify one `{"text", "audio"}` dict (returns a list of emotions) or a list of them (a list of lists)."""
+        return super().__call__(inputs, **kwargs)
+
+    def preprocess(self, inputs: dict, sampling_rate: int | None = None) -> dict[str, list]:
+        if not isinstance(inputs, dict) or not {"text", "audio"} <= inputs.keys():
+            raise ValueError(f"Each input must be a dict with 'text' and 'audio' keys, got {type(inputs).__name__}")
+        text = self.processor.check_text(inputs["text"])
+        waveform = self.processor.load_audio(inputs["audio"], sampling_rate=sampling_rate)
+        # Lists, not tensors: the pipeline's collator then batches them as lists instead of zero-padding the audio,
+        # which would change HuBERT's output (hf-notes §6).
+        return {"text": [text], "waveform": [waveform]}
+
+    def _forward(self, model_inputs: dict[str, list]) -> dict[str, torch.Tensor]:
+        # Unbatched calls give one list per key; batched calls give a list of those lists.
+        texts = _flatten(model_inputs["text"])
+        waveforms = _flatten(model_inputs["waveform"])
+        features = self.processor.encode(texts, waveforms)
+        output = self.model(
+            text_features=features["text_features"].to(self.device, self.model.dtype),
+            speech_features=features["speech_features"].to(self.device, self.model.dtype),
+        )
+        return {"logits": output.logits, "text_logits": output.text_logits, "speech_logits": output.speech_logits}
+
+    def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None, return_modalities=False):
+        probabilities = {name: model_outputs[name][0].float().softmax(-1).tolist() for name in model_outputs}
+        id2label = self.model.config.id2label
+        emotions = []
+        for index, score in enumerate(probabilities["logits"]):
+            emotion = {"label": id2label[index], "score": score}
+            if return_modalities:
+                emotion["text_score"] = probabilities["text_logits"][index]
+                emotion["speech_score"] = probabilities["speech_logits"][index]
+            emotions.append(emotion)
+        emotions.sort(key=lambda emotion: emotion["score"], reverse=True)
+        return emotions[:top_k] if top_k else emotions
+
+
+def _flatten(values: list) -> list:
+    if values and isinstance(values[0], list):
+        return [item for group in values for item in group]
+    return list(values)
+
+
+def save_hyfuser(
+    output_dir: str | os.PathLike,
+    model,
+    processor,
+    save_encoders: bool | None = None,
+) -> Path:
+    """Write a directory that `AutoModel`, `AutoProcessor` and `pipeline(model=dir, trust_remote_code=True)` load
+    from that directory alone: safetensors weights, `config.json` with `auto_map` and `custom_pipelines`, the
+    processor files with the fitted scaler, the remote-code `.py` files and the frozen encoders.
+
+    `save_encoders=None` copies the encoders into the directory when they were loaded from local paths (which
+    will not exist on the machine that loads the checkpoint) and otherwise keeps their Hub ids, which the
+    loader downloads; `True`/`False` force either.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if save_encoders is None:
+        save_encoders = processor.has_local_encoders()
+
+    model_class = type(model)
+    config = model.config
+    modeling_module = model_class.__module__.rsplit(".", 1)[-1]
+    config_module = type(config).__module__.rsplit(".", 1)[-1]
+    model_reference = f"{modeling_module}.{model_class.__name__}"
+    # One auto class per registration (hf-notes §1): pre-fill the rest so the entries merge.
+    config.auto_map = {
+        "AutoConfig": f"{config_module}.{type(config).__name__}",
+        "AutoModel": model_reference,
+        "AutoModelForSequenceClassification": model_reference,
+    }
+    config.custom_pipelines = {
+        TASK: {
+            "impl": f"{Path(__file__).stem}.{HyFusERPipeline.__name__}",
+            "pt": ["AutoModelForSequenceClassification"],
+            "type": "multimodal",
+        }
+    }
+    type(config).register_for_auto_class()
+    model_class.register_for_auto_class("AutoModelForSequenceClassification")
+    model.save_pretrained(output_dir, safe_serialization=True)
+
+    type(processor).register_for_auto_class("AutoProcessor")
+    processor.save_pretrained(output_dir, save_encoders=save_encoders)
+
+    # save_pretrained copies only the files it can trace from the registered classes; copy every remote-code
+    # file so the directory never depends on which class happened to import which.
+    source_dir = Path(inspect.getfile(HyFusERPipeline)).parent
+    for name in _REMOTE_CODE_FILES:
+        if not (output_dir / name).exists():
+            shutil.copy2(source_dir / name, output_dir / name)
+    return output_dir

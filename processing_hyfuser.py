@@ -1,0 +1,642 @@
+"""HyFusER processor: (Korean text, speech) -> the jointly scaled (sequence_length, hidden) features of Section 4.2.
+
+The steps, each one method: `load_audio` (read, downmix, resample), `encode_text` (KoELECTRA last hidden state of
+the padded/truncated tokens), `encode_speech` (HuBERT last hidden state, linearly interpolated to
+`sequence_length` positions), `fit_scaler` / `scale` (one standard scaler over both modalities, Eqs. 4-6).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Union
+
+import numpy as np
+import soundfile
+import torch
+import torch.nn.functional as F
+from scipy.signal import resample_poly
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+from transformers.utils import logging
+
+try:
+    from .configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+except ImportError:
+    from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+
+logger = logging.get_logger(__name__)
+
+AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, Mapping]
+"""One utterance: a wav/flac/ogg path, a 1-D or 2-D array, or a `datasets`-style {"array", "sampling_rate"} dict."""
+
+LOCAL_PREFIX = "./"
+"""An encoder name starting with this is a subfolder of the directory or Hub repo the processor was loaded from."""
+TEXT_ENCODER_SUBFOLDER = "text_encoder"
+SPEECH_ENCODER_SUBFOLDER = "speech_encoder"
+
+MAX_CHANNELS = 8
+"""A 2-D array whose shorter side exceeds this is refused as ambiguous rather than downmixed (7.1 audio has 8)."""
+STD_FLOOR = 1e-6
+"""Dimensions whose standard deviation is below this are only centred (divided by 1), like sklearn's StandardScaler."""
+
+
+class FeatureStatistics:
+    """Streaming per-dimension mean and standard deviation over every position of every feature array seen.
+
+    One pass, float64, numerically stable: each chunk's exact mean and centred sum of squares are combined with
+    Chan et al.'s pairwise merge, so float16 inputs and corpora larger than RAM give the one-shot statistics.
+    `merge` combines the statistics of shards fitted in separate processes.
+    """
+
+    rows_per_chunk = 4096
+    """Rows converted to float64 at a time, bounding the temporary memory of `update`."""
+
+    def __init__(self, count: int = 0, mean: np.ndarray | None = None, m2: np.ndarray | None = None):
+        self.count = count
+        self._mean = mean
+        self._m2 = m2
+
+    def update(self, features: np.ndarray | torch.Tensor) -> FeatureStatistics:
+        """Add every position of `features` (..., hidden), any float dtype."""
+        if isinstance(features, torch.Tensor):
+            features = features.detach().cpu().numpy()
+        features = np.asarray(features)
+        rows = features.reshape(-1, features.shape[-1])
+        for start in range(0, len(rows), self.rows_per_chunk):
+            chunk = rows[start : start + self.rows_per_chunk].astype(np.float64)
+            mean = chunk.mean(axis=0)
+            self.merge(FeatureStatistics(len(chunk), mean, ((chunk - mean) ** 2).sum(axis=0)))
+        return self
+
+    def merge(self, other: FeatureStatistics) -> FeatureStatistics:
+        """Combine with statistics gathered elsewhere (Chan, Golub & LeVeque 1979)."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            self.count, self._mean, self._m2 = other.count, other._mean.copy(), other._m2.copy()
+            return self
+        if other._mean.shape != self._mean.shape:
+            raise ValueError(
+                f"cannot combine features of hidden size {other._mean.shape[0]} with hidden size {self._mean.shape[0]}"
+            )
+        count = self.count + other.count
+        delta = other._mean - self._mean
+        self._mean = self._mean + delta * (other.count / count)
+        self._m2 = self._m2 + other._m2 + delta**2 * (self.count * other.count / count)
+        self.count = count
+        return self
+
+    @property
+    def mean(self) -> np.ndarray:
+        self._require_data()
+        return self._mean
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation (ddof=0), like sklearn's StandardScaler."""
+        self._require_data()
+        return np.sqrt(self._m2 / self.count)
+
+    def _require_data(self) -> None:
+        if self.count == 0:
+            raise ValueError("no features were added to these statistics")
+
+
+class _FrozenEncoders:
+    """The two frozen backbones, loaded on first use, and their device.
+
+    Pickling and deep-copying keep only the device: the weights are hundreds of MB, reloadable from the processor's
+    `text_encoder`/`speech_encoder` names, and must not enter `to_dict`, the `datasets` fingerprint or the copies
+    the Trainer makes at every checkpoint.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.text: PreTrainedModel | None = None
+        self.speech: PreTrainedModel | None = None
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"device": str(self.device)}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.__init__(state["device"])
+
+    def __deepcopy__(self, memo: dict) -> _FrozenEncoders:
+        return _FrozenEncoders(self.device)
+
+
+class HyFusERProcessor(ProcessorMixin):
+    r"""
+    Turns (Korean text, speech) pairs into HyFusER's inputs: `text_features` and `speech_features`, float32,
+    (batch, sequence_length, hidden), jointly standard-scaled (paper Section 4.2, Eqs. 4-6).
+
+    The frozen KoELECTRA and HuBERT encoders are loaded lazily from `text_encoder`/`speech_encoder` and never
+    serialised; a name starting with `"./"` is a subfolder of wherever the processor was loaded from, which is how
+    `save_pretrained(..., save_encoders=True)` makes a directory (or Hub repo) self-contained.
+
+    Args:
+        tokenizer ([`PreTrainedTokenizerBase`]): the text backbone's tokenizer (KoELECTRA's WordPiece).
+        feature_extractor ([`Wav2Vec2FeatureExtractor`]): the speech backbone's feature extractor; its
+            `sampling_rate` (16 kHz for HuBERT) is the rate every waveform is resampled to.
+        text_encoder (`str`): Hub id or path of the frozen text encoder (Section 3.1).
+        speech_encoder (`str`): Hub id or path of the frozen speech encoder (Section 3.2).
+        sequence_length (`int`, *optional*): positions per modality; defaults to `HyFusERConfig().sequence_length`
+            (126, the longest tokenized sentence of the paper's data).
+        scaler_mean / scaler_std (`list[float]`, *optional*): the joint scaler (Eq. 5), one value per hidden
+            dimension, set by `fit_scaler`. `None` until fitted.
+        scaler_count (`int`): how many feature positions (both modalities) the scaler was fitted on.
+        speech_window_seconds (`float`): clips longer than this run through HuBERT in windows of this length, so
+            that memory stays bounded (self-attention is quadratic in frames); shorter clips use one exact pass.
+            30 s keeps ordinary utterances on the exact path.
+        speech_window_overlap_seconds (`float`): overlap of consecutive windows; each frame is taken from the
+            window in which it lies furthest from an edge, so every kept frame has at least half this much context.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        feature_extractor,
+        text_encoder: str = DEFAULT_TEXT_BACKBONE,
+        speech_encoder: str = DEFAULT_SPEECH_BACKBONE,
+        sequence_length: int | None = None,
+        scaler_mean: list[float] | None = None,
+        scaler_std: list[float] | None = None,
+        scaler_count: int = 0,
+        speech_window_seconds: float = 30.0,
+        speech_window_overlap_seconds: float = 5.0,
+    ):
+        super().__init__(tokenizer, feature_extractor)
+        self.text_encoder = text_encoder
+        self.speech_encoder = speech_encoder
+        self.sequence_length = HyFusERConfig().sequence_length if sequence_length is None else sequence_length
+        self.scaler_mean = None if scaler_mean is None else [float(value) for value in scaler_mean]
+        self.scaler_std = None if scaler_std is None else [float(value) for value in scaler_std]
+        self.scaler_count = scaler_count
+        self.speech_window_seconds = speech_window_seconds
+        self.speech_window_overlap_seconds = speech_window_overlap_seconds
+        self._encoders = _FrozenEncoders()
+        self._source: tuple[str, dict[str, Any]] | None = None
+        self._validate()
+
+    def _validate(self) -> None:
+        if not isinstance(self.sequence_length, int) or self.sequence_length <= 0:
+            raise ValueError(f"sequence_length must be a positive integer, got {self.sequence_length!r}")
+        if (self.scaler_mean is None) != (self.scaler_std is None):
+            raise ValueError("scaler_mean and scaler_std must be given together")
+        if self.scaler_mean is not None and len(self.scaler_mean) != len(self.scaler_std):
+            raise ValueError(
+                f"scaler_mean has {len(self.scaler_mean)} values but scaler_std has {len(self.scaler_std)}"
+            )
+        if not 0 <= self.speech_window_overlap_seconds < self.speech_window_seconds:
+            raise ValueError(
+                f"need 0 <= speech_window_overlap_seconds ({self.speech_window_overlap_seconds}) < "
+                f"speech_window_seconds ({self.speech_window_seconds})"
+            )
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["text_features", "speech_features"]
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Construction, loading and saving
+
+    @classmethod
+    def from_backbones(
+        cls,
+        text_backbone: str = DEFAULT_TEXT_BACKBONE,
+        speech_backbone: str = DEFAULT_SPEECH_BACKBONE,
+        sequence_length: int | None = None,
+        **kwargs,
+    ) -> HyFusERProcessor:
+        """An unfitted processor for two backbones (Hub ids or local dirs), checking that their hidden sizes agree.
+
+        Only the tokenizer, feature extractor and configs are read here; the encoder weights load on first use.
+        `kwargs` go to `__init__` (e.g. `speech_window_seconds`).
+        """
+        processor = cls(
+            AutoTokenizer.from_pretrained(text_backbone),
+            AutoFeatureExtractor.from_pretrained(speech_backbone),
+            text_encoder=text_backbone,
+            speech_encoder=speech_backbone,
+            sequence_length=sequence_length,
+            **kwargs,
+        )
+        processor.hidden_size  # noqa: B018 - fail now, not at the first batch, if the backbones disagree
+        return processor
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> HyFusERProcessor:
+        """Load a saved processor, remembering where from so that `"./"` encoder names resolve there."""
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        keys = ("subfolder", "revision", "cache_dir", "local_files_only")
+        location = {key: kwargs[key] for key in keys if kwargs.get(key)}
+        processor._source = (os.fspath(pretrained_model_name_or_path), location)
+        return processor
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, push_to_hub: bool = False, save_encoders: bool | None = None, **kwargs
+    ) -> list[str]:
+        """Save the tokenizer, feature extractor, scaler and settings (`processor_config.json`) and the code.
+
+        With `save_encoders=True` both encoders are also written to `text_encoder/` and `speech_encoder/` and
+        referenced as `"./text_encoder"`, `"./speech_encoder"`, so the directory or Hub repo needs nothing else.
+        The default (`None`) is `has_local_encoders()`: a saved processor never points at a local path that will
+        not exist where it is loaded, and re-saving a self-contained one (as the Trainer does at every checkpoint)
+        stays self-contained. Hub ids are otherwise stored as they are. To publish the encoders too, use
+        `push_to_hub(repo_id)` or upload the saved folder: `push_to_hub=True` here would miss the subfolders.
+        """
+        names = self._names
+        if save_encoders is None:
+            save_encoders = self.has_local_encoders()
+        elif not save_encoders and any(name.startswith(LOCAL_PREFIX) for name in names):
+            raise ValueError(
+                f"the encoders {names} live inside the directory this processor was loaded from, so a copy without "
+                "them would point at nothing: pass save_encoders=True"
+            )
+        if not save_encoders:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        if push_to_hub:  # ProcessorMixin uploads only what it wrote itself
+            raise ValueError("save_pretrained(push_to_hub=True) cannot upload the encoders: use push_to_hub(repo_id)")
+        encoders = self._load_encoders()
+        encoders.text.save_pretrained(os.path.join(save_directory, TEXT_ENCODER_SUBFOLDER))
+        encoders.speech.save_pretrained(os.path.join(save_directory, SPEECH_ENCODER_SUBFOLDER))
+        self.text_encoder = LOCAL_PREFIX + TEXT_ENCODER_SUBFOLDER
+        self.speech_encoder = LOCAL_PREFIX + SPEECH_ENCODER_SUBFOLDER
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:  # this in-memory processor still loads its encoders from where they were
+            self.text_encoder, self.speech_encoder = names
+
+    def has_local_encoders(self) -> bool:
+        """Whether an encoder is a local directory or part of the processor's own save (so a copy must carry it)."""
+        return any(name.startswith(LOCAL_PREFIX) or os.path.isdir(name) for name in self._names)
+
+    def _resolve(self, name: str) -> tuple[str, dict[str, Any]]:
+        """(Hub id or path, `from_pretrained` kwargs) of an encoder name."""
+        if not name.startswith(LOCAL_PREFIX) or self._source is None:
+            return name, {}
+        source, location = self._source
+        subfolder = "/".join(part for part in (location.get("subfolder"), name[len(LOCAL_PREFIX) :]) if part)
+        return source, {**location, "subfolder": subfolder}
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Frozen encoders
+
+    @property
+    def hidden_size(self) -> int:
+        """The backbones' shared hidden size, read from their configs (no weights are loaded)."""
+        configs = [AutoConfig.from_pretrained(path, **kwargs) for path, kwargs in map(self._resolve, self._names)]
+        return self._shared_hidden_size(*configs)
+
+    def check_compatible(self, config: HyFusERConfig) -> None:
+        """Raise ValueError unless this processor produces the feature shape (and scaler size) `config` expects."""
+        hidden_size = self.hidden_size
+        if config.hidden_size != hidden_size:
+            raise ValueError(
+                f"HyFusERConfig.hidden_size is {config.hidden_size} but the backbones {self.text_encoder!r} and "
+                f"{self.speech_encoder!r} have hidden size {hidden_size}"
+            )
+        if config.sequence_length != self.sequence_length:
+            raise ValueError(
+                f"HyFusERConfig.sequence_length is {config.sequence_length} but the processor's sequence_length "
+                f"is {self.sequence_length}"
+            )
+        if self.scaler_mean is not None and len(self.scaler_mean) != hidden_size:
+            raise ValueError(f"the scaler has {len(self.scaler_mean)} dimensions but the backbones have {hidden_size}")
+
+    @property
+    def text_model(self) -> PreTrainedModel:
+        """The frozen text encoder (loaded on first use)."""
+        return self._load_encoders().text
+
+    @property
+    def speech_model(self) -> PreTrainedModel:
+        """The frozen speech encoder (loaded on first use)."""
+        return self._load_encoders().speech
+
+    @property
+    def device(self) -> torch.device:
+        return self._encoders.device
+
+    def to(self, device: str | torch.device) -> HyFusERProcessor:
+        """Run the encoders on `device` (moving them now if loaded); features are still returned on the CPU."""
+        self._encoders.device = torch.device(device)
+        for model in (self._encoders.text, self._encoders.speech):
+            if model is not None:
+                model.to(device)
+        return self
+
+    @property
+    def _names(self) -> tuple[str, str]:
+        return self.text_encoder, self.speech_encoder
+
+    def _load_encoders(self) -> _FrozenEncoders:
+        encoders = self._encoders
+        if encoders.text is None:
+            text, speech = (
+                AutoModel.from_pretrained(path, **kwargs).eval().requires_grad_(False).to(encoders.device)
+                for path, kwargs in map(self._resolve, self._names)
+            )
+            self._shared_hidden_size(text.config, speech.config)
+            encoders.text, encoders.speech = text, speech
+        return encoders
+
+    def _shared_hidden_size(self, text_config, speech_config) -> int:
+        if text_config.hidden_size != speech_config.hidden_size:
+            raise ValueError(
+                f"the text encoder {self.text_encoder!r} has hidden size {text_config.hidden_size} but the speech "
+                f"encoder {self.speech_encoder!r} has hidden size {speech_config.hidden_size}; HyFusER needs both "
+                "modalities in one feature space"
+            )
+        return text_config.hidden_size
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Audio
+
+    @property
+    def sampling_rate(self) -> int:
+        """The rate every waveform is resampled to: the feature extractor's (16 kHz for HuBERT)."""
+        return self.feature_extractor.sampling_rate
+
+    def load_audio(self, audio: AudioInput, sampling_rate: int | None = None) -> np.ndarray:
+        """One utterance as a float32 mono waveform at `self.sampling_rate`.
+
+        - a path (wav, flac, ogg, anything libsndfile reads): channels are averaged;
+        - a 1-D array or tensor, or a 2-D one with up to `MAX_CHANNELS` channels on either axis (the shorter axis is
+          taken as channels, so (channels, samples) and soundfile's (samples, channels) both work): it is at
+          `sampling_rate`, or at `self.sampling_rate` if that is None. Integer PCM is scaled to [-1, 1). A batch is
+          a list, never a 2-D array;
+        - a `{"array", "sampling_rate"}` dict, as `datasets.Audio` decodes.
+
+        Resampling is polyphase (`scipy.signal.resample_poly`) by the exact ratio target/rate.
+        """
+        if isinstance(audio, (str, os.PathLike)):
+            what = f"audio file {os.fspath(audio)!r}"
+            waveform, rate = _read_audio_file(audio, what)
+            waveform = waveform.mean(axis=1)  # soundfile returns (samples, channels)
+        elif isinstance(audio, Mapping):
+            what = f"audio dict (path {audio['path']!r})" if audio.get("path") else "audio dict"
+            if "array" not in audio or "sampling_rate" not in audio:
+                raise ValueError(f"{what} needs 'array' and 'sampling_rate' keys, got {sorted(audio)}")
+            waveform, rate = _to_mono(audio["array"], what), audio["sampling_rate"]
+        elif isinstance(audio, (np.ndarray, torch.Tensor)):
+            what = "audio array"
+            if sampling_rate is None:
+                logger.warning_once(
+                    f"No sampling_rate given for a raw audio array: assuming the feature extractor's "
+                    f"{self.sampling_rate} Hz. Pass sampling_rate= to have it resampled."
+                )
+            waveform, rate = _to_mono(audio, what), self.sampling_rate if sampling_rate is None else sampling_rate
+        else:
+            raise ValueError(
+                f"unsupported audio type {type(audio).__name__}: expected a file path, a 1-D or 2-D numpy array, "
+                "or a {'array', 'sampling_rate'} dict"
+            )
+        rate = _check_sampling_rate(rate, what)
+        if waveform.size == 0:
+            raise ValueError(f"{what} has zero length")
+        if not np.isfinite(waveform).all():
+            raise ValueError(f"{what} contains NaN or inf samples")
+        if rate == self.sampling_rate:
+            return waveform
+        divisor = math.gcd(rate, self.sampling_rate)
+        return resample_poly(waveform, self.sampling_rate // divisor, rate // divisor).astype(np.float32)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Features
+
+    def check_text(self, text: str) -> str:
+        """`text`, if it is a non-empty string (an empty one would be all [PAD]: features of nothing)."""
+        if not isinstance(text, str):
+            raise ValueError(f"unsupported text type {type(text).__name__}, expected str")
+        if not text.strip():
+            raise ValueError(f"empty or whitespace-only text {text!r}")
+        return text
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """KoELECTRA's last hidden state, (batch, sequence_length, hidden) float32 on the CPU.
+
+        Every sentence is padded or truncated to exactly `sequence_length` tokens (Section 4.2), so a row does not
+        depend on the other rows of its batch.
+        """
+        for index, text in enumerate(texts):
+            try:
+                self.check_text(text)
+            except ValueError as error:
+                raise ValueError(f"text[{index}]: {error}") from error
+        inputs = self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=self.sequence_length, return_tensors="pt"
+        )
+        return self._run_encoder(self.text_model, **inputs)
+
+    def encode_speech(self, waveforms: Sequence[np.ndarray]) -> torch.Tensor:
+        """HuBERT features interpolated to `sequence_length` positions, (batch, sequence_length, hidden) float32.
+
+        `waveforms` are `load_audio` outputs. Each runs alone, unpadded: HuBERT-base's group norm makes padded
+        batches change the output, and the result must not depend on the batch.
+        """
+        return torch.stack([self.interpolate_frames(self.speech_frames(waveform)) for waveform in waveforms])
+
+    def speech_frames(self, waveform: np.ndarray) -> torch.Tensor:
+        """HuBERT's last hidden state of one utterance, (frames, hidden) float32 on the CPU, ~49 frames per second.
+
+        Audio shorter than the convolutional receptive field (400 samples = 25 ms for HuBERT) is zero-padded after
+        normalisation to that minimum, giving one frame. Clips longer than `speech_window_seconds` run in
+        overlapping windows placed on the frame grid; each output frame comes from the window where it is furthest
+        from an edge, so the frame count is the same as one pass and the encoder's memory is bounded by the window
+        (only the waveform itself, 4 bytes a sample, grows with the clip).
+        """
+        model = self.speech_model
+        values = self.feature_extractor(waveform, sampling_rate=self.sampling_rate, return_tensors="np")
+        values = values.input_values[0]
+        receptive_field, stride = _receptive_field_and_stride(model.config)
+        if len(values) < receptive_field:
+            values = np.pad(values, (0, receptive_field - len(values)))
+        num_frames = (len(values) - receptive_field) // stride + 1
+        window = max(1, round(self.speech_window_seconds * self.sampling_rate / stride))
+        if num_frames <= window:
+            return self._run_encoder(model, input_values=torch.from_numpy(values)[None])[0]
+        hop = max(1, window - round(self.speech_window_overlap_seconds * self.sampling_rate / stride))
+        starts = [*range(0, num_frames - window, hop), num_frames - window]
+        cuts = [0] + [(previous + window + start) // 2 for previous, start in zip(starts, starts[1:])] + [num_frames]
+        pieces = []
+        for start, keep_from, keep_to in zip(starts, cuts, cuts[1:]):
+            samples = values[start * stride : (start + window - 1) * stride + receptive_field]
+            hidden = self._run_encoder(model, input_values=torch.from_numpy(samples)[None])[0]
+            pieces.append(hidden[keep_from - start : keep_to - start])
+        return torch.cat(pieces)
+
+    def interpolate_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(frames, hidden) -> (sequence_length, hidden) by linear interpolation along time (Section 4.2).
+
+        `align_corners=True`: the first and last output positions are the first and last frames and the others are
+        evenly spaced between them, i.e. `np.interp` at `linspace(0, frames - 1, sequence_length)`.
+        """
+        resized = F.interpolate(frames.T[None], size=self.sequence_length, mode="linear", align_corners=True)
+        return resized[0].T
+
+    def _run_encoder(self, model: PreTrainedModel, **inputs: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            hidden = model(**{name: tensor.to(self.device) for name, tensor in inputs.items()}).last_hidden_state
+        # A copy made outside inference mode is an ordinary tensor, usable in autograd (e.g. a trained model's input).
+        return hidden.to(device="cpu", dtype=torch.float32, copy=True)
+
+    def encode(self, texts: Sequence[str], waveforms: Sequence[np.ndarray], scale: bool = True) -> BatchFeature:
+        """`text_features` and `speech_features` of paired texts and `load_audio` waveforms, scaled unless
+        `scale=False` (the pipeline loads audio in `preprocess` and calls this once per batch)."""
+        if len(texts) != len(waveforms):
+            raise ValueError(f"got {len(texts)} texts but {len(waveforms)} audio items; they must pair up one to one")
+        if scale:
+            self._require_fitted_scaler()  # before the expensive part
+        text_features, speech_features = self.encode_text(texts), self.encode_speech(waveforms)
+        if scale:
+            text_features, speech_features = self.scale(text_features, speech_features)
+        return BatchFeature({"text_features": text_features, "speech_features": speech_features})
+
+    def extract_features(
+        self, text: str | Sequence[str], audio: AudioInput | Sequence[AudioInput], sampling_rate: int | None = None
+    ) -> BatchFeature:
+        """Unscaled `text_features` and `speech_features` (what the training feature cache stores)."""
+        return self.encode(*self._load_pairs(text, audio, sampling_rate), scale=False)
+
+    def _load_pairs(
+        self, text: str | Sequence[str], audio: AudioInput | Sequence[AudioInput], sampling_rate: int | None
+    ) -> tuple[list[str], list[np.ndarray]]:
+        """A single `text` goes with a single `audio`, lists with lists; all audio loads before any encoder runs."""
+        if not isinstance(text, (str, list, tuple)):
+            raise ValueError(f"unsupported text type {type(text).__name__}: expected a str or a list of str")
+        texts = [text] if isinstance(text, str) else list(text)
+        clips = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+        waveforms = []
+        for index, clip in enumerate(clips):
+            try:
+                waveforms.append(self.load_audio(clip, sampling_rate))
+            except ValueError as error:
+                raise ValueError(f"audio[{index}]: {error}") from error
+        return texts, waveforms
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Joint standard scaling (Eqs. 4-6)
+
+    @property
+    def is_scaler_fitted(self) -> bool:
+        return self.scaler_mean is not None
+
+    def fit_scaler(
+        self, batches: Iterable[tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]]
+    ) -> HyFusERProcessor:
+        """Fit the joint scaler on the unscaled (text_features, speech_features) of the *training* data.
+
+        One mean and std per hidden dimension over all positions of both modalities, i.e. over
+        concat(X_T, X_S) (Eq. 5), in one streaming pass (`FeatureStatistics`).
+        """
+        statistics = FeatureStatistics()
+        for text_features, speech_features in batches:
+            statistics.update(text_features).update(speech_features)
+        if statistics.count == 0:
+            raise ValueError("fit_scaler got no features: pass an iterable of (text_features, speech_features)")
+        return self.set_scaler(statistics)
+
+    def set_scaler(self, statistics: FeatureStatistics) -> HyFusERProcessor:
+        """Use statistics gathered elsewhere (e.g. `merge`d across processes) as the joint scaler."""
+        self.scaler_mean = statistics.mean.tolist()
+        self.scaler_std = statistics.std.tolist()
+        self.scaler_count = statistics.count
+        return self
+
+    def scale(self, text_features: Any, speech_features: Any) -> tuple[Any, Any]:
+        """(x - mean) / std with the joint statistics (Eqs. 5-6), as float32 numpy arrays or tensors, like the input.
+
+        A std below `STD_FLOOR` counts as 1, so constant dimensions are centred instead of divided by ~0.
+        """
+        self._require_fitted_scaler()
+        mean = np.asarray(self.scaler_mean, dtype=np.float32)
+        std = np.asarray(self.scaler_std, dtype=np.float32)
+        std = np.where(std < STD_FLOOR, np.float32(1), std)
+        return tuple(_standardize(features, mean, std) for features in (text_features, speech_features))
+
+    def _require_fitted_scaler(self) -> None:
+        if not self.is_scaler_fitted:
+            raise ValueError(
+                "this HyFusERProcessor's scaler is not fitted: call processor.fit_scaler(...) on the unscaled "
+                "training features (processor.extract_features / scale=False) first, or pass scale=False"
+            )
+
+    def __call__(
+        self,
+        text: str | Sequence[str] | None = None,
+        audio: AudioInput | Sequence[AudioInput] | None = None,
+        sampling_rate: int | None = None,
+        scale: bool = True,
+        return_tensors: str = "pt",
+    ) -> BatchFeature:
+        """`text_features` and `speech_features`, (batch, sequence_length, hidden) float32, scaled unless told not to.
+
+        `sampling_rate` is the rate of raw arrays in `audio`; files and dicts carry their own.
+        """
+        if text is None or audio is None:
+            raise ValueError("HyFusERProcessor needs both text= and audio=")
+        if scale:
+            self._require_fitted_scaler()  # before any file is read
+        features = self.encode(*self._load_pairs(text, audio, sampling_rate), scale=scale)
+        return BatchFeature(dict(features), tensor_type=return_tensors)
+
+
+def _read_audio_file(path: str | os.PathLike, what: str) -> tuple[np.ndarray, int]:
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} does not exist")
+    try:
+        waveform, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        raise ValueError(f"{what} cannot be read as audio: {error}") from error
+    return waveform, rate
+
+
+def _to_mono(array: Any, what: str) -> np.ndarray:
+    """A float32 1-D waveform from a 1-D or 2-D array (channels on the shorter axis are averaged)."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.signedinteger):
+        array = array / -float(np.iinfo(array.dtype).min)
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{what} has unsupported dtype {array.dtype}: expected float or signed-integer PCM")
+    if array.ndim == 2:
+        if min(array.shape) > MAX_CHANNELS:
+            raise ValueError(
+                f"{what} of shape {array.shape} is ambiguous: a 2-D array must be (channels, samples) or "
+                f"(samples, channels) with at most {MAX_CHANNELS} channels; pass a batch as a list of arrays"
+            )
+        array = array.mean(axis=int(np.argmin(array.shape)))
+    elif array.ndim != 1:
+        raise ValueError(f"{what} has {array.ndim} dimensions: expected a 1-D or 2-D (multi-channel) array")
+    return array.astype(np.float32)
+
+
+def _check_sampling_rate(rate: Any, what: str) -> int:
+    is_number = isinstance(rate, (int, float, np.integer, np.floating)) and not isinstance(rate, (bool, np.bool_))
+    if not (is_number and rate > 0 and float(rate).is_integer()):
+        raise ValueError(f"{what}: sampling rate must be a positive whole number of Hz, got {rate!r}")
+    return int(rate)
+
+
+def _receptive_field_and_stride(config) -> tuple[int, int]:
+    """Samples seen by, and samples between, consecutive frames of a wav2vec2-style convolutional front end."""
+    receptive_field, stride = 1, 1
+    for kernel, layer_stride in zip(config.conv_kernel, config.conv_stride):
+        receptive_field += (kernel - 1) * stride
+        stride *= layer_stride
+    return receptive_field, stride
+
+
+def _standardize(features: Any, mean: np.ndarray, std: np.ndarray) -> Any:
+    if isinstance(features, torch.Tensor):
+        features = features.float()
+        return (features - torch.from_numpy(mean).to(features.device)) / torch.from_numpy(std).to(features.device)
+    return (np.asarray(features, dtype=np.float32) - mean) / std
+
+
+HyFusERProcessor.register_for_auto_class("AutoProcessor")

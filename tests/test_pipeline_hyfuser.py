@@ -1,0 +1,179 @@
+"""The saved checkpoint and the `multimodal-emotion-recognition` pipeline, as users load and call them."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from transformers import pipeline
+
+from audio_files import voiced_tone, write_tone
+from pipeline_hyfuser import TASK
+
+ITEM_TEXTS = ["정말 너무 화가 나서 참을 수가 없어요", "오늘 날씨가 좋아서 기분이 좋네요", "그 소식을 듣고 깜짝 놀랐어"]
+
+
+@pytest.fixture(scope="module")
+def classifier(saved_model_dir):
+    return pipeline(model=str(saved_model_dir), trust_remote_code=True, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory):
+    """The three rates the acceptance names: 8 kHz mono, 16 kHz mono and 44.1 kHz stereo, in different formats."""
+    directory = tmp_path_factory.mktemp("pipeline_audio")
+    return [
+        write_tone(directory / "narrowband.wav", sampling_rate=8_000, seconds=1.2, frequency=180.0, seed=1),
+        write_tone(directory / "wideband.flac", sampling_rate=16_000, seconds=0.8, frequency=260.0, seed=2),
+        write_tone(directory / "studio.wav", sampling_rate=44_100, seconds=1.5, frequency=220.0, channels=2, seed=3),
+    ]
+
+
+def expected_probabilities(model, processor, text, audio) -> dict[str, np.ndarray]:
+    """What the pipeline must return, computed step by step with the processor and the model."""
+    features = processor(text=[text], audio=[audio])
+    with torch.no_grad():
+        output = model(features["text_features"], features["speech_features"])
+    return {
+        "score": output.logits.softmax(-1)[0].numpy(),
+        "text_score": output.text_logits.softmax(-1)[0].numpy(),
+        "speech_score": output.speech_logits.softmax(-1)[0].numpy(),
+    }
+
+
+def as_vector(result: list[dict], key: str, labels: list[str]) -> np.ndarray:
+    by_label = {emotion["label"]: emotion[key] for emotion in result}
+    return np.array([by_label[label] for label in labels])
+
+
+def test_saved_directory_is_self_contained(saved_model_dir):
+    names = {path.name for path in saved_model_dir.iterdir()}
+    assert {"model.safetensors", "config.json", "processor_config.json"} <= names
+    assert {"configuration_hyfuser.py", "modeling_hyfuser.py", "processing_hyfuser.py", "pipeline_hyfuser.py"} <= names
+    config = json.loads((saved_model_dir / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_hyfuser.HyFusERForEmotionRecognition"
+    assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_hyfuser.HyFusERForEmotionRecognition"
+    assert config["custom_pipelines"][TASK]["impl"] == "pipeline_hyfuser.HyFusERPipeline"
+    processor_config = json.loads((saved_model_dir / "processor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoProcessor"] == "processing_hyfuser.HyFusERProcessor"
+
+
+def test_fresh_offline_process_elsewhere_loads_every_auto_class(saved_model_dir, tiny_model, tiny_processor, audio_files, tmp_path):
+    """No checkout on sys.path, another working directory, no network, and an empty HF cache."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoProcessor, pipeline
+        directory, text, audio = sys.argv[1:4]
+        assert not any(name.endswith("hyfuser") for name in sys.modules)
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=True)
+        model = AutoModel.from_pretrained(directory, trust_remote_code=True)
+        classifier_model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=True)
+        processor = AutoProcessor.from_pretrained(directory, trust_remote_code=True)
+        classifier = pipeline(model=directory, trust_remote_code=True, device="cpu")
+        print(json.dumps({
+            "classes": [type(config).__name__, type(model).__name__, type(classifier_model).__name__,
+                        type(processor).__name__, type(classifier).__name__],
+            "result": classifier({"text": text, "audio": audio}),
+        }))
+        """
+    )
+    environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_MODULES_CACHE")}
+    environment.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(saved_model_dir), ITEM_TEXTS[0], str(audio_files[2])],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    loaded = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert loaded["classes"] == [
+        "HyFusERConfig", "HyFusERForEmotionRecognition", "HyFusERForEmotionRecognition",
+        "HyFusERProcessor", "HyFusERPipeline",
+    ]
+    labels = [tiny_model.config.id2label[i] for i in range(tiny_model.config.num_labels)]
+    expected = expected_probabilities(tiny_model, tiny_processor, ITEM_TEXTS[0], str(audio_files[2]))["score"]
+    np.testing.assert_allclose(as_vector(loaded["result"], "score", labels), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("file_index", [0, 1, 2], ids=["8kHz_wav", "16kHz_flac", "44.1kHz_stereo_wav"])
+def test_audio_files_at_any_rate_give_the_step_by_step_result(classifier, tiny_model, tiny_processor, audio_files, file_index):
+    audio = str(audio_files[file_index])
+    result = classifier({"text": ITEM_TEXTS[file_index], "audio": audio})
+    labels = [emotion["label"] for emotion in result]
+    assert sorted(labels) == sorted(tiny_model.config.id2label.values())
+    scores = [emotion["score"] for emotion in result]
+    assert scores == sorted(scores, reverse=True) and abs(sum(scores) - 1.0) < 1e-5
+    expected = expected_probabilities(tiny_model, tiny_processor, ITEM_TEXTS[file_index], audio)["score"]
+    np.testing.assert_allclose(as_vector(result, "score", labels), expected[[tiny_model.config.label2id[l] for l in labels]], atol=1e-6)
+
+
+def test_numpy_and_dict_audio_equal_the_file(classifier, audio_files):
+    path = audio_files[0]
+    samples, rate = soundfile.read(path, dtype="float32")
+    from_file = classifier({"text": ITEM_TEXTS[0], "audio": str(path)})
+    from_dict = classifier({"text": ITEM_TEXTS[0], "audio": {"array": samples, "sampling_rate": rate}})
+    from_numpy = classifier({"text": ITEM_TEXTS[0], "audio": samples}, sampling_rate=rate)
+    for other in (from_dict, from_numpy):
+        assert [e["label"] for e in other] == [e["label"] for e in from_file]
+        np.testing.assert_allclose([e["score"] for e in other], [e["score"] for e in from_file], atol=1e-6)
+
+
+def test_batch_of_four_equals_one_by_one(classifier, audio_files):
+    """Different lengths and rates in one batch: no zero-padding may leak into HuBERT."""
+    items = [
+        {"text": ITEM_TEXTS[0], "audio": str(audio_files[0])},
+        {"text": ITEM_TEXTS[1], "audio": str(audio_files[1])},
+        {"text": ITEM_TEXTS[2], "audio": str(audio_files[2])},
+        {"text": "괜찮아요", "audio": {"array": voiced_tone(16_000, 2.3, 150.0, seed=9), "sampling_rate": 16_000}},
+    ]
+    batched = classifier(items, batch_size=4)
+    one_by_one = [classifier(item) for item in items]
+    assert len(batched) == 4
+    for together, alone in zip(batched, one_by_one):
+        assert [e["label"] for e in together] == [e["label"] for e in alone]
+        np.testing.assert_allclose([e["score"] for e in together], [e["score"] for e in alone], atol=1e-5)
+
+
+def test_top_k_keeps_the_most_likely_emotions(classifier, audio_files):
+    item = {"text": ITEM_TEXTS[1], "audio": str(audio_files[1])}
+    everything = classifier(item)
+    assert classifier(item, top_k=3) == everything[:3]
+    assert len(classifier(item, top_k=1)) == 1
+
+
+def test_return_modalities_reports_each_direction_like_table_2(classifier, tiny_model, tiny_processor, audio_files):
+    audio = str(audio_files[1])
+    result = classifier({"text": ITEM_TEXTS[1], "audio": audio}, return_modalities=True)
+    labels = [emotion["label"] for emotion in result]
+    expected = expected_probabilities(tiny_model, tiny_processor, ITEM_TEXTS[1], audio)
+    order = [tiny_model.config.label2id[label] for label in labels]
+    for key in ("score", "text_score", "speech_score"):
+        np.testing.assert_allclose(as_vector(result, key, labels), expected[key][order], atol=1e-6)
+    # Eq. 9: the ensemble is the mean of the two directions.
+    np.testing.assert_allclose(
+        as_vector(result, "score", labels),
+        (as_vector(result, "text_score", labels) + as_vector(result, "speech_score", labels)) / 2,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    "bad_input, message",
+    [
+        ("just a string", "dict with 'text' and 'audio'"),
+        ({"text": "소리가 없어요"}, "dict with 'text' and 'audio'"),
+    ],
+)
+def test_malformed_pipeline_input_is_rejected(classifier, bad_input, message):
+    with pytest.raises(ValueError, match=message):
+        classifier(bad_input)
+
+
+def test_invalid_top_k_is_rejected(classifier, audio_files):
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        classifier({"text": ITEM_TEXTS[0], "audio": str(audio_files[0])}, top_k=0)

@@ -1,0 +1,424 @@
+"""HyFusERProcessor on the tiny real backbones: audio loading, feature extraction, joint scaling, saving, bad input."""
+
+import copy
+import json
+import pickle
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from datasets.fingerprint import Hasher
+from transformers import AutoProcessor
+
+from configuration_hyfuser import HyFusERConfig
+from demo_hyfuser import build_tiny_backbones
+from processing_hyfuser import FeatureStatistics, HyFusERProcessor
+
+SEQUENCE_LENGTH = 16
+RATE = 16_000
+TEXTS = ["오늘 정말 기분이 좋아요!", "왜 그랬어?", "그냥 그래요. 별일 없었어요."]
+
+
+def tone(seconds: float, rate: int, frequency: float = 440.0) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * frequency * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+
+
+def noise(seconds: float, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def dominant_frequency(waveform: np.ndarray, rate: int) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(waveform))) * rate / len(waveform))
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_backbones) -> HyFusERProcessor:
+    """Unfitted; tests that change it work on a `copy.deepcopy`."""
+    return HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, sequence_length=SEQUENCE_LENGTH)
+
+
+@pytest.fixture(scope="module")
+def fitted(processor) -> HyFusERProcessor:
+    fitted = copy.deepcopy(processor)
+    features = processor.extract_features(TEXTS, [noise(1.0, seed) for seed in range(len(TEXTS))])
+    return fitted.fit_scaler([(features["text_features"], features["speech_features"])])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Construction and features
+
+
+def test_defaults_come_from_config(tiny_backbones):
+    processor = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech)
+    assert processor.sequence_length == HyFusERConfig().sequence_length
+    assert processor.hidden_size == tiny_backbones.hidden_size
+
+
+def test_features_are_float32_batch_by_sequence_length_by_hidden(processor):
+    single = processor(text=TEXTS[0], audio=noise(1.0), sampling_rate=RATE, scale=False)
+    batch = processor(text=TEXTS[:2], audio=[noise(1.0), noise(2.5)], sampling_rate=RATE, scale=False)
+    for features, size in ((single, 1), (batch, 2)):
+        for name in ("text_features", "speech_features"):
+            assert features[name].dtype == torch.float32
+            assert tuple(features[name].shape) == (size, SEQUENCE_LENGTH, 32)
+
+
+def test_batch_result_independent_of_batch_composition(processor):
+    clips = [noise(0.7, 1), noise(2.3, 2), noise(1.1, 3)]
+    batch = processor.extract_features(TEXTS, clips, sampling_rate=RATE)
+    for index, (text, clip) in enumerate(zip(TEXTS, clips)):
+        alone = processor.extract_features(text, clip, sampling_rate=RATE)
+        torch.testing.assert_close(batch["text_features"][index], alone["text_features"][0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(batch["speech_features"][index], alone["speech_features"][0], atol=1e-5, rtol=0)
+
+
+def test_text_is_truncated_to_sequence_length_tokens(processor):
+    long_text = "가나다라마바사아자차카타파하" * 3
+    assert len(processor.tokenizer(long_text)["input_ids"]) > SEQUENCE_LENGTH
+    longer = long_text + " 더 긴 꼬리"
+    torch.testing.assert_close(processor.encode_text([long_text]), processor.encode_text([longer]))
+
+
+def test_interpolation_keeps_endpoints_and_spaces_positions_evenly(processor):
+    frames = torch.arange(5, dtype=torch.float32)[:, None].repeat(1, 3)
+    resized = processor.interpolate_frames(frames)
+    expected = torch.linspace(0, 4, SEQUENCE_LENGTH)[:, None].repeat(1, 3)
+    torch.testing.assert_close(resized, expected)
+
+
+def test_features_can_enter_autograd(processor):
+    features = processor.extract_features(TEXTS[0], noise(0.5), sampling_rate=RATE)
+    layer = torch.nn.Linear(32, 1)
+    (layer(features["text_features"]).sum() + layer(features["speech_features"]).sum()).backward()
+    assert layer.weight.grad is not None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audio loading
+
+
+def test_resamples_8k_16k_and_44k_stereo(processor, tmp_path):
+    stereo = np.stack([tone(1.0, 44_100), tone(1.0, 44_100)], axis=1)
+    files = {8_000: ("a.wav", tone(1.0, 8_000)), 16_000: ("b.flac", tone(1.0, 16_000)), 44_100: ("c.wav", stereo)}
+    for rate, (name, waveform) in files.items():
+        soundfile.write(tmp_path / name, waveform, rate)
+        loaded = processor.load_audio(tmp_path / name)
+        assert loaded.dtype == np.float32 and loaded.ndim == 1
+        assert abs(len(loaded) - RATE) <= 1, rate
+        assert dominant_frequency(loaded, RATE) == pytest.approx(440.0, abs=1.0), rate
+
+
+def test_reads_ogg_vorbis(processor, tmp_path):
+    soundfile.write(tmp_path / "d.ogg", tone(1.0, 22_050), 22_050, format="OGG", subtype="VORBIS")
+    loaded = processor.load_audio(str(tmp_path / "d.ogg"))
+    assert abs(len(loaded) - RATE) <= 1
+    assert dominant_frequency(loaded, RATE) == pytest.approx(440.0, abs=1.0)
+
+
+def test_downmixes_channels_first_and_channels_last_alike(processor):
+    left, right = tone(0.5, RATE, 440.0), tone(0.5, RATE, 660.0)
+    mono = (left + right) / 2
+    np.testing.assert_allclose(processor.load_audio(np.stack([left, right]), RATE), mono, atol=1e-7)
+    np.testing.assert_allclose(processor.load_audio(np.stack([left, right], axis=1), RATE), mono, atol=1e-7)
+
+
+def test_dict_audio_carries_its_own_sampling_rate(processor):
+    waveform = tone(1.0, 8_000)
+    from_dict = processor.load_audio({"array": waveform, "sampling_rate": 8_000, "path": None}, sampling_rate=44_100)
+    np.testing.assert_array_equal(from_dict, processor.load_audio(waveform, sampling_rate=8_000))
+
+
+def test_raw_array_without_rate_is_taken_at_extractor_rate(processor):
+    waveform = noise(0.5)
+    np.testing.assert_array_equal(processor.load_audio(waveform), waveform)
+
+
+def test_integer_pcm_is_scaled_to_unit_range(processor):
+    pcm = np.array([0, 16384, -32768], dtype=np.int16)
+    np.testing.assert_array_equal(processor.load_audio(pcm, RATE), np.array([0.0, 0.5, -1.0], dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Long and short audio
+
+
+@contextmanager
+def speech_input_lengths(processor: HyFusERProcessor) -> Iterator[list[int]]:
+    """The length in samples of every input the speech encoder sees inside the block."""
+    lengths = []
+    handle = processor.speech_model.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(kwargs["input_values"].shape[-1]), with_kwargs=True
+    )
+    try:
+        yield lengths
+    finally:
+        handle.remove()
+
+
+def test_ten_minute_clip_runs_in_windows(processor):
+    clip = noise(600.0)
+    with speech_input_lengths(processor) as lengths:
+        frames = processor.speech_frames(clip)
+    assert frames.shape == ((len(clip) - 400) // 320 + 1, 32)  # the frame count of one unwindowed pass
+    assert len(lengths) > 20 and max(lengths) == (1500 - 1) * 320 + 400  # 30 s windows of 1500 frames
+    features = processor.interpolate_frames(frames)
+    assert features.shape == (SEQUENCE_LENGTH, 32) and torch.isfinite(features).all()
+
+
+def test_clip_shorter_than_window_runs_in_one_unpadded_pass(processor):
+    clip = noise(4.0)
+    with speech_input_lengths(processor) as lengths:
+        processor.speech_frames(clip)
+    assert lengths == [len(clip)]
+
+
+def test_windowed_frames_match_each_window_run_alone(processor):
+    windowed = copy.deepcopy(processor)
+    windowed.speech_window_seconds, windowed.speech_window_overlap_seconds = 1.0, 0.4  # 50-frame windows, hop 30
+    windowed.feature_extractor.do_normalize = False  # so that a window run alone sees the same samples
+    clip = noise(3.3)
+    frames = windowed.speech_frames(clip)
+    assert len(frames) == 164
+    # windows start at frames 0, 30, 60, 90 and 114 (the last one ends with the clip); cuts fall mid-overlap
+    first_window = windowed.speech_frames(clip[: 49 * 320 + 400])
+    last_window = windowed.speech_frames(clip[114 * 320 : 163 * 320 + 400])  # a window ends with the last frame
+    torch.testing.assert_close(frames[:40], first_window[:40])
+    torch.testing.assert_close(frames[127:], last_window[127 - 114 :])
+
+
+def test_audio_shorter_than_receptive_field_is_zero_padded_to_one_frame(processor):
+    frames = processor.speech_frames(noise(0.005))  # 80 samples < 400
+    assert frames.shape == (1, 32)
+    features = processor.encode_speech([noise(0.005)])[0]
+    torch.testing.assert_close(features, frames.expand(SEQUENCE_LENGTH, -1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Joint scaling
+
+
+def test_streaming_scaler_matches_one_shot_statistics(processor):
+    rng = np.random.default_rng(0)
+    batches = []
+    for size, dtype in ((3, np.float16), (1, np.float32), (5, np.float16), (2, np.float32)):
+        text = (rng.normal(4.0, 2.0, (size, SEQUENCE_LENGTH, 32))).astype(dtype)
+        speech = (rng.normal(-0.5, 0.3, (size, SEQUENCE_LENGTH, 32))).astype(dtype)
+        batches.append((text, speech))
+    fitted = copy.deepcopy(processor).fit_scaler(batches)
+    concatenated = [np.concatenate([text, speech], axis=1) for text, speech in batches]  # X = concat(X_T, X_S)
+    everything = np.concatenate(concatenated).astype(np.float64).reshape(-1, 32)
+    np.testing.assert_allclose(fitted.scaler_mean, everything.mean(axis=0), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(fitted.scaler_std, everything.std(axis=0), atol=1e-5, rtol=0)
+    assert fitted.scaler_count == len(everything)
+
+
+def test_statistics_merged_from_shards_equal_one_pass():
+    rng = np.random.default_rng(1)
+    shards = [rng.normal(1e4, 1e-2, (n, 8)).astype(np.float32) for n in (5000, 3, 700)]  # large offset, tiny spread
+    merged = FeatureStatistics()
+    for shard in shards:
+        merged.merge(FeatureStatistics().update(shard))
+    everything = np.concatenate(shards).astype(np.float64)
+    np.testing.assert_allclose(merged.mean, everything.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(merged.std, everything.std(axis=0), rtol=1e-6)
+
+
+def test_scale_uses_one_mean_and_std_for_both_modalities(fitted):
+    text, speech = np.full((1, 2, 32), 3.0, np.float32), np.full((1, 2, 32), 3.0, np.float32)
+    scaled_text, scaled_speech = fitted.scale(text, speech)
+    expected = (3.0 - np.float32(fitted.scaler_mean)) / np.float32(fitted.scaler_std)
+    np.testing.assert_allclose(scaled_text[0, 0], expected, rtol=1e-6)
+    np.testing.assert_array_equal(scaled_text, scaled_speech)
+    scaled_tensor, _ = fitted.scale(torch.from_numpy(text), torch.from_numpy(speech))
+    assert isinstance(scaled_tensor, torch.Tensor) and scaled_tensor.dtype == torch.float32
+
+
+def test_scaled_training_features_have_zero_mean_and_unit_std(fitted):
+    features = fitted.extract_features(TEXTS, [noise(1.0, seed) for seed in range(len(TEXTS))])
+    scaled = fitted(text=TEXTS, audio=[noise(1.0, seed) for seed in range(len(TEXTS))], sampling_rate=RATE)
+    both = torch.cat([scaled["text_features"], scaled["speech_features"]], dim=1).reshape(-1, 32).double()
+    torch.testing.assert_close(both.mean(0), torch.zeros(32, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(both.std(0, correction=0), torch.ones(32, dtype=torch.float64), atol=1e-4, rtol=0)
+    assert not torch.equal(features["text_features"], scaled["text_features"])
+
+
+def test_constant_dimension_is_centred_not_divided_by_zero(processor):
+    features = np.random.default_rng(2).normal(size=(4, SEQUENCE_LENGTH, 32)).astype(np.float32)
+    features[..., 0] = 7.0
+    scaler = copy.deepcopy(processor).fit_scaler([(features, features)])
+    scaled, _ = scaler.scale(features, features)
+    assert np.isfinite(scaled).all() and np.all(scaled[..., 0] == 0.0)
+
+
+def test_unfitted_processor_refuses_to_scale(processor):
+    with pytest.raises(ValueError, match="scaler is not fitted: call processor.fit_scaler"):
+        processor(text=TEXTS[0], audio=noise(0.5), sampling_rate=RATE)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Serialisation
+
+
+def test_save_and_reload_is_exact(fitted, tmp_path):
+    fitted.save_pretrained(tmp_path, save_encoders=False)
+    config = json.loads((tmp_path / "processor_config.json").read_text())
+    assert config["auto_map"]["AutoProcessor"] == "processing_hyfuser.HyFusERProcessor"
+    assert (tmp_path / "processing_hyfuser.py").is_file() and (tmp_path / "configuration_hyfuser.py").is_file()
+    reloaded = HyFusERProcessor.from_pretrained(tmp_path)
+    for name in ("scaler_mean", "scaler_std", "scaler_count", "sequence_length", "text_encoder", "speech_encoder"):
+        assert getattr(reloaded, name) == getattr(fitted, name), name
+    inputs = {"text": TEXTS[1], "audio": noise(0.8), "sampling_rate": RATE}
+    for name, value in fitted(**inputs).items():
+        torch.testing.assert_close(reloaded(**inputs)[name], value, atol=0, rtol=0)
+
+
+def test_saved_encoders_make_directory_self_contained(fitted, tiny_backbones, tmp_path):
+    backbones = shutil.copytree(Path(tiny_backbones.text).parent, tmp_path / "backbones")
+    original = HyFusERProcessor.from_backbones(
+        str(backbones / "text"),
+        str(backbones / "speech"),
+        sequence_length=SEQUENCE_LENGTH,
+        scaler_mean=fitted.scaler_mean,
+        scaler_std=fitted.scaler_std,
+        scaler_count=fitted.scaler_count,
+    )
+    inputs = {"text": TEXTS[2], "audio": noise(1.3), "sampling_rate": RATE}
+    expected = original(**inputs)
+    original.save_pretrained(tmp_path / "saved", save_encoders=True)
+    shutil.rmtree(backbones)
+    assert str(backbones) not in (tmp_path / "saved" / "processor_config.json").read_text()
+
+    loaded = AutoProcessor.from_pretrained(tmp_path / "saved", trust_remote_code=True)
+    for name, value in expected.items():
+        torch.testing.assert_close(loaded(**inputs)[name], value, atol=0, rtol=0)
+    loaded.save_pretrained(tmp_path / "resaved")  # the Trainer's call: encoders come along by default
+    assert (tmp_path / "resaved" / "speech_encoder" / "config.json").is_file()
+    with pytest.raises(ValueError, match="pass save_encoders=True"):
+        loaded.save_pretrained(tmp_path / "broken", save_encoders=False)
+
+
+def test_only_local_encoders_are_copied_by_default(processor, tmp_path):
+    from_hub = HyFusERProcessor(processor.tokenizer, processor.feature_extractor, "org/text", "org/speech")
+    assert not from_hub.has_local_encoders() and processor.has_local_encoders()
+    from_hub.save_pretrained(tmp_path / "hub")  # stores the ids; nothing is downloaded
+    assert json.loads((tmp_path / "hub" / "processor_config.json").read_text())["text_encoder"] == "org/text"
+    assert not (tmp_path / "hub" / "text_encoder").exists()
+    processor.save_pretrained(tmp_path / "local")
+    assert json.loads((tmp_path / "local" / "processor_config.json").read_text())["text_encoder"] == "./text_encoder"
+    assert (tmp_path / "local" / "text_encoder" / "model.safetensors").is_file()
+
+
+def test_push_to_hub_with_encoders_is_refused_before_writing(processor, tmp_path):
+    with pytest.raises(ValueError, match="cannot upload the encoders: use push_to_hub"):
+        processor.save_pretrained(tmp_path, push_to_hub=True)
+    assert not any(tmp_path.iterdir())
+
+
+def test_fingerprint_is_unchanged_by_loading_encoders(tiny_backbones):
+    processor = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, SEQUENCE_LENGTH)
+    before = Hasher.hash(processor)
+    processor(text=TEXTS[0], audio=noise(0.5), sampling_rate=RATE, scale=False)
+    assert processor._encoders.text is not None
+    assert Hasher.hash(processor) == before
+
+
+def test_encoders_stay_out_of_pickles_copies_and_to_dict(processor):
+    processor.text_model  # noqa: B018 - make sure they are loaded
+    # ~110 kB of tokenizer; a loaded HuBERT could not even be pickled (its weight-norm parametrization refuses)
+    assert len(pickle.dumps(processor)) < 200_000
+    assert "_encoders" not in processor.to_dict()
+    assert copy.deepcopy(processor)._encoders.text is None
+    clone = pickle.loads(pickle.dumps(processor))
+    assert clone._encoders.text is None and clone.encode_text(TEXTS[:1]).shape == (1, SEQUENCE_LENGTH, 32)
+
+
+def test_to_moves_encoders_and_returns_self(processor):
+    moved = copy.deepcopy(processor)
+    moved.text_model  # noqa: B018 - loaded before the move
+    assert moved.to("meta") is moved and moved.device == torch.device("meta")
+    assert moved.text_model.device.type == "meta" and moved.speech_model.device.type == "meta"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_empty_text_is_rejected(processor):
+    with pytest.raises(ValueError, match=r"text\[1\]: empty or whitespace-only"):
+        processor(text=["좋아", "   "], audio=[noise(0.5), noise(0.5)], sampling_rate=RATE, scale=False)
+
+
+def test_non_string_text_is_rejected(processor):
+    with pytest.raises(ValueError, match=r"text\[0\]: unsupported text type int"):
+        processor(text=[3], audio=[noise(0.5)], sampling_rate=RATE, scale=False)
+
+
+def test_zero_length_audio_is_rejected(processor):
+    with pytest.raises(ValueError, match=r"audio\[1\]: audio array has zero length"):
+        processor(text=TEXTS[:2], audio=[noise(0.5), np.zeros(0, np.float32)], sampling_rate=RATE, scale=False)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_audio_is_rejected(processor, bad):
+    clip = noise(0.5)
+    clip[10] = bad
+    with pytest.raises(ValueError, match=r"audio\[0\]: audio array contains NaN or inf"):
+        processor(text=TEXTS[0], audio=clip, sampling_rate=RATE, scale=False)
+
+
+def test_missing_file_is_rejected(processor, tmp_path):
+    with pytest.raises(ValueError, match=r"audio\[0\]: audio file '.*nowhere.wav' does not exist"):
+        processor(text=TEXTS[0], audio=str(tmp_path / "nowhere.wav"), scale=False)
+
+
+def test_unreadable_file_is_rejected(processor, tmp_path):
+    (tmp_path / "garbage.wav").write_bytes(b"this is not audio")
+    with pytest.raises(ValueError, match=r"audio\[0\]: audio file '.*garbage.wav' cannot be read as audio"):
+        processor(text=TEXTS[0], audio=tmp_path / "garbage.wav", scale=False)
+
+
+def test_unsupported_audio_type_is_rejected(processor):
+    with pytest.raises(ValueError, match=r"audio\[0\]: unsupported audio type set"):
+        processor(text=TEXTS[0], audio={0.1, 0.2}, scale=False)
+
+
+def test_ambiguous_two_dimensional_audio_is_rejected(processor):
+    with pytest.raises(ValueError, match=r"audio array of shape \(16, 8000\) is ambiguous"):
+        processor.load_audio(np.zeros((16, 8000), np.float32), RATE)
+
+
+def test_audio_dict_without_sampling_rate_is_rejected(processor):
+    with pytest.raises(ValueError, match=r"audio dict \(path 'x.wav'\) needs 'array' and 'sampling_rate'"):
+        processor.load_audio({"array": noise(0.5), "path": "x.wav"})
+
+
+def test_mismatched_text_and_audio_lengths_are_rejected(processor):
+    with pytest.raises(ValueError, match="got 2 texts but 1 audio items"):
+        processor(text=TEXTS[:2], audio=[noise(0.5)], sampling_rate=RATE, scale=False)
+
+
+@pytest.mark.parametrize("rate", [0, -8000, 22050.5, "16k"])
+def test_invalid_sampling_rate_is_rejected(processor, rate):
+    with pytest.raises(ValueError, match=r"audio\[0\]: audio array: sampling rate must be a positive whole number"):
+        processor(text=TEXTS[0], audio=noise(0.5), sampling_rate=rate, scale=False)
+
+
+def test_backbones_with_different_hidden_sizes_are_rejected(tiny_backbones, tmp_path):
+    narrow = build_tiny_backbones(tmp_path, hidden_size=16)
+    message = r"text encoder '.*text' has hidden size 32 but the speech encoder '.*speech' has hidden size 16"
+    with pytest.raises(ValueError, match=message):
+        HyFusERProcessor.from_backbones(tiny_backbones.text, narrow.speech)
+
+
+def test_config_with_other_shape_is_rejected(processor):
+    processor.check_compatible(HyFusERConfig(hidden_size=32, intermediate_size=32, sequence_length=SEQUENCE_LENGTH))
+    with pytest.raises(ValueError, match="HyFusERConfig.hidden_size is 768 but the backbones .* have hidden size 32"):
+        processor.check_compatible(HyFusERConfig(sequence_length=SEQUENCE_LENGTH))
+    message = "HyFusERConfig.sequence_length is 126 but the processor's sequence_length is 16"
+    with pytest.raises(ValueError, match=message):
+        processor.check_compatible(HyFusERConfig(hidden_size=32, intermediate_size=32))
