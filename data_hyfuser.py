@@ -1,0 +1,697 @@
+"""Loaders for KEMDy19, KEMDy20 v1.1 and AI-Hub 263 (감정 분류를 위한 대화 음성 데이터셋), and the paper's preprocessing.
+
+The corpora are read as released; `specs/datasets.md` documents their layouts and traps. Each loader returns a
+`datasets.Dataset` with one row per usable utterance:
+
+    id, corpus, session, speaker (both None for AI-Hub 263, which has no speaker ids), text (cleaned), raw_text,
+    audio (absolute path; the processor reads and resamples the file itself), label (`ClassLabel` over
+    `EMOTION_LABELS`), valence, arousal (KEMDy rater means on 1-5, None for AI-Hub 263).
+
+Nothing is dropped silently. Pass `return_report=True` to get `(dataset, LoadReport)` instead: the report accounts
+for every annotation row (`rows_read == kept + sum(skipped.values())`), counts kept rows per label and per audio
+format, audio files that no row names, and every correction made on the way (label aliases, rewritten ids,
+transcript encodings). `str(report)` is a readable table and `report.to_dict()` is JSON. A malformed file raises a
+`ValueError` naming the file, the line and the field; a root without the expected files raises a
+`FileNotFoundError` naming what was expected.
+
+Transcript cleaning (`clean_transcript`):
+- the tags `b/ o/ n/ l/ u/ N/ c/ s/` go, but only as whole tags: a tag letter that follows a Latin letter belongs to
+  a word, so 'SNS', 'BTS' or 'bus/' keep every letter. The one reversed tag seen in KEMDy19 (`/n`) goes too;
+- `*` (uncertain word) and `/` (interjection mark) go; `+` becomes a space;
+- parentheses mark overlapping speech, e.g. `... 정돈 (아니잖아)` and the partner's next line `(아니잖아+그럼) 뭐야.`
+  (spec 1.5; every `+` of KEMDy19 sits inside them). Which words belong to whom is unconfirmed, and they are audible
+  in this segment's audio either way, so the words stay and only the brackets go (`+` separates them);
+- whitespace is collapsed.
+
+`build_paper_dataset` applies Section 5.1 of the paper: merge KEMDy19 + KEMDy20 (or take AI-Hub 263 alone), drop
+duplicate texts, drop texts under two Hangul syllables, downsample neutral to the largest other class, split 8:2
+stratified by label; it reports the counts after each stage in the shape of the paper's Table 4.
+"""
+
+import csv
+import io
+import itertools
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import soundfile
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
+
+try:
+    from .configuration_hyfuser import EMOTION_LABELS
+except ImportError:
+    from configuration_hyfuser import EMOTION_LABELS
+
+MULTI_LABEL_POLICIES = ("drop", "first")
+"""KEMDy rows whose rater tie lists several emotions joined by ';': drop them, or keep the first label as written."""
+
+LABEL_SOURCES = ("situation", "majority")
+"""AI-Hub 263 label: the scripted emotion `상황`, or the emotion that at least 3 of the 5 raters chose."""
+
+SPLITS = ("random", "session")
+"""Validation split: random utterances stratified by label (the paper's), or whole held-out sessions (KEMDy)."""
+
+AIHUB_RELEASES = ("4차년도", "5차년도", "5차년도_2차")
+"""AI-Hub 263 releases: `<release>.csv` next to the folder `<release>/` that its zip extracts to."""
+
+AIHUB_COLUMNS = (
+    "wav_id", "발화문", "상황",
+    "1번 감정", "1번 감정세기", "2번 감정", "2번 감정세기", "3번 감정", "3번 감정세기",
+    "4번 감정", "4번감정세기", "5번 감정", "5번 감정세기",  # the official files spell `4번감정세기` without a space
+    "나이", "성별",
+)  # fmt: skip
+
+FEATURES = Features(
+    {
+        "id": Value("string"),
+        "corpus": Value("string"),
+        "session": Value("string"),
+        "speaker": Value("string"),
+        "text": Value("string"),
+        "raw_text": Value("string"),
+        "audio": Value("string"),
+        "label": ClassLabel(names=list(EMOTION_LABELS)),
+        "valence": Value("float64"),
+        "arousal": Value("float64"),
+    }
+)
+
+PAPER_STAGES = ("collected", "deduplicated", ">= 2 syllables", "used", "train", "validation")
+"""Stages of `build_paper_dataset`; "collected" and "used" are the two columns of the paper's Table 4."""
+
+_LABEL_ALIASES = {"disqust": "disgust", "anger": "angry", "sadness": "sad", "happiness": "happy"}
+"""KEMDy20 misspells disgust; AI-Hub 263 says anger (4차년도), sadness and happiness."""
+
+_TAG = re.compile(r"(?<![A-Za-z])(?:[bonluNcs]/|/[bonluNcs](?![A-Za-z]))")
+_HANGUL_SYLLABLE = re.compile("[가-힣]")
+
+
+def clean_transcript(text: str) -> str:
+    """Remove the KEMDy annotation marks and keep every spoken word (rules in the module docstring)."""
+    text = _TAG.sub(" ", text)
+    text = re.sub(r"[*/]", "", text)
+    text = re.sub(r"[+()]", " ", text)
+    return " ".join(text.split())
+
+
+def count_hangul_syllables(text: str) -> int:
+    """Precomposed Hangul syllables (가-힣) in `text`: the paper's length measure for "fewer than two syllables"."""
+    return len(_HANGUL_SYLLABLE.findall(text))
+
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [header, *[tuple(str(cell) for cell in row) for row in rows]]
+    widths = [max(len(row[index]) for row in cells) for index in range(len(header))]
+    lines = ["  ".join([row[0].ljust(widths[0]), *map(str.rjust, row[1:], widths[1:])]) for row in cells]
+    return "\n".join([title, *lines])
+
+
+@dataclass
+class LoadReport:
+    """What one loader call read, kept and skipped, so that no row disappears unexplained.
+
+    `rows_read` counts annotation rows (header lines excluded); each ends either kept (counted in `labels`) or in
+    exactly one `skipped` reason. `orphan_audio` counts audio files that no annotation row names: they are not rows,
+    so they stand outside that sum. `notes` counts corrections and observations such as label aliases.
+    """
+
+    corpus: str
+    root: str
+    options: dict[str, str]
+    rows_read: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    labels: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EMOTION_LABELS, 0))
+    audio_formats: Counter = field(default_factory=Counter)
+    orphan_audio: int = 0
+    notes: Counter = field(default_factory=Counter)
+
+    @property
+    def kept(self) -> int:
+        return sum(self.labels.values())
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form, with `kept` spelled out."""
+        return {
+            "corpus": self.corpus,
+            "root": self.root,
+            "options": dict(self.options),
+            "rows_read": self.rows_read,
+            "kept": self.kept,
+            "skipped": dict(self.skipped),
+            "labels": dict(self.labels),
+            "audio_formats": dict(self.audio_formats),
+            "orphan_audio": self.orphan_audio,
+            "notes": dict(self.notes),
+        }
+
+    def __str__(self) -> str:
+        options = ", ".join(f"{name}={value!r}" for name, value in self.options.items())
+        rows = [("rows read", self.rows_read), ("kept", self.kept)]
+        rows += [(f"skipped: {reason}", count) for reason, count in self.skipped.most_common()]
+        rows += [(f"label {label}", count) for label, count in self.labels.items()]
+        rows += [(f"audio {audio_format}", count) for audio_format, count in self.audio_formats.most_common()]
+        rows += [("orphan audio files (no row)", self.orphan_audio)]
+        rows += [(f"note: {note}", count) for note, count in self.notes.most_common()]
+        return _table(f"{self.corpus} load report ({self.root}; {options})", ("", "rows"), rows)
+
+
+@dataclass
+class PaperDatasetReport:
+    """Label counts after each stage of `build_paper_dataset` (the paper's Table 4, plus the split) and its loads."""
+
+    loads: list[LoadReport]
+    stages: dict[str, dict[str, int]]
+    split_by: str
+    seed: int
+    validation_fraction: float
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        return {
+            "loads": [report.to_dict() for report in self.loads],
+            "stages": {stage: dict(counts) for stage, counts in self.stages.items()},
+            "split_by": self.split_by,
+            "seed": self.seed,
+            "validation_fraction": self.validation_fraction,
+        }
+
+    def __str__(self) -> str:
+        rows = [(label, *(self.stages[stage][label] for stage in PAPER_STAGES)) for label in EMOTION_LABELS]
+        rows.append(("total", *(sum(self.stages[stage].values()) for stage in PAPER_STAGES)))
+        corpora = " + ".join(report.corpus for report in self.loads)
+        split = (
+            "random utterances stratified by label (paper parity)"
+            if self.split_by == "random"
+            else "whole sessions held out (speaker-independent)"
+        )
+        title = f"{corpora}: rows per emotion after each stage (paper Table 4: collected -> used)"
+        footer = f"split: {split}, validation_fraction={self.validation_fraction}, seed={self.seed}"
+        return _table(title, ("emotion", *PAPER_STAGES), rows) + "\n" + footer
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _malformed(path: str, line: int, message: str) -> ValueError:
+    return ValueError(f"{path}, line {line}: {message}")
+
+
+def _decode(data: bytes, encoding: str, path: str) -> str:
+    """`data` decoded strictly; undecodable bytes raise a `ValueError` naming the file and line."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise _malformed(path, line, f"not {encoding} text ({error.reason})") from None
+
+
+def _read_csv(path: str, encoding: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, whitespace-stripped cells) for every record, header lines included."""
+    with open(path, "rb") as file:
+        reader = csv.reader(io.StringIO(_decode(file.read(), encoding, path), newline=""))
+    try:
+        for row in reader:
+            yield reader.line_num, [cell.strip() for cell in row]
+    except csv.Error as error:
+        raise _malformed(path, reader.line_num, str(error)) from None
+
+
+def _float_or_none(cell: str, path: str, line: int, name: str) -> float | None:
+    if not cell:
+        return None
+    try:
+        return float(cell)
+    except ValueError:
+        raise _malformed(path, line, f"field {name!r}: not a number: {cell!r}") from None
+
+
+def _audio_format(path: str) -> str | None:
+    """The header's sampling rate and channel count as "16000 Hz, 1 ch", or None if the file cannot be read.
+
+    The spec expects 16 kHz mono but could not verify a header (1.6, 2.6): record what is there and let the
+    processor resample and down-mix.
+    """
+    try:
+        with soundfile.SoundFile(path) as audio:  # reads the header only
+            return f"{audio.samplerate} Hz, {audio.channels} ch"
+    except RuntimeError:  # soundfile.LibsndfileError: empty, truncated or not audio
+        return None
+
+
+class _Collector:
+    """Accumulates the kept rows of one loader call and its `LoadReport`."""
+
+    def __init__(self, corpus: str, root: str, options: dict[str, str]):
+        self.report = LoadReport(corpus=corpus, root=root, options=options)
+        self.columns: dict[str, list] = {name: [] for name in FEATURES}
+        self.ids: set[str] = set()
+
+    def skip(self, reason: str) -> None:
+        self.report.skipped[reason] += 1
+
+    def note(self, note: str) -> None:
+        self.report.notes[note] += 1
+
+    def label(self, raw: str) -> str:
+        """Lower-case, strip and de-alias a corpus label; whether it is one of `EMOTION_LABELS` is `add`'s check."""
+        label = raw.strip().lower()
+        if label in _LABEL_ALIASES:
+            self.note(f"label {label!r} read as {_LABEL_ALIASES[label]!r}")
+            label = _LABEL_ALIASES[label]
+        return label
+
+    def add(
+        self,
+        *,
+        id: str,
+        label: str,
+        audio: str | None,
+        raw_text: str | None,
+        session: str | None = None,
+        speaker: str | None = None,
+        valence: float | None = None,
+        arousal: float | None = None,
+    ) -> None:
+        """Keep the row, or count the first reason it cannot be used."""
+        if label not in EMOTION_LABELS:
+            self.note(f"unknown label {label!r}")
+            return self.skip("unknown label")
+        if id in self.ids:
+            return self.skip("duplicate id")
+        if audio is None:
+            return self.skip("missing audio")
+        audio_format = _audio_format(audio)
+        if audio_format is None:
+            return self.skip("unreadable audio")
+        if raw_text is None:
+            return self.skip("missing transcript")
+        text = clean_transcript(raw_text)
+        if not text:
+            return self.skip("empty text")
+        self.ids.add(id)
+        row = {
+            "id": id,
+            "corpus": self.report.corpus,
+            "session": session,
+            "speaker": speaker,
+            "text": text,
+            "raw_text": raw_text,
+            "audio": audio,
+            "label": label,
+            "valence": valence,
+            "arousal": arousal,
+        }
+        for name, value in row.items():
+            self.columns[name].append(value)
+        self.report.labels[label] += 1
+        self.report.audio_formats[audio_format] += 1
+
+    def finish(self, orphan_audio: int, return_report: bool) -> Dataset | tuple[Dataset, LoadReport]:
+        self.report.orphan_audio = orphan_audio
+        dataset = Dataset.from_dict(self.columns, features=FEATURES)
+        return (dataset, self.report) if return_report else dataset
+
+
+@dataclass(frozen=True)
+class _KemdyLayout:
+    """What differs between KEMDy19 and KEMDy20 (spec 1.1-1.2, 2.2-2.3); `_load_kemdy` reads both."""
+
+    corpus: str
+    annotation_file: re.Pattern  # groups: number, and gender where each actor has a file (KEMDy19)
+    expected: str  # the annotation files a root must hold, named in the wrong-root error
+    segment_id: re.Pattern  # groups: number, dialogue, gender, and user where the id names one (KEMDy20)
+    id_column: int  # "Segment ID"; the "Total Evaluation" emotion, valence and arousal follow it
+    dialogue_folders: bool  # KEMDy19 keeps audio in wav/SessionNN/<dialogue>/, KEMDy20 flat in wav/SessionNN/
+
+
+_DIALOGUE = r"(?P<dialogue>(?:script|impro)\d+)"
+_KEMDY19 = _KemdyLayout(
+    corpus="KEMDy19",
+    annotation_file=re.compile(r"Session(?P<number>\d+)_(?P<gender>[FM])_res\.csv"),
+    expected="annotation/Session{NN}_{F,M}_res.csv",
+    segment_id=re.compile(rf"Sess(?P<number>\d+)_{_DIALOGUE}_(?P<gender>[FM])\d+"),
+    id_column=9,
+    dialogue_folders=True,
+)
+_KEMDY20 = _KemdyLayout(
+    corpus="KEMDy20",
+    annotation_file=re.compile(r"Sess(?P<number>\d+)_eval\.csv"),
+    expected="annotation/Sess{NN}_eval.csv",
+    segment_id=re.compile(rf"Sess(?P<number>\d+)_{_DIALOGUE}_(?P<user>User\d+(?P<gender>[FM]))_\d+"),
+    id_column=3,
+    dialogue_folders=False,
+)
+
+
+def _annotation_files(root: str, layout: _KemdyLayout) -> list[tuple[str, str, str | None]]:
+    """(path, session number, actor gender or None) of every annotation file, in session order."""
+    folder = os.path.join(root, "annotation")
+    names = sorted(entry.name for entry in os.scandir(folder) if entry.is_file()) if os.path.isdir(folder) else []
+    matches = [match for match in map(layout.annotation_file.fullmatch, names) if match]
+    if not matches:
+        raise FileNotFoundError(f"no {layout.expected} under {root}: not a {layout.corpus} root")
+    return [
+        (os.path.join(folder, match.string), match["number"], match.groupdict().get("gender"))
+        for match in matches
+    ]
+
+
+def _index_files(folder: str, depth: int) -> set[str]:
+    """Paths of the files exactly `depth` folders below `folder`, with one `os.scandir` per folder.
+
+    Not a recursive glob: every KEMDy19 dialogue folder holds a `converted/` subfolder (spec 1.1) whose files must
+    never stand in for the originals.
+    """
+    folders = [folder]
+    for _ in range(depth):
+        folders = [entry.path for parent in folders for entry in os.scandir(parent) if entry.is_dir()]
+    return {entry.path for parent in folders for entry in os.scandir(parent) if entry.is_file()}
+
+
+def _read_transcript(path: str, collector: _Collector) -> str:
+    """One utterance's transcript with its lines joined.
+
+    KEMDy19 writes UTF-8, KEMDy20 v1.1 CP949 (spec 1.5, 2.5; v1.2 may differ). Trying CP949 first would turn short
+    UTF-8 texts into mojibake without an error ('좋아' -> '醫뗭븘'), while CP949 Hangul practically never decodes as
+    UTF-8 into Hangul: so UTF-8 is kept when it yields Hangul or plain ASCII, and anything else is read as CP949.
+    """
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        text = data.decode("utf-8-sig")
+        encoding = "ascii" if text.isascii() else "utf-8" if _HANGUL_SYLLABLE.search(text) else "cp949"
+    except UnicodeDecodeError:
+        encoding = "cp949"
+    if encoding == "cp949":
+        text = _decode(data, encoding, path)
+    collector.note(f"transcripts read as {encoding}")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1:
+        collector.note("multi-line transcript joined")
+    return " ".join(lines)
+
+
+def _load_kemdy(
+    root: str | os.PathLike, layout: _KemdyLayout, multi_label: str, return_report: bool
+) -> Dataset | tuple[Dataset, LoadReport]:
+    _check_choice("multi_label", multi_label, MULTI_LABEL_POLICIES)
+    root = os.path.abspath(root)
+    annotations = _annotation_files(root, layout)
+    wav_folder = os.path.join(root, "wav")
+    if not os.path.isdir(wav_folder):
+        raise FileNotFoundError(f"no wav/Session{{NN}}/ folders under {root}: not a {layout.corpus} root")
+    files = _index_files(wav_folder, depth=2 if layout.dialogue_folders else 1)
+    collector = _Collector(layout.corpus, root, {"multi_label": multi_label})
+    segment_ids = set()
+    first_rater_column = layout.id_column + 4
+    for path, number, file_gender in annotations:
+        session = f"Sess{number}"
+        rows = _read_csv(path, "utf-8-sig")
+        header = next(rows, (1, []))[1][layout.id_column : layout.id_column + 2]
+        if header != ["Segment ID", "Total Evaluation"]:
+            columns = f"header columns {layout.id_column + 1}-{layout.id_column + 2}"
+            raise _malformed(path, 1, f"{columns}: expected ['Segment ID', 'Total Evaluation'], found {header}")
+        next(rows, None)  # the sub-header row: Emotion, Valence, Arousal under each evaluation
+        for line, row in rows:
+            collector.report.rows_read += 1
+            if not any(row):
+                collector.skip("blank row")
+                continue
+            if len(row) < first_rater_column:
+                raise _malformed(path, line, f"expected at least {first_rater_column} columns, found {len(row)}")
+            segment_id, emotion, valence, arousal = row[layout.id_column : first_rater_column]
+            valence = _float_or_none(valence, path, line, "Valence")
+            arousal = _float_or_none(arousal, path, line, "Arousal")
+            match = layout.segment_id.fullmatch(segment_id)
+            if match is None:
+                raise _malformed(path, line, f"field 'Segment ID': {segment_id!r} is not a {layout.corpus} id")
+            if match["number"] != number:
+                # Spec 2.3: Sess17_eval.csv has rows with another session's prefix; files carry the file's session.
+                segment_id = session + segment_id[match.end("number") :]
+                collector.note(f"Segment ID prefix Sess{match['number']} rewritten to the file's {session}")
+            segment_ids.add(segment_id)
+            if file_gender and match["gender"] != file_gender:
+                # Spec 1.3: each KEMDy19 actor's file rates every segment; on the partner's segments those are the
+                # listener's emotions. The speaker's label is in the speaker's own file.
+                collector.skip("partner's segment (listener label)")
+                continue
+            labels = [part.strip() for part in emotion.split(";") if part.strip()]
+            if not labels:
+                collector.skip("missing label")
+                continue
+            if len(labels) > 1 and multi_label == "drop":
+                collector.skip("multi-label")
+                continue
+            if len(labels) > 1:
+                collector.note("multi-label row: first label kept")
+            folder = os.path.join(wav_folder, f"Session{number}")
+            if layout.dialogue_folders:
+                folder = os.path.join(folder, f"{session}_{match['dialogue']}")
+            audio, transcript = (os.path.join(folder, segment_id + suffix) for suffix in (".wav", ".txt"))
+            collector.add(
+                id=segment_id,
+                label=collector.label(labels[0]),
+                audio=audio if audio in files else None,
+                raw_text=_read_transcript(transcript, collector) if transcript in files else None,
+                session=session,
+                # KEMDy20 ids name the participant; a KEMDy19 session has one actor of each gender.
+                speaker=match.groupdict().get("user") or f"{session}{match['gender']}",
+                valence=valence,
+                arousal=arousal,
+            )
+    wav_stems = (os.path.basename(file)[: -len(".wav")] for file in files if file.endswith(".wav"))
+    return collector.finish(sum(stem not in segment_ids for stem in wav_stems), return_report)
+
+
+def load_kemdy19(
+    root: str | os.PathLike, multi_label: str = "drop", *, return_report: bool = False
+) -> Dataset | tuple[Dataset, LoadReport]:
+    """Load KEMDy19 (ETRI; 20 sessions of acted dialogues by 40 voice actors) with speaker labels.
+
+    Expects `annotation/Session{NN}_{F,M}_res.csv` and `wav/Session{NN}/Sess{NN}_{script,impro}{NN}/<id>.wav|.txt`
+    (UTF-8 transcripts). Both annotation files of a session list every segment, each with its own actor's emotions;
+    only the rows for that actor's own segments are speaker labels and kept (spec 1.3).
+
+    Args:
+        root: the KEMDy19 folder (also released as `KEMDy19_v1_3`).
+        multi_label: rater ties are written 'neutral;happy'; `"drop"` skips them, `"first"` keeps the first label.
+        return_report: also return the `LoadReport`.
+    """
+    return _load_kemdy(root, _KEMDY19, multi_label, return_report)
+
+
+def load_kemdy20(
+    root: str | os.PathLike, multi_label: str = "drop", *, return_report: bool = False
+) -> Dataset | tuple[Dataset, LoadReport]:
+    """Load KEMDy20 v1.1 (ETRI; 40 sessions of free conversation by 80 adults).
+
+    Expects `annotation/Sess{NN}_eval.csv` and flat `wav/Session{NN}/<id>.wav|.txt` (CP949 transcripts). The CSV has
+    two header lines, the first naming `Segment ID` and `Total Evaluation` in columns 4-5 (its blank cells are ' ' in
+    v1.1); only columns 1-7 (Numb, Wav start/end, Segment ID, Emotion, Valence, Arousal) are read, so the 30 rater
+    columns may be absent. `disqust` is read as disgust, and an id whose session prefix differs from its file's
+    (Sess17) is rewritten to the file's session, which names the audio and transcript (spec 2.3).
+
+    Args:
+        root: the KEMDy20 folder (released as `KEMDy20_v1_1`).
+        multi_label: rater ties are written 'happy;neutral;disqust'; `"drop"` skips them, `"first"` keeps the first.
+        return_report: also return the `LoadReport`.
+    """
+    return _load_kemdy(root, _KEMDY20, multi_label, return_report)
+
+
+def _index_wav_stems(folder: str, collector: _Collector) -> dict[str, str]:
+    """`<wav_id>.wav` anywhere below a release folder, in one walk: folder names inside the zips vary (spec 3.2)."""
+    if not os.path.isdir(folder):
+        hint = f"; extract {folder}.zip there" if os.path.isfile(f"{folder}.zip") else ""
+        raise FileNotFoundError(f"no audio folder {folder}{hint}")
+    stems = {}
+    for directory, subdirectories, names in os.walk(folder):
+        subdirectories.sort()
+        for name in sorted(names):
+            stem, suffix = os.path.splitext(name)
+            if suffix.lower() != ".wav":
+                continue
+            if stem in stems:
+                collector.note("audio file name found twice (first kept)")
+            stems.setdefault(stem, os.path.join(directory, name))
+    return stems
+
+
+def load_aihub263(
+    root: str | os.PathLike, label_source: str = "situation", *, return_report: bool = False
+) -> Dataset | tuple[Dataset, LoadReport]:
+    """Load AI-Hub 263, 감정 분류를 위한 대화 음성 데이터셋 (dataSetSn=263; five raters per utterance).
+
+    Expects any of the release CSVs `4차년도.csv`, `5차년도.csv`, `5차년도_2차.csv` (CP949, the exact 15-column header
+    `AIHUB_COLUMNS`), each next to the folder its zip extracts to, holding `<wav_id>.wav` at any depth (e.g.
+    `5차년도/5차_wav/`). The text is the `발화문` column; rows have no speaker or session. Label aliases (anger,
+    sadness, happiness) are applied before voting.
+
+    Args:
+        root: the folder holding the release CSVs and folders.
+        label_source: `"situation"` takes the scripted emotion `상황` (the paper's choice, as most loaders);
+            `"majority"` takes the emotion chosen by at least 3 of the 5 raters and skips rows without one.
+        return_report: also return the `LoadReport`.
+    """
+    _check_choice("label_source", label_source, LABEL_SOURCES)
+    root = os.path.abspath(root)
+    releases = [release for release in AIHUB_RELEASES if os.path.isfile(os.path.join(root, f"{release}.csv"))]
+    if not releases:
+        expected = ", ".join(f"{release}.csv" for release in AIHUB_RELEASES)
+        raise FileNotFoundError(f"none of {expected} under {root}: not an AI-Hub 263 root")
+    collector = _Collector("AI-Hub 263", root, {"label_source": label_source})
+    orphan_audio = 0
+    for release in releases:
+        path = os.path.join(root, f"{release}.csv")
+        audio = _index_wav_stems(os.path.join(root, release), collector)
+        rows = _read_csv(path, "cp949")
+        header = next(rows, (1, []))[1]
+        for index, (found, expected) in enumerate(itertools.zip_longest(header, AIHUB_COLUMNS)):
+            if found != expected:
+                raise _malformed(path, 1, f"header column {index + 1}: expected {expected!r}, found {found!r}")
+        wav_ids = set()
+        for line, row in rows:
+            collector.report.rows_read += 1
+            if not any(row):
+                collector.skip("blank row")
+                continue
+            if len(row) != len(AIHUB_COLUMNS):
+                raise _malformed(path, line, f"expected {len(AIHUB_COLUMNS)} columns, found {len(row)}")
+            record = dict(zip(AIHUB_COLUMNS, row))
+            wav_ids.add(record["wav_id"])
+            if label_source == "situation":
+                label = collector.label(record["상황"])
+            else:
+                votes = Counter(collector.label(record[f"{rater}번 감정"]) for rater in range(1, 6))
+                label, count = votes.most_common(1)[0]
+                if count < 3:
+                    collector.skip("no 3-of-5 rater majority")
+                    continue
+            collector.add(id=record["wav_id"], label=label, audio=audio.get(record["wav_id"]), raw_text=record["발화문"])
+        orphan_audio += sum(stem not in wav_ids for stem in audio)
+    return collector.finish(orphan_audio, return_report)
+
+
+def _label_counts(indices: list[int], labels: list[int]) -> dict[str, int]:
+    counts = Counter(labels[index] for index in indices)
+    return {name: counts[label] for label, name in enumerate(EMOTION_LABELS)}
+
+
+def _downsample_neutral(indices: list[int], labels: list[int], rng: np.random.Generator) -> list[int]:
+    """Keep a random subset of the neutral rows as large as the largest other class (paper 5.1)."""
+    neutral = EMOTION_LABELS.index("neutral")
+    neutral_rows = [index for index in indices if labels[index] == neutral]
+    others = Counter(labels[index] for index in indices if labels[index] != neutral)
+    target = max(others.values(), default=0)
+    if len(neutral_rows) <= target:
+        return indices
+    kept = set(rng.choice(neutral_rows, size=target, replace=False).tolist())
+    return [index for index in indices if labels[index] != neutral or index in kept]
+
+
+def _stratified_validation(
+    indices: list[int], labels: list[int], fraction: float, rng: np.random.Generator
+) -> set[int]:
+    """`round(fraction * n)` random rows of each class of n rows: every class is split to within one row."""
+    validation = set()
+    for label in range(len(EMOTION_LABELS)):
+        rows = [index for index in indices if labels[index] == label]
+        validation.update(rng.permutation(rows)[: round(fraction * len(rows))].tolist())
+    return validation
+
+
+def _session_validation(
+    indices: list[int], corpora: list[str], sessions: list[str | None], fraction: float, rng: np.random.Generator
+) -> set[int]:
+    """Every row of `round(fraction * n)` random sessions (at least one, never all), so no speaker is on both sides.
+
+    A session is (corpus, session): KEMDy19 Sess01 and KEMDy20 Sess01 are different people.
+    """
+    if any(sessions[index] is None for index in indices):
+        raise ValueError("split_by='session' needs session ids; AI-Hub 263 has none (split_by='random' works)")
+    groups = sorted({(corpora[index], sessions[index]) for index in indices})
+    if len(groups) < 2:
+        raise ValueError(f"split_by='session' needs at least 2 sessions, found {len(groups)}")
+    count = min(len(groups) - 1, max(1, round(fraction * len(groups))))
+    held_out = {groups[group] for group in rng.permutation(len(groups))[:count]}
+    return {index for index in indices if (corpora[index], sessions[index]) in held_out}
+
+
+def build_paper_dataset(
+    kemdy19_dir: str | os.PathLike | None = None,
+    kemdy20_dir: str | os.PathLike | None = None,
+    aihub_dir: str | os.PathLike | None = None,
+    *,
+    seed: int = 42,
+    validation_fraction: float = 0.2,
+    split_by: str = "random",
+    multi_label: str = "drop",
+    label_source: str = "situation",
+    return_report: bool = False,
+) -> DatasetDict | tuple[DatasetDict, PaperDatasetReport]:
+    """The paper's data (Section 5.1) as `DatasetDict(train, validation)`, with its Table 4 counts printed.
+
+    Steps: load and merge KEMDy19 + KEMDy20 (either alone works), or AI-Hub 263 on its own (the paper's second,
+    separate experiment); drop rows whose cleaned text already occurred (the first, in load order, stays); drop texts
+    with fewer than 2 Hangul syllables; randomly downsample neutral to the size of the largest other class; split.
+
+    Args:
+        kemdy19_dir, kemdy20_dir, aihub_dir: corpus roots, see `load_kemdy19`, `load_kemdy20`, `load_aihub263`.
+        seed: seeds the neutral downsampling and the split; the same seed gives the same split.
+        validation_fraction: share of rows held out (the paper's 8:2 is 0.2).
+        split_by: `"random"` (paper parity): each class split to within one row of the fraction. `"session"`
+            (speaker-independent, KEMDy only): whole sessions held out, about `validation_fraction` of them.
+        multi_label: KEMDy tie policy, see `load_kemdy19`.
+        label_source: AI-Hub 263 label, see `load_aihub263`.
+        return_report: also return the `PaperDatasetReport` (counts per stage and the load reports).
+    """
+    _check_choice("split_by", split_by, SPLITS)
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    if aihub_dir is not None and (kemdy19_dir is not None or kemdy20_dir is not None):
+        raise ValueError("AI-Hub 263 is the paper's separate experiment: pass aihub_dir alone, or the KEMDy dirs")
+    loaded = []
+    if kemdy19_dir is not None:
+        loaded.append(load_kemdy19(kemdy19_dir, multi_label, return_report=True))
+    if kemdy20_dir is not None:
+        loaded.append(load_kemdy20(kemdy20_dir, multi_label, return_report=True))
+    if aihub_dir is not None:
+        loaded.append(load_aihub263(aihub_dir, label_source, return_report=True))
+    if not loaded:
+        raise ValueError("pass kemdy19_dir and/or kemdy20_dir, or aihub_dir")
+
+    merged = concatenate_datasets([dataset for dataset, _ in loaded])
+    columns = merged.select_columns(["text", "label", "corpus", "session"]).to_dict()
+    texts, labels = columns["text"], columns["label"]
+    first_row_of_text = {}
+    for index, text in enumerate(texts):
+        first_row_of_text.setdefault(text, index)
+    deduplicated = list(first_row_of_text.values())
+    long_enough = [index for index in deduplicated if count_hangul_syllables(texts[index]) >= 2]
+    rng = np.random.default_rng(seed)
+    used = _downsample_neutral(long_enough, labels, rng)
+    if split_by == "random":
+        held_out = _stratified_validation(used, labels, validation_fraction, rng)
+    else:
+        held_out = _session_validation(used, columns["corpus"], columns["session"], validation_fraction, rng)
+    train = [index for index in used if index not in held_out]
+    validation = [index for index in used if index in held_out]
+
+    stages = (range(len(texts)), deduplicated, long_enough, used, train, validation)
+    report = PaperDatasetReport(
+        loads=[load_report for _, load_report in loaded],
+        stages={stage: _label_counts(indices, labels) for stage, indices in zip(PAPER_STAGES, stages)},
+        split_by=split_by,
+        seed=seed,
+        validation_fraction=validation_fraction,
+    )
+    print(report)
+    splits = DatasetDict(train=merged.select(train), validation=merged.select(validation))
+    return (splits, report) if return_report else splits
