@@ -1,0 +1,31 @@
+# Two entry points for a fresh clone: `make demo` and `make test`. Each builds .venv itself.
+# TORCH is installed first so that pip never resolves torch on its own (which can pull a multi-GB CUDA build);
+# override it for your hardware, e.g. `make test TORCH=torch`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+.PHONY: venv demo test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: venv
+	$(OFFLINE) $(BIN)/python train.py --dataset demo --output_dir demo_output
+
+test: venv
+	$(OFFLINE) $(BIN)/python -m pytest
+
+bench: venv
+	$(OFFLINE) $(BIN)/python benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache
