@@ -1,0 +1,261 @@
+"""train.py through its real command line: training on the fixture corpora, saving, serving, feature cache, two
+processes, early stopping and resuming. Plus in-process checks of the argument defaults and the metrics.
+
+Every run uses the tiny backbones and a tiny HyFusER (sequence length 8, one layer), so each CLI run costs mostly
+interpreter start-up. The fixture KEMDy corpora give 18 training and 2 validation utterances: with batch 4 that
+is 5 optimisation steps per epoch in one process.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import EvalPrediction
+
+from configuration_hyfuser import EMOTION_LABELS
+from corpora import write_kemdy19, write_kemdy20
+from train import METRIC_TITLES, compute_metrics, parse_arguments
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STEPS_PER_EPOCH = 5
+"""ceil(18 training utterances / batch 4) in one process."""
+
+OVERRIDES = "intermediate_size=16,num_hidden_layers=1,hidden_dropout_prob=0,attention_dropout=0"
+"""A tiny HyFusER. Without dropout, training is a function of the data order alone (no dropout masks drawn), which is
+what lets the resume test compare weights exactly."""
+
+SAVED_FILES = {
+    "model.safetensors", "config.json", "processor_config.json", "README.md", "all_results.json",
+    "train_results.json", "eval_results.json", "classification_report.json", "dataset_report.json",
+    "confusion_matrix.png", "trainer_state.json", "configuration_hyfuser.py", "modeling_hyfuser.py",
+    "processing_hyfuser.py", "pipeline_hyfuser.py",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("corpora")
+    return write_kemdy19(folder), write_kemdy20(folder)
+
+
+@pytest.fixture(scope="module")
+def hf_home(tmp_path_factory) -> Path:
+    """Keeps the remote-code module cache that `trust_remote_code` writes out of the user's HF_HOME."""
+    return tmp_path_factory.mktemp("hf_home")
+
+
+@pytest.fixture(scope="module")
+def train_args(tiny_backbones, corpora) -> list[str]:
+    """Arguments shared by every CLI run: fixture KEMDy corpora, tiny backbones, a tiny model, quiet output."""
+    kemdy19, kemdy20 = corpora
+    return [
+        "--dataset", "kemdy", "--kemdy19_dir", str(kemdy19), "--kemdy20_dir", str(kemdy20),
+        "--text_backbone", tiny_backbones.text, "--speech_backbone", tiny_backbones.speech,
+        "--sequence_length", "8", "--config_overrides", OVERRIDES,
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--disable_tqdm", "true",
+    ]  # fmt: skip
+
+
+def run(command: list[str], hf_home: Path, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """Run `command`, fail with its output if it fails, and return it (stdout and stderr merged)."""
+    environment = {**os.environ, "HF_HOME": str(hf_home), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(
+        command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-6000:]
+    return result
+
+
+def train(arguments: list[str], hf_home: Path) -> str:
+    """`python train.py <arguments>`; returns its output."""
+    return run([sys.executable, "train.py", *arguments], hf_home).stdout
+
+
+def trainer_state(output_dir: Path) -> dict:
+    return json.loads((output_dir / "trainer_state.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, train_args, hf_home) -> tuple[Path, Path, str]:
+    """One two-epoch run: (output_dir, feature cache dir, log). Later tests compare against it."""
+    output_dir = tmp_path_factory.mktemp("run") / "hyfuser"
+    cache_dir = tmp_path_factory.mktemp("cache")
+    arguments = ["--cache_dir", str(cache_dir), "--output_dir", str(output_dir), "--num_train_epochs", "2"]
+    return output_dir, cache_dir, train([*train_args, *arguments], hf_home)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Arguments and metrics (in process)
+
+
+def test_paper_defaults_apply_unless_the_user_sets_them():
+    _, data_args, training_args = parse_arguments(["--dataset", "kemdy", "--kemdy20_dir", "KEMDy20"])
+    assert data_args.split_by == "random"
+    assert (training_args.optim, training_args.weight_decay, training_args.lr_scheduler_type) == (
+        "adamw_torch", 0.0, "constant"
+    )  # Adam at a fixed rate (Table 3)
+    assert training_args.learning_rate == 1e-4
+    assert training_args.per_device_train_batch_size == 32
+    assert training_args.num_train_epochs == 30
+    assert (training_args.eval_strategy, training_args.save_strategy) == ("epoch", "epoch")
+    assert training_args.load_best_model_at_end and training_args.metric_for_best_model == "accuracy"
+    assert training_args.ddp_find_unused_parameters is False
+    assert training_args.output_dir == "outputs/hyfuser-kemdy"
+
+    model_args, _, training_args = parse_arguments(
+        ["--dataset", "kemdy", "--kemdy20_dir", "KEMDy20", "--learning_rate", "3e-4", "--sequence_length", "64"]
+    )
+    assert training_args.learning_rate == 3e-4 and model_args.sequence_length == 64
+
+
+def test_demo_is_the_default_dataset_with_its_own_settings():
+    model_args, data_args, training_args = parse_arguments([])
+    assert data_args.dataset == "demo"
+    assert training_args.learning_rate == 1e-3 and model_args.sequence_length == 32
+    assert training_args.output_dir == "demo_output"
+
+
+def test_a_dataset_without_its_directory_is_refused():
+    with pytest.raises(ValueError, match="--kemdy19_dir and/or --kemdy20_dir"):
+        parse_arguments(["--dataset", "kemdy"])
+
+
+def test_metrics_report_each_head_next_to_the_fusion():
+    labels = np.array([0, 1, 2, 3])
+    right, wrong = np.eye(7)[labels], np.eye(7)[(labels + 1) % 7]
+    metrics = compute_metrics(EvalPrediction(predictions=(right, right, wrong), label_ids=labels))
+    assert metrics.keys() == METRIC_TITLES.keys()
+    assert metrics["accuracy"] == metrics["f1_weighted"] == metrics["f1_macro"] == 1.0
+    assert metrics["text_head_accuracy"] == 1.0 and metrics["speech_head_accuracy"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The CLI end to end
+
+
+@pytest.mark.slow
+def test_cli_trains_and_saves_a_directory_that_a_fresh_process_serves(trained, corpora, hf_home, tmp_path):
+    output_dir, _, log = trained
+    assert "Extracting train features for 18 utterances" in log
+    assert SAVED_FILES <= {path.name for path in output_dir.iterdir()}
+    results = json.loads((output_dir / "all_results.json").read_text())
+    for name in METRIC_TITLES:
+        assert 0.0 <= results[f"eval_{name}"] <= 1.0
+    report = json.loads((output_dir / "classification_report.json").read_text())
+    assert report["confusion_matrix"]["labels"] == list(EMOTION_LABELS)
+    assert np.asarray(report["confusion_matrix"]["matrix"]).sum() == 2  # the two validation utterances
+    assert "## Limitations" in (output_dir / "README.md").read_text()
+
+    # A fresh interpreter in another directory: the code comes from the saved directory.
+    audio = next((corpora[1] / "wav" / "Session01").glob("*.wav"))
+    script = (
+        "import json\n"
+        "from transformers import pipeline\n"
+        f"classifier = pipeline(model={str(output_dir)!r}, trust_remote_code=True)\n"
+        f"print(json.dumps(classifier({{'text': '정말 너무 화가 나요', 'audio': {str(audio)!r}}}, top_k=1)))\n"
+    )
+    output = run([sys.executable, "-c", script], hf_home, cwd=tmp_path).stdout
+    prediction = json.loads(output.strip().splitlines()[-1])
+    assert prediction[0]["label"] in EMOTION_LABELS
+
+
+@pytest.mark.slow
+def test_second_run_with_the_same_settings_reuses_the_feature_cache(trained, train_args, hf_home, tmp_path):
+    _, cache_dir, _ = trained
+    cached = sorted((cache_dir / "features").iterdir())
+    log = train([*train_args, "--cache_dir", str(cache_dir), "--output_dir", str(tmp_path / "again"),
+                 "--num_train_epochs", "1"], hf_home)  # fmt: skip
+    assert "Extracting" not in log
+    assert "Reusing cached train features" in log and "Reusing cached validation features" in log
+    assert sorted((cache_dir / "features").iterdir()) == cached
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_extracts_features_once(trained, train_args, hf_home, tmp_path):
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    output_dir = tmp_path / "ddp"
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+    ]  # fmt: skip
+    log = run(
+        [*launch, "train.py", *train_args, "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(output_dir),
+         "--num_train_epochs", "2", "--log_level_replica", "info"],
+        hf_home,
+    ).stdout  # fmt: skip
+    # Both ranks log at INFO: the main one extracts, the other one waits and then reads the cache.
+    for split in ("train", "validation"):
+        assert log.count(f"Extracting {split} features for") == 1, log[-6000:]
+        assert log.count(f"Reusing cached {split} features") == 1, log[-6000:]
+    # The same kind of output as a single-process run (checkpoint numbers aside).
+    saved = [{path.name for path in folder.iterdir() if not path.name.startswith("checkpoint-")}
+             for folder in (output_dir, trained[0])]  # fmt: skip
+    assert saved[0] == saved[1]
+    # Two ranks share each epoch: ceil(18 / (4 x 2)) = 3 steps instead of 5.
+    assert trainer_state(output_dir)["global_step"] == 2 * 3
+
+
+@pytest.mark.slow
+def test_early_stopping_after_three_flat_epochs_restores_the_best_epoch(train_args, hf_home, tmp_path):
+    # At lr 1e-7 the weights move but no prediction flips, so validation accuracy stays flat: epoch 1 stays best and
+    # patience 3 stops the run after epoch 4 of 30.
+    output_dir = tmp_path / "early"
+    train([*train_args, "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(output_dir),
+           "--learning_rate", "1e-7", "--num_train_epochs", "30"], hf_home)  # fmt: skip
+    state = trainer_state(output_dir)
+    accuracies = [entry["eval_accuracy"] for entry in state["log_history"] if "eval_accuracy" in entry]
+    assert len(accuracies) == 4 and len(set(accuracies)) == 1  # the best epoch, then 3 without improvement
+    assert state["epoch"] == 4 and state["global_step"] == 4 * STEPS_PER_EPOCH
+    best = output_dir / f"checkpoint-{STEPS_PER_EPOCH}"
+    assert Path(state["best_model_checkpoint"]).name == best.name
+
+    final = load_file(output_dir / "model.safetensors")
+    for name, tensor in load_file(best / "model.safetensors").items():
+        assert torch.equal(final[name], tensor), name
+    last = load_file(output_dir / f"checkpoint-{4 * STEPS_PER_EPOCH}" / "model.safetensors")
+    assert any(not torch.equal(final[name], tensor) for name, tensor in last.items())
+
+
+@pytest.mark.slow
+def test_run_stopped_after_a_checkpoint_resumes_to_the_same_step_count_and_weights(
+    trained, train_args, hf_home, tmp_path
+):
+    reference_dir, cache_dir, _ = trained
+    output_dir = tmp_path / "resumed"
+    arguments = [*train_args, "--cache_dir", str(cache_dir), "--output_dir", str(output_dir)]
+    # The first attempt dies after epoch 1 of 2 (max_steps stops it right after the epoch's checkpoint).
+    train([*arguments, "--num_train_epochs", "2", "--max_steps", str(STEPS_PER_EPOCH)], hf_home)
+    checkpoint = output_dir / f"checkpoint-{STEPS_PER_EPOCH}"
+    log = train([*arguments, "--num_train_epochs", "2", "--resume_from_checkpoint", str(checkpoint)], hf_home)
+    assert "Extracting" not in log
+
+    steps = [trainer_state(folder)["global_step"] for folder in (output_dir, reference_dir)]
+    assert steps == [2 * STEPS_PER_EPOCH] * 2
+    # Epoch 2, trained after the restart (optimizer, scheduler, RNG and data order restored), equals the reference.
+    last_checkpoint = Path(f"checkpoint-{2 * STEPS_PER_EPOCH}") / "model.safetensors"
+    reference = load_file(reference_dir / last_checkpoint)
+    for name, tensor in load_file(output_dir / last_checkpoint).items():
+        torch.testing.assert_close(tensor, reference[name], msg=name)
+
+
+@pytest.mark.slow
+def test_demo_generates_its_corpus_trains_and_serves_held_out_items(hf_home, tmp_path):
+    # One epoch instead of up to 30: this checks the path (generated KEMDy20 corpus read by the real loader, tiny
+    # backbones, pipeline on held-out items), not the accuracy, which `make demo` shows.
+    log = train(["--dataset", "demo", "--num_train_epochs", "1", "--cache_dir", str(tmp_path / "cache"),
+                 "--output_dir", str(tmp_path / "demo"), "--disable_tqdm", "true"], hf_home)  # fmt: skip
+    assert "Extracting train features for 672 utterances" in log  # 7 emotions x 120, 8:2
+    table = log[log.index("Held-out demo items") :]
+    assert sum(line.split()[:1] in (["text"], ["speech"], ["both"]) for line in table.splitlines()) == 42
+    for row in ("fused (Eq. 9)", "text-centric head alone", "speech-centric head alone"):
+        assert row in table
+    assert SAVED_FILES <= {path.name for path in (tmp_path / "demo").iterdir()}
