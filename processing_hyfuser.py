@@ -506,10 +506,14 @@ class HyFusERProcessor(ProcessorMixin):
         self, text: str | Sequence[str], audio: AudioInput | Sequence[AudioInput], sampling_rate: int | None
     ) -> tuple[list[str], list[np.ndarray]]:
         """A single `text` goes with a single `audio`, lists with lists; all audio loads before any encoder runs."""
-        if not isinstance(text, (str, list, tuple)):
+        # Sequences cover lists, tuples and `datasets` columns; a str is one text, and a path one clip.
+        if isinstance(text, str):
+            texts = [text]
+        elif isinstance(text, Sequence):
+            texts = list(text)
+        else:
             raise ValueError(f"unsupported text type {type(text).__name__}: expected a str or a list of str")
-        texts = [text] if isinstance(text, str) else list(text)
-        clips = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+        clips = list(audio) if isinstance(audio, Sequence) and not isinstance(audio, str) else [audio]
         waveforms = []
         for index, clip in enumerate(clips):
             try:

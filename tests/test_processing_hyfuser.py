@@ -15,6 +15,7 @@ import torch
 from datasets.fingerprint import Hasher
 from transformers import AutoProcessor
 
+from audio_files import write_tone
 from configuration_hyfuser import HyFusERConfig
 from demo_hyfuser import build_tiny_backbones
 from processing_hyfuser import FeatureStatistics, HyFusERProcessor
@@ -75,6 +76,18 @@ def test_batch_result_independent_of_batch_composition(processor):
         alone = processor.extract_features(text, clip, sampling_rate=RATE)
         torch.testing.assert_close(batch["text_features"][index], alone["text_features"][0], atol=1e-5, rtol=0)
         torch.testing.assert_close(batch["speech_features"][index], alone["speech_features"][0], atol=1e-5, rtol=0)
+
+
+def test_dataset_columns_are_accepted_like_lists(processor, tmp_path):
+    """datasets 5.x returns a `Column` for `dataset["text"]`, not a list."""
+    import datasets
+
+    paths = [str(write_tone(tmp_path / f"{index}.wav", seconds=0.5 + index / 4, seed=index)) for index in range(2)]
+    table = datasets.Dataset.from_dict({"text": TEXTS[:2], "audio": paths})
+    from_columns = processor.extract_features(table["text"], table["audio"])
+    from_lists = processor.extract_features(list(TEXTS[:2]), paths)
+    for name in ("text_features", "speech_features"):
+        torch.testing.assert_close(from_columns[name], from_lists[name], rtol=0, atol=0)
 
 
 def test_text_is_truncated_to_sequence_length_tokens(processor):
