@@ -446,8 +446,10 @@ class HyFusERProcessor(ProcessorMixin):
         Audio shorter than the convolutional receptive field (400 samples = 25 ms for HuBERT) is zero-padded after
         normalisation to that minimum, giving one frame. Clips longer than `speech_window_seconds` run in
         overlapping windows placed on the frame grid; each output frame comes from the window where it is furthest
-        from an edge, so the frame count is the same as one pass and the encoder's memory is bounded by the window
-        (only the waveform itself, 4 bytes a sample, grows with the clip).
+        from an edge, so the frame count is the same as one pass and the encoder's memory is bounded by the window.
+        What grows with the clip is the waveform (4 bytes a sample, plus its normalised copy) and the kept frames,
+        written straight into one (hidden, frames) buffer: no per-window pieces held until a final concatenation,
+        and `interpolate_frames` reads the returned transposed view without copying it.
         """
         model = self.speech_model
         values = self.feature_extractor(waveform, sampling_rate=self.sampling_rate, return_tensors="np")
@@ -462,12 +464,12 @@ class HyFusERProcessor(ProcessorMixin):
         hop = max(1, window - round(self.speech_window_overlap_seconds * self.sampling_rate / stride))
         starts = [*range(0, num_frames - window, hop), num_frames - window]
         cuts = [0] + [(previous + window + start) // 2 for previous, start in zip(starts, starts[1:])] + [num_frames]
-        pieces = []
+        frames = torch.empty(model.config.hidden_size, num_frames)
         for start, keep_from, keep_to in zip(starts, cuts, cuts[1:]):
             samples = values[start * stride : (start + window - 1) * stride + receptive_field]
             hidden = self._run_encoder(model, input_values=torch.from_numpy(samples)[None])[0]
-            pieces.append(hidden[keep_from - start : keep_to - start])
-        return torch.cat(pieces)
+            frames[:, keep_from:keep_to] = hidden[keep_from - start : keep_to - start].T
+        return frames.T
 
     def interpolate_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """(frames, hidden) -> (sequence_length, hidden) by linear interpolation along time (Section 4.2).
