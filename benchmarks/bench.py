@@ -1,0 +1,729 @@
+#!/usr/bin/env python
+"""HyFusER benchmarks: the cost of extraction, training and inference, as ratios against real-size backbones.
+
+Absolute seconds depend on the machine and, on a shared one, on its neighbours; a ratio of two things measured side
+by side in the same run does not, so every headline number here is a ratio or a memory figure (issue 5):
+
+- `pipeline_over_backbones`: `pipeline(...)` on a batch of (Korean text, 5 s wav file) items over the two bare
+  backbone forwards on the same inputs. Goal <= 1.10.
+- `train_gemm_fraction`: FLOP/s of the fusion model's training steps, run by the `Trainer` exactly as `train.py`
+  configures it, over the FLOP/s of a large fp32 matmul measured around each step. Goal >= 0.5.
+- `extraction_rss_ratio`: peak RSS of `train.extract_features` over many synthetic utterances over that for ten
+  times fewer, each in a fresh process. Goal <= 1.2.
+- `long_audio_peak_mb`: peak RSS increase while extracting one 10-minute clip, over the loaded-model baseline.
+
+The backbones are the real architectures (ELECTRA-base with KoELECTRA-v3's vocabulary, HuBERT-base) with random
+weights, written to a temporary directory in Hugging Face layout so that the real loading path runs and nothing is
+downloaded. See `benchmarks/README.md` for the definitions and the committed results.
+
+    python benchmarks/bench.py            # full run (~20 min on 2 CPU cores), writes benchmarks/results.json
+    python benchmarks/bench.py --quick    # smoke run (< 3 min): fewer repeats, tiny backbones for the memory keys
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
+
+import numpy as np  # noqa: E402
+import soundfile  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from datasets import Array2D, Dataset, DatasetDict, Features, Value  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from transformers import (  # noqa: E402
+    ElectraConfig,
+    ElectraModel,
+    HubertConfig,
+    HubertModel,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    pipeline,
+)
+
+import train  # noqa: E402
+from configuration_hyfuser import HyFusERConfig  # noqa: E402
+from demo_hyfuser import TinyBackbones, build_tiny_backbones  # noqa: E402
+from modeling_hyfuser import HyFusERForEmotionRecognition  # noqa: E402
+from pipeline_hyfuser import save_hyfuser  # noqa: E402
+from processing_hyfuser import FeatureStatistics, HyFusERProcessor  # noqa: E402
+
+SAMPLING_RATE = 16_000
+KOELECTRA_V3_VOCAB_SIZE = 35_000
+GOALS = {
+    "pipeline_over_backbones": ("<=", 1.10),
+    "train_gemm_fraction": (">=", 0.5),
+    "extraction_rss_ratio": ("<=", 1.2),
+}
+RESULT_PREFIX = "BENCH_RESULT "
+"""Marks the line on which a child process prints its JSON result (its other output is progress)."""
+
+SENTENCES = (
+    "정말 너무 화가 나서 참을 수가 없어요",
+    "오늘 날씨가 좋아서 기분이 좋네요",
+    "그 소식을 듣고 깜짝 놀랐어",
+    "혼자 집에 있으니까 조금 무서워요",
+    "어제 친구랑 헤어져서 너무 슬퍼",
+    "그냥 평소랑 똑같은 하루였어요",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run measures. `FULL` gives the committed results; `QUICK` is the smoke test and says so."""
+
+    repeats: int
+    """Timed repeats per measurement, after `warmup` untimed ones; results are medians of per-repeat ratios."""
+    warmup: int
+    pipeline_items: int
+    """Items in the pipeline batch (`batch_size` equals this)."""
+    pipeline_audio_seconds: float
+    train_batch_size: int
+    matmul_size: int
+    """n of the n x n x n fp32 matmul whose FLOP/s is the training reference."""
+    extraction_backbones: str
+    """"real" (ELECTRA-base, HuBERT-base) or "tiny" (the test backbones) for `extraction_rss_ratio`."""
+    extraction_counts: tuple[int, int]
+    extraction_audio_seconds: float
+    extraction_batch_size: int
+    long_audio_backbones: str
+    long_audio_seconds: float
+
+
+FULL = Settings(
+    repeats=7,
+    warmup=1,
+    pipeline_items=4,
+    pipeline_audio_seconds=5.0,
+    train_batch_size=32,
+    matmul_size=2048,
+    extraction_backbones="real",
+    extraction_counts=(100, 1000),
+    extraction_audio_seconds=1.0,
+    extraction_batch_size=16,
+    long_audio_backbones="real",
+    long_audio_seconds=600.0,
+)
+QUICK = replace(
+    FULL,
+    repeats=3,
+    pipeline_items=2,
+    train_batch_size=8,
+    extraction_backbones="tiny",
+    extraction_counts=(30, 300),
+    long_audio_backbones="tiny",
+)
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so that a child's stdout carries only its result."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Machine, memory and timing helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def describe_machine() -> dict[str, Any]:
+    """Enough to tell two results.json files apart: CPU, cores, memory, library versions, threads and load."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo, flags=re.MULTILINE)
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    memory_kb = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, flags=re.MULTILINE)
+    return {
+        "cpu_model": models[0] if models else platform.processor(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "memory_gb": round(int(memory_kb.group(1)) / 2**20, 1) if memory_kb else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def memory_mb(field: str) -> float:
+    """`VmRSS` (now) or `VmHWM` (peak since start or the last `reset_peak_rss`) of this process, in MB."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{field}:\s*(\d+) kB", status, flags=re.MULTILINE).group(1)) / 1024
+
+
+def reset_peak_rss() -> None:
+    """Make `VmHWM` start again from the current RSS (Linux >= 4.0), so the peak belongs to what follows."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+class NeighbourMeter:
+    """The share of this machine's CPU time that other processes (and the hypervisor, as steal) took since the last
+    `share()`: what explains a slow repeat on a shared machine. 0 is an idle neighbourhood, 1 a saturated one."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        """(wall seconds, busy CPU seconds of the machine, CPU seconds of this process)."""
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        )
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        return time.perf_counter(), busy, sum(os.times()[:2])
+
+    def share(self) -> float:
+        (wall, busy, own), (last_wall, last_busy, last_own) = self._sample(), self._last
+        self.restart()
+        cpus = len(os.sched_getaffinity(0))
+        return max(0.0, (busy - last_busy - (own - last_own)) / (cpus * max(wall - last_wall, 1e-9)))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function: Callable[[], Any], device: torch.device = torch.device("cpu")) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def side_by_side(functions: dict[str, Callable[[], Any]], repeats: int, warmup: int, label: str) -> dict[str, list]:
+    """Seconds of each function per repeat, interleaved, alternating the order every repeat so that a slow drift of
+    the machine (a neighbour starting work) lands on all of them alike; `others_cpu_share` says how busy the
+    neighbours were during each repeat."""
+    names = list(functions)
+    times: dict[str, list[float]] = {name: [] for name in [*names, "others_cpu_share"]}
+    neighbours = NeighbourMeter()
+    for repeat in range(warmup + repeats):
+        order = names if repeat % 2 == 0 else names[::-1]
+        elapsed = {name: timed(functions[name]) for name in order}
+        elapsed["others_cpu_share"] = neighbours.share()
+        if repeat >= warmup:
+            for name, seconds in elapsed.items():
+                times[name].append(seconds)
+        phase = "warm-up" if repeat < warmup else f"repeat {repeat - warmup + 1}/{repeats}"
+        timings = ", ".join(f"{name} {elapsed[name]:.2f}s" for name in names)
+        log(f"{label} {phase}: {timings} (others used {elapsed['others_cpu_share']:.0%} of the CPUs)")
+    return times
+
+
+def matmul_flops_per_second(size: int, device: torch.device, dtype: torch.dtype, repeats: int = 3) -> float:
+    """Median FLOP/s of an n x n x n matmul: what this device's GEMM achieves right now."""
+    left, right = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    seconds = [timed(lambda: left @ right, device) for _ in range(repeats + 1)][1:]
+    return 2 * size**3 / statistics.median(seconds)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Inputs: backbones in HF layout, synthetic utterances
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def build_backbones(root: Path) -> dict[str, TinyBackbones]:
+    """Random-weight backbones in standard HF layout, loaded later through the product's own `from_pretrained` path.
+
+    "tiny" is the tests' `build_tiny_backbones`. "real" keeps its tokenizer (KoELECTRA's kind of cased Korean
+    WordPiece, padded with unused entries to KoELECTRA-v3's 35,000) and feature extractor (hubert-base-ls960's
+    settings), and swaps in ELECTRA-base with KoELECTRA-v3's shape and HuBERT-base (`HubertConfig()` defaults).
+    """
+    tiny = build_tiny_backbones(root / "tiny", max_text_positions=512)
+    text_dir, speech_dir = root / "real" / "text", root / "real" / "speech"
+    weights = shutil.ignore_patterns("model.safetensors", "config.json")
+    shutil.copytree(tiny.text, text_dir, ignore=weights)
+    shutil.copytree(tiny.speech, speech_dir, ignore=weights)
+    tokenizer_file = text_dir / "tokenizer.json"
+    tokenizer = json.loads(tokenizer_file.read_text(encoding="utf-8"))
+    vocab = tokenizer["model"]["vocab"]
+    vocab.update({f"[unused{index}]": index for index in range(len(vocab), KOELECTRA_V3_VOCAB_SIZE)})
+    tokenizer_file.write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+    torch.manual_seed(0)
+    text_config = ElectraConfig(
+        vocab_size=KOELECTRA_V3_VOCAB_SIZE,
+        embedding_size=768,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=512,
+    )
+    ElectraModel(text_config).eval().save_pretrained(text_dir)
+    HubertModel(HubertConfig()).eval().save_pretrained(speech_dir)
+    return {"tiny": tiny, "real": TinyBackbones(text=str(text_dir), speech=str(speech_dir), hidden_size=768)}
+
+
+def write_utterances(directory: Path, count: int, seconds: float) -> list[str]:
+    """`count` 16 kHz PCM wav files of noise. The backbones' cost depends only on the length, not on the sound."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        path = directory / f"utterance{index:05d}.wav"
+        samples = (0.1 * rng.standard_normal(int(seconds * SAMPLING_RATE))).astype(np.float32)
+        soundfile.write(path, samples, SAMPLING_RATE, subtype="PCM_16")
+        paths.append(str(path))
+    return paths
+
+
+def korean_texts(count: int) -> list[str]:
+    return [f"{SENTENCES[index % len(SENTENCES)]} ({index})" for index in range(count)]
+
+
+def random_fitted_processor(backbones: TinyBackbones) -> HyFusERProcessor:
+    """A processor over `backbones` whose joint scaler is fitted on random features (the values do not matter)."""
+    processor = HyFusERProcessor.from_backbones(backbones.text, backbones.speech)
+    statistics_ = FeatureStatistics().update(np.random.default_rng(0).standard_normal((64, backbones.hidden_size)))
+    return processor.set_scaler(statistics_)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# pipeline_over_backbones
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def bench_pipeline(settings: Settings, backbones: TinyBackbones, workdir: Path) -> dict[str, Any]:
+    """End-to-end `pipeline(...)` over the two bare backbone forwards, on the same items.
+
+    Numerator: `pipeline(model=saved_dir, trust_remote_code=True)` called on `pipeline_items` dicts of (Korean text,
+    wav path) with `batch_size=pipeline_items`: audio decoding, feature extraction, tokenization, both encoders,
+    interpolation, scaling, the fusion model and postprocessing. Denominator: ELECTRA on the same batch tokenized
+    and padded to `sequence_length` (126) and HuBERT on each utterance's normalised waveform alone, unpadded, which
+    is the least work that yields HyFusER's features. The fusion model alone is timed too: 1 + its share is the floor.
+    """
+    log("pipeline: saving a Table 3 HyFusER with random weights and loading it through pipeline()")
+    torch.manual_seed(0)
+    model = HyFusERForEmotionRecognition(
+        HyFusERConfig(text_backbone=backbones.text, speech_backbone=backbones.speech)
+    ).eval()
+    save_dir = save_hyfuser(workdir / "hyfuser", model, random_fitted_processor(backbones), save_encoders=False)
+    classifier = pipeline(model=str(save_dir), trust_remote_code=True, device="cpu")
+    processor = classifier.processor
+
+    texts = korean_texts(settings.pipeline_items)
+    paths = write_utterances(workdir / "pipeline_audio", settings.pipeline_items, settings.pipeline_audio_seconds)
+    items = [{"text": text, "audio": path} for text, path in zip(texts, paths)]
+    tokens = processor.tokenizer(
+        texts, padding="max_length", truncation=True, max_length=processor.sequence_length, return_tensors="pt"
+    )
+    waveforms = [processor.load_audio(path) for path in paths]
+    input_values = [
+        processor.feature_extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_values
+        for waveform in waveforms
+    ]
+    features = processor.encode(texts, waveforms)
+    text_model, speech_model, fusion_model = processor.text_model, processor.speech_model, classifier.model
+
+    def backbones_alone() -> None:
+        with torch.inference_mode():
+            text_model(**tokens)
+            for values in input_values:
+                speech_model(input_values=values)
+
+    def fusion_alone() -> None:
+        with torch.no_grad():
+            fusion_model(**features)
+
+    times = side_by_side(
+        {
+            "pipeline": lambda: classifier(items, batch_size=len(items)),
+            "backbones": backbones_alone,
+            "fusion_model": fusion_alone,
+        },
+        settings.repeats,
+        settings.warmup,
+        "pipeline",
+    )
+    ratios = [whole / bare for whole, bare in zip(times["pipeline"], times["backbones"])]
+    floors = [1 + fusion / bare for fusion, bare in zip(times["fusion_model"], times["backbones"])]
+    return {
+        "pipeline_over_backbones": statistics.median(ratios),
+        "per_repeat_ratios": ratios,
+        "fusion_model_floor": statistics.median(floors),
+        "seconds": times,
+        "items": settings.pipeline_items,
+        "audio_seconds": settings.pipeline_audio_seconds,
+        "text_tokens_padded_to": processor.sequence_length,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# train_gemm_fraction (and the GPU's bf16 training MFU)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _StepClock(TrainerCallback):
+    """Times every Trainer step, counts the first (warm-up) step's FLOPs, and measures the reference matmul between
+    steps, so that each step is bracketed by two reference measurements taken next to it."""
+
+    def __init__(self, reference: Callable[[], float], device: torch.device):
+        self.reference = reference
+        self.device = device
+        self.counter = FlopCounterMode(display=False)
+        self.neighbours = NeighbourMeter()
+        self.mark: float | None = None
+        self.step_seconds: list[float] = []
+        self.others_cpu_share: list[float] = []
+        self.reference_flops_per_second: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self.counter.__enter__()
+            self.neighbours.restart()
+            self.mark = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        synchronize(self.device)
+        now = time.perf_counter()
+        if state.global_step == 1:
+            self.counter.__exit__(None, None, None)
+        # From the end of the previous reference to now: data loading, collation, forward, backward, clipping, step.
+        self.step_seconds.append(now - self.mark)
+        self.others_cpu_share.append(self.neighbours.share())
+        self.reference_flops_per_second.append(self.reference())
+        log(
+            f"training step {state.global_step}/{state.max_steps}: {self.step_seconds[-1]:.2f}s "
+            f"(others used {self.others_cpu_share[-1]:.0%} of the CPUs)"
+        )
+        self.neighbours.restart()
+        self.mark = time.perf_counter()
+
+
+def measure_training(
+    settings: Settings, backbones: TinyBackbones, workdir: Path, device: torch.device, bf16: bool = False
+) -> dict[str, Any]:
+    """Achieved FLOP/s of HyFusER training steps run by the `Trainer` as `train.py` sets it up, over the FLOP/s of
+    a large matmul of the training dtype on the same device.
+
+    Same optimizer, learning rate, gradient clipping and batch size (`train.PAPER_TRAINING_DEFAULTS`), same data
+    path (float16 cached features, `train.collate_scaled_features`); only evaluation, saving and logging are off.
+    FLOPs are counted with `FlopCounterMode` over the first real step, which is then discarded as warm-up.
+    """
+    steps = settings.warmup + settings.repeats
+    rows = settings.train_batch_size * steps
+    shape = (HyFusERConfig().sequence_length, HyFusERConfig().hidden_size)
+    rng = np.random.default_rng(0)
+    # The cache's layout: one float16 Array2D column per modality, as `train.extract_features` writes it.
+    features = Features({name: Array2D(shape, train.FEATURE_DTYPE) for name in train.FEATURE_COLUMNS})
+    features["label"] = Value("int64")
+    columns = {
+        name: rng.standard_normal((rows, *shape), dtype=np.float32).astype(train.FEATURE_DTYPE)
+        for name in train.FEATURE_COLUMNS
+    }
+    dataset = Dataset.from_dict({**columns, "label": rng.integers(0, 7, rows)}, features=features)
+    arguments = TrainingArguments(
+        output_dir=str(workdir / "trainer"),
+        **{
+            **train.PAPER_TRAINING_DEFAULTS,
+            "per_device_train_batch_size": settings.train_batch_size,
+            "max_steps": steps,
+            "eval_strategy": "no",
+            "save_strategy": "no",
+            "logging_strategy": "no",
+            "load_best_model_at_end": False,
+            "report_to": "none",
+            "disable_tqdm": True,
+            "use_cpu": device.type == "cpu",
+            "bf16": bf16,
+        },
+    )
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    # A GPU reaches its GEMM peak only on a larger product than two CPU cores do.
+    reference_size = settings.matmul_size if device.type == "cpu" else 4 * settings.matmul_size
+    clock = _StepClock(partial(matmul_flops_per_second, reference_size, device, dtype), device)
+    torch.manual_seed(0)
+    trainer = Trainer(
+        model=HyFusERForEmotionRecognition(HyFusERConfig()),
+        args=arguments,
+        train_dataset=dataset.with_format("torch"),
+        data_collator=partial(train.collate_scaled_features, processor=random_fitted_processor(backbones)),
+        callbacks=[clock],
+    )
+    trainer.train()
+    flops = clock.counter.get_total_flops()
+    achieved = [flops / seconds for seconds in clock.step_seconds[settings.warmup :]]
+    # Step i is bracketed by the references measured right after steps i-1 and i.
+    references = clock.reference_flops_per_second
+    before, after = references[settings.warmup - 1 : -1], references[settings.warmup :]
+    brackets = [(first + second) / 2 for first, second in zip(before, after)]
+    fractions = [rate / reference for rate, reference in zip(achieved, brackets)]
+    return {
+        "fraction": statistics.median(fractions),
+        "per_repeat_fractions": fractions,
+        "flops_per_step": flops,
+        "step_seconds": clock.step_seconds,
+        "others_cpu_share": clock.others_cpu_share,
+        "achieved_flops_per_second": achieved,
+        "reference_flops_per_second": references,
+        "reference_matmul": f"{reference_size}^3 {str(dtype).removeprefix('torch.')}",
+        "batch_size": settings.train_batch_size,
+        "optim": arguments.optim,
+        "max_grad_norm": arguments.max_grad_norm,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# extraction_rss_ratio and long_audio_peak_mb: each measurement in a fresh process
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def run_child(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Run `CHILDREN[kind]` in a fresh interpreter, so that its peak RSS is its own; its progress goes to stderr."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind]
+    command += ["--child-arguments", json.dumps(arguments)]
+    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+    line = next(line for line in reversed(completed.stdout.splitlines()) if line.startswith(RESULT_PREFIX))
+    return json.loads(line.removeprefix(RESULT_PREFIX))
+
+
+def child_extraction(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Stream `count` utterances through `train.extract_features` into a fresh on-disk cache.
+
+    One batch is extracted first (loading the encoders and warming the allocator and kernels), then the peak RSS is
+    reset, so the reported peak is that of the measured extraction, with the loaded models resident.
+    """
+    count, batch_size = arguments["count"], arguments["batch_size"]
+    paths = sorted(str(path) for path in Path(arguments["audio_dir"]).glob("*.wav"))[:count]
+    split = Dataset.from_dict(
+        {
+            "id": [Path(path).stem for path in paths],
+            "text": korean_texts(count),
+            "audio": paths,
+            "label": [index % 7 for index in range(count)],
+        }
+    )
+    processor = HyFusERProcessor.from_backbones(arguments["text"], arguments["speech"])
+    data_args = train.DataTrainingArguments(cache_dir=arguments["cache_dir"], extraction_batch_size=batch_size)
+    train.extract_features(DatasetDict({"warmup": split.select(range(batch_size))}), processor, data_args)
+    baseline = memory_mb("VmRSS")
+    reset_peak_rss()
+    seconds = timed(lambda: train.extract_features(DatasetDict({"train": split}), processor, data_args))
+    peak = memory_mb("VmHWM")
+    cache_files = list((Path(arguments["cache_dir"]) / "features").glob("train-*.arrow"))
+    return {
+        "count": count,
+        "baseline_rss_mb": baseline,
+        "peak_rss_mb": peak,
+        "increase_mb": peak - baseline,
+        "seconds": seconds,
+        "utterances_per_second": count / seconds,
+        "cache_bytes": sum(path.stat().st_size for path in cache_files),
+    }
+
+
+def bench_extraction(settings: Settings, backbones: TinyBackbones, workdir: Path) -> dict[str, Any]:
+    """Peak RSS of extracting and caching the larger count of utterances over that of the smaller count."""
+    small, large = settings.extraction_counts
+    audio_dir = workdir / "extraction_audio"
+    write_utterances(audio_dir, large, settings.extraction_audio_seconds)
+    runs = {}
+    for count in (small, large):
+        log(f"extraction: {count} utterances of {settings.extraction_audio_seconds:g} s in a fresh process")
+        runs[count] = run_child(
+            "extraction",
+            {
+                "count": count,
+                "batch_size": settings.extraction_batch_size,
+                "audio_dir": str(audio_dir),
+                "text": backbones.text,
+                "speech": backbones.speech,
+                "cache_dir": str(workdir / f"extraction_cache_{count}"),
+            },
+        )
+        run = runs[count]
+        log(f"extraction: {count} utterances peak {run['peak_rss_mb']:.0f} MB in {run['seconds']:.0f}s")
+    return {
+        "extraction_rss_ratio": runs[large]["peak_rss_mb"] / runs[small]["peak_rss_mb"],
+        "increase_ratio": runs[large]["increase_mb"] / max(runs[small]["increase_mb"], 1.0),
+        "cache_bytes_per_utterance": runs[large]["cache_bytes"] / large,
+        "backbones": settings.extraction_backbones,
+        "audio_seconds": settings.extraction_audio_seconds,
+        "runs": {str(count): run for count, run in runs.items()},
+    }
+
+
+def child_long_audio(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Peak RSS increase of `extract_features` on each clip over the RSS just before it, the encoders loaded."""
+    processor = HyFusERProcessor.from_backbones(arguments["text"], arguments["speech"])
+    processor.extract_features(SENTENCES[0], arguments["warmup"])
+    results = {}
+    for name in ("window", "long"):
+        baseline = memory_mb("VmRSS")
+        reset_peak_rss()
+        seconds = timed(lambda: processor.extract_features(SENTENCES[0], arguments[name]))
+        peak = memory_mb("VmHWM")
+        results[name] = {
+            "baseline_rss_mb": baseline,
+            "peak_rss_mb": peak,
+            "increase_mb": peak - baseline,
+            "seconds": seconds,
+        }
+    return results
+
+
+def bench_long_audio(settings: Settings, backbones: TinyBackbones, workdir: Path) -> dict[str, Any]:
+    """One 10-minute clip, after a clip as long as one HuBERT window (the longest that runs in a single pass)."""
+    window_seconds = HyFusERProcessor.from_backbones(backbones.text, backbones.speech).speech_window_seconds
+    clips = {
+        name: write_utterances(workdir / f"clip_{name}", 1, seconds)[0]
+        for name, seconds in (("warmup", 1.0), ("window", window_seconds), ("long", settings.long_audio_seconds))
+    }
+    log(f"long audio: {settings.long_audio_seconds:g} s clip with the {settings.long_audio_backbones} HuBERT")
+    result = run_child("long-audio", {"text": backbones.text, "speech": backbones.speech, **clips})
+    increases = {name: result[name]["increase_mb"] for name in ("long", "window")}
+    log(f"long audio: peak +{increases['long']:.0f} MB (a window-length clip: +{increases['window']:.0f} MB)")
+    return {
+        "long_audio_peak_mb": result["long"]["increase_mb"],
+        "long_audio_peak_rss_mb": result["long"]["peak_rss_mb"],
+        "backbones": settings.long_audio_backbones,
+        "clip_seconds": settings.long_audio_seconds,
+        "window_seconds": window_seconds,
+        **result,
+    }
+
+
+CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "extraction": child_extraction,
+    "long-audio": child_long_audio,
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# GPU (only when one is present)
+# --------------------------------------------------------------------------------------------------------------------
+
+NOMINAL_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12))
+"""Dense bf16 tensor-core peaks from the vendor data sheets, by device-name substring (first match wins)."""
+
+
+def bench_gpu(settings: Settings, backbones: TinyBackbones, workdir: Path) -> dict[str, Any]:
+    """Extraction utterances/s with both encoders on the GPU, and training MFU with bf16 autocast."""
+    if not torch.cuda.is_available():
+        log("gpu: no CUDA device, skipped")
+        return {"skipped": "torch.cuda.is_available() is False"}
+    device = torch.device("cuda")
+    processor = HyFusERProcessor.from_backbones(backbones.text, backbones.speech).to(device)
+    count, batch_size = settings.extraction_counts[0], settings.extraction_batch_size
+    paths = write_utterances(workdir / "gpu_audio", count, settings.extraction_audio_seconds)
+    texts = korean_texts(count)
+
+    def extract_all() -> None:
+        for start in range(0, count, batch_size):
+            processor.extract_features(texts[start : start + batch_size], paths[start : start + batch_size])
+
+    seconds = side_by_side({"extraction": extract_all}, settings.repeats, settings.warmup, "gpu")["extraction"]
+    training = measure_training(settings, backbones, workdir, device, bf16=True)
+    name = torch.cuda.get_device_name(device)
+    peak = next((flops for key, flops in NOMINAL_BF16_FLOPS if key in name), None)
+    achieved = statistics.median(training["achieved_flops_per_second"])
+    return {
+        "device": name,
+        "extraction_utterances_per_second": count / statistics.median(seconds),
+        "train_bf16_matmul_fraction": training["fraction"],
+        "train_mfu_bf16": achieved / peak if peak else None,
+        "nominal_bf16_flops": peak,
+        "training": training,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def goal_report(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    report = {}
+    for key, (direction, bound) in GOALS.items():
+        value = results[key]
+        report[key] = {"goal": f"{direction} {bound}", "met": value <= bound if direction == "<=" else value >= bound}
+    return report
+
+
+def run(settings: Settings, quick: bool) -> dict[str, Any]:
+    started = time.time()
+    machine = describe_machine()
+    with tempfile.TemporaryDirectory(prefix="hyfuser-bench-") as directory:
+        workdir = Path(directory)
+        log("building random-weight backbones in HF layout (ELECTRA-base/KoELECTRA-v3 shape, HuBERT-base, tiny)")
+        backbones = build_backbones(workdir / "backbones")
+        pipeline_result = bench_pipeline(settings, backbones["real"], workdir)
+        training = measure_training(settings, backbones["real"], workdir, torch.device("cpu"))
+        extraction = bench_extraction(settings, backbones[settings.extraction_backbones], workdir)
+        long_audio = bench_long_audio(settings, backbones[settings.long_audio_backbones], workdir)
+        gpu = bench_gpu(settings, backbones["real"], workdir)
+    machine["load_average_at_end"] = os.getloadavg()
+    results = {
+        "mode": "quick" if quick else "full",
+        "pipeline_over_backbones": pipeline_result["pipeline_over_backbones"],
+        "train_gemm_fraction": training["fraction"],
+        "extraction_rss_ratio": extraction["extraction_rss_ratio"],
+        "long_audio_peak_mb": long_audio["long_audio_peak_mb"],
+        "cache_bytes_per_utterance": extraction["cache_bytes_per_utterance"],
+        "machine": machine,
+        "settings": asdict(settings),
+        "details": {
+            "pipeline": pipeline_result,
+            "training": training,
+            "extraction": extraction,
+            "long_audio": long_audio,
+            "gpu": gpu,
+        },
+        "wall_seconds": time.time() - started,
+    }
+    results["goals"] = goal_report(results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run (< 3 min on 2 cores): see QUICK")
+    parser.add_argument(
+        "--output", type=Path, default=Path(__file__).resolve().parent / "results.json", help="where the JSON goes"
+    )
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--child-arguments", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(RESULT_PREFIX + json.dumps(CHILDREN[args.child](json.loads(args.child_arguments))), flush=True)
+        return
+
+    results = run(QUICK if args.quick else FULL, args.quick)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    for key, goal in results["goals"].items():
+        log(f"{key} = {results[key]:.3f} (goal {goal['goal']}: {'met' if goal['met'] else 'MISSED'})")
+    log(f"long_audio_peak_mb = {results['long_audio_peak_mb']:.0f}")
+    log(f"wrote {args.output} in {results['wall_seconds']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
