@@ -99,8 +99,9 @@ def test_paper_defaults_apply_unless_the_user_sets_them():
     _, data_args, training_args = parse_arguments(["--dataset", "kemdy", "--kemdy20_dir", "KEMDy20"])
     assert data_args.split_by == "random"
     assert (training_args.optim, training_args.weight_decay, training_args.lr_scheduler_type) == (
-        "adamw_torch", 0.0, "constant"
+        "adamw_torch_fused", 0.0, "constant"
     )  # Adam at a fixed rate (Table 3)
+    assert training_args.max_grad_norm == 0.0  # Keras's Adam does not clip
     assert training_args.learning_rate == 1e-4
     assert training_args.per_device_train_batch_size == 32
     assert training_args.num_train_epochs == 30
