@@ -27,6 +27,8 @@ _REMOTE_CODE_FILES = ("configuration_hyfuser.py", "modeling_hyfuser.py", "proces
 class HyFusERPipeline(Pipeline):
     """Emotion of (Korean text, speech) pairs: `{"text": str, "audio": path | array | {"array", "sampling_rate"}}`.
 
+    One dict gives a list of emotions, most likely first; a list of dicts gives a list of those lists.
+
     Call options:
         top_k (`int`, *optional*): return only the `top_k` most likely emotions (default: all of them).
         return_modalities (`bool`, defaults to `False`): add `text_score` (Step 1, text-centric head) and
@@ -57,10 +59,6 @@ class HyFusERPipeline(Pipeline):
         if return_modalities is not None:
             postprocess_params["return_modalities"] = return_modalities
         return preprocess_params, {}, postprocess_params
-
-    def __call__(self, inputs: dict | list[dict], **kwargs):
-        """Classify one `{"text", "audio"}` dict (returns a list of emotions) or a list of them (a list of lists)."""
-        return super().__call__(inputs, **kwargs)
 
     def preprocess(self, inputs: dict, sampling_rate: int | None = None) -> dict[str, list]:
         if not isinstance(inputs, dict) or not {"text", "audio"} <= inputs.keys():
