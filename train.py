@@ -451,6 +451,13 @@ def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _encoder_description(backbone: str, output_dir: Path, subfolder: str) -> str:
+    """How the card names an encoder: a local path means nothing to readers elsewhere, so name the copy saved here."""
+    if (output_dir / subfolder).is_dir():
+        return f"`{subfolder}/` (saved with the model, from the local backbone `{Path(backbone).name}`)"
+    return f"`{backbone}`"
+
+
 def write_model_card(
     output_dir: Path,
     data_args: DataTrainingArguments,
@@ -463,6 +470,10 @@ def write_model_card(
 ) -> None:
     """README.md for the Hub: data, label policy, split, training setup, metrics, intended use and limitations."""
     config = model.config
+    text_encoder = _encoder_description(config.text_backbone, output_dir, processing_hyfuser.TEXT_ENCODER_SUBFOLDER)
+    speech_encoder = _encoder_description(
+        config.speech_backbone, output_dir, processing_hyfuser.SPEECH_ENCODER_SUBFOLDER
+    )
     corpora = {"demo": "offline demo", "kemdy": "KEMDy19 + KEMDy20", "aihub": "AI-Hub 263"}
     sources = {
         "demo": "generated Korean sentences and synthetic voices written in the KEMDy20 layout (`demo_hyfuser.py`)",
@@ -509,7 +520,7 @@ metrics:
 # HyFusER ({corpora[data_args.dataset]})
 
 HyFusER (Yi, Kwak, Shin, *Applied Sciences* 2025, 15, 1053) recognises seven emotions ({", ".join(EMOTION_LABELS)})
-from Korean text and speech: frozen `{config.text_backbone}` and `{config.speech_backbone}` features, one transformer
+from Korean text and speech: frozen {text_encoder} and {speech_encoder} features, one transformer
 encoder per modality, dual cross-modal attention (text queries speech, speech queries text) and the average of the two
 heads' probabilities. {model.num_parameters():,} trainable parameters.
 
