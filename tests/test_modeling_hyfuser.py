@@ -1,6 +1,7 @@
 """HyFusERConfig and HyFusERForEmotionRecognition on real (randomly initialised) modules."""
 
 import inspect
+import math
 
 import pytest
 import torch
@@ -176,3 +177,117 @@ def test_training_step_reduces_the_loss():
         loss.backward()
         optimizer.step()
     assert losses[-1] < 0.5 * losses[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A reference forward pass, written from the paper's equations with plain tensor operations on the model's own weights
+
+STEP_1 = "text_to_speech"
+"""State-dict prefix of Step 1 (Eq. 7): text queries, speech keys and values."""
+STEP_2 = "speech_to_text"
+"""State-dict prefix of Step 2 (Eq. 8): speech queries, text keys and values."""
+
+
+def reference_layer_norm(x: torch.Tensor, weights: dict, prefix: str, eps: float) -> torch.Tensor:
+    mean = x.mean(-1, keepdim=True)
+    variance = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(variance + eps) * weights[f"{prefix}.weight"] + weights[f"{prefix}.bias"]
+
+
+def reference_block(
+    weights: dict, prefix: str, queries: torch.Tensor, keys_values: torch.Tensor, config: HyFusERConfig
+) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d_k)) V per head, residual, LayerNorm, ReLU feed-forward, residual, LayerNorm."""
+
+    def dense(x, name):
+        return x @ weights[f"{prefix}.{name}.weight"].T + weights[f"{prefix}.{name}.bias"]
+
+    heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+    q = dense(queries, "attention.q_proj")
+    k = dense(keys_values, "attention.k_proj")
+    v = dense(keys_values, "attention.v_proj")
+    contexts = []
+    for head in range(heads):
+        part = slice(head * head_dim, (head + 1) * head_dim)
+        scores = q[..., part] @ k[..., part].transpose(-1, -2) / math.sqrt(head_dim)
+        contexts.append(torch.softmax(scores, dim=-1) @ v[..., part])
+    attended = dense(torch.cat(contexts, dim=-1), "attention.out_proj")
+    hidden = reference_layer_norm(queries + attended, weights, f"{prefix}.layer_norm", config.layer_norm_eps)
+    fed = dense(torch.relu(dense(hidden, "feed_forward.intermediate_dense")), "feed_forward.output_dense")
+    return reference_layer_norm(hidden + fed, weights, f"{prefix}.final_layer_norm", config.layer_norm_eps)
+
+
+def reference_forward(model: HyFusERForEmotionRecognition, text: torch.Tensor, speech: torch.Tensor) -> dict:
+    """Algorithm 1 from the state dict: encoders, Step 1 (Eq. 7), Step 2 (Eq. 8), mean pooling, heads, Eq. 9."""
+    config, weights = model.config, model.state_dict()
+    encoded = {}
+    for modality, states in (("text", text), ("speech", speech)):
+        for index in range(config.num_hidden_layers):
+            states = reference_block(weights, f"{modality}_encoder.layers.{index}", states, states, config)
+        encoded[modality] = states
+    text_centric = reference_block(weights, STEP_1, encoded["text"], encoded["speech"], config)
+    speech_centric = reference_block(weights, STEP_2, encoded["speech"], encoded["text"], config)
+    text_probabilities = torch.softmax(
+        text_centric.mean(dim=1) @ weights["text_classifier.weight"].T + weights["text_classifier.bias"], dim=-1
+    )
+    speech_probabilities = torch.softmax(
+        speech_centric.mean(dim=1) @ weights["speech_classifier.weight"].T + weights["speech_classifier.bias"], dim=-1
+    )
+    return {
+        "text": text_probabilities,
+        "speech": speech_probabilities,
+        "ensemble": (text_probabilities + speech_probabilities) / 2,
+    }
+
+
+@pytest.mark.parametrize("num_attention_heads", [1, 2], ids=["paper_one_head", "two_heads"])
+def test_forward_equals_the_papers_equations_computed_by_hand(num_attention_heads):
+    torch.manual_seed(1)
+    config = small_config(num_attention_heads=num_attention_heads, num_hidden_layers=2)
+    model = HyFusERForEmotionRecognition(config).eval()
+    text, speech = random_features(config, batch_size=4, seed=3)
+    with torch.no_grad():
+        output = model(text, speech)
+        expected = reference_forward(model, text, speech)
+    torch.testing.assert_close(output.text_logits.softmax(-1), expected["text"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(output.speech_logits.softmax(-1), expected["speech"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(output.logits.exp(), expected["ensemble"], atol=1e-5, rtol=0)
+
+
+def test_attention_maps_are_the_softmax_of_each_steps_queries_against_the_other_modality():
+    """Step 1's map is (text positions x speech positions) from text queries; Step 2's the reverse (Eqs. 7-8)."""
+    torch.manual_seed(2)
+    config = small_config(num_attention_heads=1, num_hidden_layers=1)
+    model = HyFusERForEmotionRecognition(config).eval()
+    text, speech = random_features(config, batch_size=2, seed=4)
+    weights = model.state_dict()
+    with torch.no_grad():
+        maps = model(text, speech, output_attentions=True).attentions
+        text_states = reference_block(weights, "text_encoder.layers.0", text, text, config)
+        speech_states = reference_block(weights, "speech_encoder.layers.0", speech, speech, config)
+    for step_map, prefix, queries, keys in ((maps[-2], STEP_1, text_states, speech_states),
+                                            (maps[-1], STEP_2, speech_states, text_states)):  # fmt: skip
+        q = queries @ weights[f"{prefix}.attention.q_proj.weight"].T + weights[f"{prefix}.attention.q_proj.bias"]
+        k = keys @ weights[f"{prefix}.attention.k_proj.weight"].T + weights[f"{prefix}.attention.k_proj.bias"]
+        expected = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(config.hidden_size), dim=-1)
+        torch.testing.assert_close(step_map[:, 0], expected, atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Gradient flow
+
+
+@pytest.mark.parametrize("use_modality_losses", [False, True], ids=["paper_loss", "modality_losses"])
+def test_one_training_step_gives_every_parameter_a_finite_nonzero_gradient(use_modality_losses):
+    torch.manual_seed(0)
+    model = HyFusERForEmotionRecognition(small_config(use_modality_losses=use_modality_losses)).train()
+    text, speech = random_features(model.config, batch_size=6, seed=5)
+    model(text, speech, labels=torch.tensor([0, 1, 2, 3, 4, 5])).loss.backward()
+    trainable = dict(model.named_parameters())
+    assert trainable and all(parameter.requires_grad for parameter in trainable.values())
+    missing = [name for name, parameter in trainable.items() if parameter.grad is None]
+    assert not missing, f"no gradient reached {missing}"
+    not_finite = [name for name, parameter in trainable.items() if not torch.isfinite(parameter.grad).all()]
+    assert not not_finite, f"non-finite gradient in {not_finite}"
+    zero = [name for name, parameter in trainable.items() if not parameter.grad.abs().sum() > 0]
+    assert not zero, f"all-zero gradient in {zero}"
