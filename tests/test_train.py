@@ -6,22 +6,30 @@ interpreter start-up. The fixture KEMDy corpora give 18 training and 2 validatio
 is 5 optimisation steps per epoch in one process.
 """
 
+import functools
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import EvalPrediction
 
+import train as train_script
 from configuration_hyfuser import EMOTION_LABELS
-from corpora import write_kemdy19, write_kemdy20
-from train import METRIC_TITLES, compute_metrics, parse_arguments
+from corpora import write_aihub263, write_kemdy19, write_kemdy20
+from data_hyfuser import build_paper_dataset
+from modeling_hyfuser import HyFusERForEmotionRecognition
+from processing_hyfuser import HyFusERProcessor
+from train import FEATURE_COLUMNS, METRIC_TITLES, compute_metrics, parse_arguments, per_class_report
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STEPS_PER_EPOCH = 5
@@ -153,6 +161,8 @@ def test_cli_trains_and_saves_a_directory_that_a_fresh_process_serves(trained, c
     assert report["confusion_matrix"]["labels"] == list(EMOTION_LABELS)
     assert np.asarray(report["confusion_matrix"]["matrix"]).sum() == 2  # the two validation utterances
     assert "## Limitations" in (output_dir / "README.md").read_text()
+    # The joint scaler saw the 18 training utterances only: 18 x (text, speech) x sequence length 8.
+    assert json.loads((output_dir / "processor_config.json").read_text())["scaler_count"] == 18 * 2 * 8
 
     # A fresh interpreter in another directory: the code comes from the saved directory.
     audio = next((corpora[1] / "wav" / "Session01").glob("*.wav"))
@@ -260,3 +270,181 @@ def test_demo_generates_its_corpus_trains_and_serves_held_out_items(hf_home, tmp
     for row in ("fused (Eq. 9)", "text-centric head alone", "speech-centric head alone"):
         assert row in table
     assert SAVED_FILES <= {path.name for path in (tmp_path / "demo").iterdir()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Every paper default, and metrics worked out by hand (in process)
+
+
+def test_every_paper_default_is_what_the_parser_gives():
+    """Table 3 and Section 5.1 as the parser resolves them when the user sets nothing."""
+    model_args, data_args, training_args = parse_arguments(["--dataset", "kemdy", "--kemdy20_dir", "KEMDy20"])
+    # Adam: AdamW with no weight decay, Keras's epsilon and betas, no clipping, a constant 1e-4 and no warm-up.
+    assert training_args.optim == "adamw_torch_fused"
+    assert training_args.weight_decay == 0.0
+    assert training_args.adam_epsilon == 1e-7
+    assert (training_args.adam_beta1, training_args.adam_beta2) == (0.9, 0.999)
+    assert training_args.max_grad_norm == 0.0
+    assert training_args.learning_rate == 1e-4
+    assert training_args.lr_scheduler_type == "constant"
+    assert (training_args.warmup_steps, training_args.gradient_accumulation_steps) == (0, 1)
+    # Batch 32, up to 30 epochs, evaluated and checkpointed every epoch.
+    assert training_args.per_device_train_batch_size == training_args.per_device_eval_batch_size == 32
+    assert training_args.num_train_epochs == 30
+    assert training_args.eval_strategy == training_args.save_strategy == "epoch"
+    # Early stopping: patience 3 on validation accuracy, the best epoch restored.
+    assert model_args.early_stopping_patience == 3
+    assert training_args.metric_for_best_model == "accuracy" and training_args.greater_is_better is True
+    assert training_args.load_best_model_at_end is True
+    # Seeds of the model initialisation and of the downsampling and 8:2 split.
+    assert training_args.seed == 42 and data_args.split_seed == 42
+    assert data_args.split_by == "random"
+
+
+def test_metrics_equal_values_worked_out_by_hand():
+    """Imbalanced, imperfect predictions; class 3 is never predicted, classes 4-6 occur nowhere.
+
+    truth      0 0 0 0 1 1 2 2 2 3
+    fused      0 0 1 2 1 1 2 2 0 0
+    per class  0: P 2/4 R 2/4 F1 1/2;  1: P 2/3 R 2/2 F1 4/5;  2: P 2/3 R 2/3 F1 2/3;  3: P 0 R 0 F1 0
+    supports   4, 2, 3, 1 (weights of the weighted averages; macro averages the 4 classes that occur)
+    """
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 3])
+    fused = np.array([0, 0, 1, 2, 1, 1, 2, 2, 0, 0])
+    text_head = np.array([0, 0, 0, 0, 1, 0, 0, 0, 0, 0])  # 5 of 10 right
+    speech_head = np.array([6, 6, 6, 6, 6, 6, 2, 6, 6, 3])  # 2 of 10 right
+    rng = np.random.default_rng(0)
+
+    def scores_with_argmax(predicted):  # random scores whose largest entry is the prediction
+        scores = rng.uniform(-1.0, 0.0, size=(len(predicted), 7))
+        scores[np.arange(len(predicted)), predicted] = 1.0
+        return scores
+
+    metrics = compute_metrics(
+        EvalPrediction(predictions=tuple(map(scores_with_argmax, (fused, text_head, speech_head))), label_ids=labels)
+    )
+    expected = {
+        "accuracy": 6 / 10,
+        "precision_weighted": (4 * 1 / 2 + 2 * 2 / 3 + 3 * 2 / 3 + 1 * 0) / 10,
+        "recall_weighted": (4 * 2 / 4 + 2 * 2 / 2 + 3 * 2 / 3 + 1 * 0) / 10,
+        "f1_weighted": (4 * 1 / 2 + 2 * 4 / 5 + 3 * 2 / 3 + 1 * 0) / 10,
+        "f1_macro": (1 / 2 + 4 / 5 + 2 / 3 + 0) / 4,
+        "text_head_accuracy": 5 / 10,
+        "speech_head_accuracy": 2 / 10,
+    }
+    assert metrics.keys() == expected.keys()
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value, abs=1e-12), name
+
+
+def test_per_class_report_and_confusion_matrix_equal_counts_by_hand():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 3])
+    predictions = np.array([0, 0, 1, 2, 1, 1, 2, 2, 0, 0])
+    report = per_class_report(labels, predictions, list(EMOTION_LABELS))
+    matrix = np.zeros((7, 7), dtype=int)
+    matrix[0, [0, 0, 1, 2]] = [2, 2, 1, 1]  # rows: truth; angry: 2 right, 1 as disgust, 1 as fear
+    matrix[1, 1], matrix[2, 2], matrix[2, 0], matrix[3, 0] = 2, 2, 1, 1
+    assert report["confusion_matrix"]["labels"] == list(EMOTION_LABELS)
+    assert report["confusion_matrix"]["matrix"] == matrix.tolist()
+    per_class = report["per_class"]
+    assert [per_class[name]["support"] for name in EMOTION_LABELS] == [4, 2, 3, 1, 0, 0, 0]
+    assert per_class["angry"]["precision"] == pytest.approx(2 / 4) and per_class["angry"]["recall"] == pytest.approx(2 / 4)
+    assert per_class["disgust"]["f1-score"] == pytest.approx(4 / 5)
+    assert per_class["fear"]["precision"] == pytest.approx(2 / 3)
+    assert per_class["happy"]["precision"] == per_class["happy"]["recall"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The training glue, in process: scaler, collator and final evaluation of a real `train.main()` run
+
+GLUE_EPOCHS = 3
+GLUE_LEARNING_RATE = "3e-3"
+"""At this rate the fixture AI-Hub model's validation accuracy stays flat for three epochs while its loss moves, so the
+best checkpoint (epoch 1) and the last one (epoch 3) give different validation losses."""
+
+
+@pytest.fixture(scope="module")
+def glue_run(tmp_path_factory, tiny_backbones):
+    """`train.main()` on the fixture AI-Hub 263 corpus, recording every batch the model trains on."""
+    corpus = write_aihub263(tmp_path_factory.mktemp("aihub"))
+    root = tmp_path_factory.mktemp("glue")
+    argv = [
+        "train.py", "--dataset", "aihub", "--aihub_dir", str(corpus),
+        "--text_backbone", tiny_backbones.text, "--speech_backbone", tiny_backbones.speech,
+        "--sequence_length", "8", "--config_overrides", OVERRIDES, "--num_train_epochs", str(GLUE_EPOCHS),
+        "--learning_rate", GLUE_LEARNING_RATE, "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
+        "--cache_dir", str(root / "cache"), "--output_dir", str(root / "out"), "--disable_tqdm", "true",
+        "--report_to", "none",
+    ]  # fmt: skip
+    training_batches = []
+    forward = HyFusERForEmotionRecognition.forward
+
+    @functools.wraps(forward)
+    def recording_forward(self, *args, **kwargs):
+        if self.training:
+            training_batches.append({name: value.detach().clone() for name, value in kwargs.items() if value is not None})
+        return forward(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        patch.setattr(HyFusERForEmotionRecognition, "forward", recording_forward)
+        train_script.main()
+    splits = build_paper_dataset(aihub_dir=corpus, seed=42)
+    caches = {
+        split: Dataset.from_file(str(next((root / "cache" / "features").glob(f"{split}-*.arrow")))).with_format("numpy")[:]
+        for split in ("train", "validation")
+    }
+    return SimpleNamespace(output_dir=root / "out", splits=splits, caches=caches, training_batches=training_batches)
+
+
+def test_scaler_is_fitted_on_the_training_split_only(glue_run):
+    saved = json.loads((glue_run.output_dir / "processor_config.json").read_text())
+    train_rows = len(glue_run.splits["train"])
+    assert len(glue_run.caches["train"]["label"]) == train_rows
+    assert saved["scaler_count"] == train_rows * 2 * 8  # rows x (text, speech) x sequence length
+    positions = np.concatenate(
+        [glue_run.caches["train"][column].astype(np.float64).reshape(-1, 32) for column in FEATURE_COLUMNS]
+    )
+    np.testing.assert_allclose(saved["scaler_mean"], positions.mean(axis=0), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(saved["scaler_std"], positions.std(axis=0), rtol=0, atol=1e-9)
+
+
+def test_training_batches_are_the_scaled_cached_features_of_every_training_row(glue_run):
+    processor = HyFusERProcessor.from_pretrained(glue_run.output_dir)
+    cache = glue_run.caches["train"]
+    expected = dict(zip(FEATURE_COLUMNS, processor.scale(*(torch.from_numpy(cache[c]) for c in FEATURE_COLUMNS))))
+    rows = len(cache["label"])
+    first_epoch = glue_run.training_batches[: math.ceil(rows / 4)]
+    seen_rows = []
+    for batch in first_epoch:
+        for row in range(len(batch["labels"])):
+            # Which cached row is this? The nearest one in text features; then every field must match it.
+            distances = (expected["text_features"] - batch["text_features"][row]).flatten(1).abs().amax(1)
+            index = int(distances.argmin())
+            for column in FEATURE_COLUMNS:
+                torch.testing.assert_close(batch[column][row], expected[column][index], atol=1e-6, rtol=0)
+            assert batch["labels"][row] == cache["label"][index]
+            seen_rows.append(index)
+    assert sorted(seen_rows) == list(range(rows))  # one epoch sees every training row once
+
+
+def test_final_evaluation_uses_the_restored_best_checkpoint(glue_run):
+    state = json.loads((glue_run.output_dir / "trainer_state.json").read_text())
+    best, last = Path(state["best_model_checkpoint"]), glue_run.output_dir / f"checkpoint-{state['global_step']}"
+    assert best.name != last.name, "precondition: the best epoch must not be the last one"
+    processor = HyFusERProcessor.from_pretrained(glue_run.output_dir)
+    cache = glue_run.caches["validation"]
+    features = processor.scale(*(torch.from_numpy(cache[column]) for column in FEATURE_COLUMNS))
+    labels = torch.from_numpy(cache["label"])
+
+    def validation_loss(checkpoint: Path) -> float:
+        model = HyFusERForEmotionRecognition.from_pretrained(checkpoint).eval()
+        with torch.no_grad():
+            return model(*features, labels=labels).loss.item()
+
+    evaluated = json.loads((glue_run.output_dir / "eval_results.json").read_text())["eval_loss"]
+    assert abs(validation_loss(last) - validation_loss(best)) > 1e-3
+    assert evaluated == pytest.approx(validation_loss(best), abs=1e-5)
+    final = load_file(glue_run.output_dir / "model.safetensors")
+    for name, tensor in load_file(best / "model.safetensors").items():
+        assert torch.equal(final[name], tensor), name
