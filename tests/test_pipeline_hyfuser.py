@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from transformers import pipeline
+from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer, pipeline
 
 from audio_files import voiced_tone, write_tone
 from pipeline_hyfuser import TASK
@@ -177,3 +177,33 @@ def test_malformed_pipeline_input_is_rejected(classifier, bad_input, message):
 def test_invalid_top_k_is_rejected(classifier, audio_files):
     with pytest.raises(ValueError, match="top_k must be a positive integer"):
         classifier({"text": ITEM_TEXTS[0], "audio": str(audio_files[0])}, top_k=0)
+
+
+def test_pipeline_equals_features_computed_without_the_processor(classifier, tiny_backbones, tiny_model, tiny_processor, audio_files):
+    """Tokenizer and backbones called directly, HuBERT frames put on 16 positions with `numpy.interp`, and the saved
+    scaler applied by hand: the pipeline's probabilities must be these."""
+    text, path = ITEM_TEXTS[1], audio_files[1]  # the 16 kHz file: no resampling involved
+    length = tiny_model.config.sequence_length
+    tokens = AutoTokenizer.from_pretrained(tiny_backbones.text)(
+        [text], padding="max_length", truncation=True, max_length=length, return_tensors="pt"
+    )
+    waveform, rate = soundfile.read(path, dtype="float32")
+    assert rate == 16_000
+    extractor = AutoFeatureExtractor.from_pretrained(tiny_backbones.speech)
+    input_values = extractor(waveform, sampling_rate=rate, return_tensors="pt").input_values
+    with torch.no_grad():
+        text_features = AutoModel.from_pretrained(tiny_backbones.text)(**tokens).last_hidden_state[0].numpy()
+        frames = AutoModel.from_pretrained(tiny_backbones.speech)(input_values).last_hidden_state[0].numpy()
+    positions = np.linspace(0, len(frames) - 1, length)
+    speech_features = np.stack(
+        [np.interp(positions, np.arange(len(frames)), frames[:, dimension]) for dimension in range(frames.shape[1])],
+        axis=1,
+    )
+    mean, std = np.array(tiny_processor.scaler_mean), np.array(tiny_processor.scaler_std)
+    scaled = [torch.tensor((features - mean) / std, dtype=torch.float32)[None] for features in (text_features, speech_features)]
+    with torch.no_grad():
+        expected = tiny_model(*scaled).logits.softmax(-1)[0].numpy()
+
+    result = classifier({"text": text, "audio": str(path)})
+    labels = [tiny_model.config.id2label[index] for index in range(tiny_model.config.num_labels)]
+    np.testing.assert_allclose(as_vector(result, "score", labels), expected, atol=1e-5)

@@ -126,6 +126,17 @@ def test_resamples_8k_16k_and_44k_stereo(processor, tmp_path):
         assert dominant_frequency(loaded, RATE) == pytest.approx(440.0, abs=1.0), rate
 
 
+def test_1khz_tone_at_44_1khz_is_the_same_1khz_tone_at_16khz(processor, tmp_path):
+    """Against the known signal: sample n of the output must be sin(2 pi 1000 n / 16000), at the same amplitude."""
+    soundfile.write(tmp_path / "tone.wav", tone(2.0, 44_100, frequency=1_000.0), 44_100, subtype="FLOAT")
+    loaded = processor.load_audio(tmp_path / "tone.wav")
+    assert len(loaded) == 2 * RATE
+    assert dominant_frequency(loaded, RATE) == pytest.approx(1_000.0, abs=0.5)
+    expected = 0.5 * np.sin(2 * np.pi * 1_000.0 * np.arange(2 * RATE) / RATE)
+    interior = slice(RATE // 10, -RATE // 10)  # the filter's edge transients stay out
+    np.testing.assert_allclose(loaded[interior], expected[interior], atol=1e-3)
+
+
 def test_reads_ogg_vorbis(processor, tmp_path):
     soundfile.write(tmp_path / "d.ogg", tone(1.0, 22_050), 22_050, format="OGG", subtype="VORBIS")
     loaded = processor.load_audio(str(tmp_path / "d.ogg"))
