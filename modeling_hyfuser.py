@@ -165,17 +165,30 @@ class HyFusEREncoder(nn.Module):
         return hidden_states, attentions
 
 
+LEGACY_KEY_MAPPING = {r"^text_to_speech\.": "text_queries_speech.", r"^speech_to_text\.": "speech_queries_text."}
+"""Weight names of checkpoints saved before the two cross-modal steps were renamed, mapped to today's names."""
+
+
 class HyFusERPreTrainedModel(PreTrainedModel):
-    """Weight initialisation and loading plumbing shared by HyFusER models."""
+    """Loading plumbing shared by HyFusER models.
+
+    The library's default initialisation is the right one: normal(0, `initializer_range`) linears with zero bias and
+    unit LayerNorms, and HyFusER has no other parameters.
+    """
 
     config_class = HyFusERConfig
     base_model_prefix = "hyfuser"
     main_input_name = "text_features"
     _no_split_modules = ["HyFusEREncoderLayer"]
 
-    def _init_weights(self, module: nn.Module) -> None:
-        """Normal(0, initializer_range) linears with zero bias and unit LayerNorms; HyFusER has no other parameters."""
-        super()._init_weights(module)
+    @classmethod
+    def from_pretrained(cls, *args, key_mapping: dict[str, str] | None = None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, also reading checkpoints saved under the old step names.
+
+        The renaming goes through the library's checkpoint-conversion hook (`key_mapping`), which, like every
+        conversion used at load, is reverted when that model is saved again: an old checkpoint keeps its layout.
+        """
+        return super().from_pretrained(*args, key_mapping={**LEGACY_KEY_MAPPING, **(key_mapping or {})}, **kwargs)
 
 
 class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
@@ -185,8 +198,8 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         super().__init__(config)
         self.text_encoder = HyFusEREncoder(config)
         self.speech_encoder = HyFusEREncoder(config)
-        self.text_to_speech = HyFusEREncoderLayer(config)
-        self.speech_to_text = HyFusEREncoderLayer(config)
+        self.text_queries_speech = HyFusEREncoderLayer(config)
+        self.speech_queries_text = HyFusEREncoderLayer(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.text_classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.speech_classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -224,9 +237,9 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         text_states, text_attentions = self.text_encoder(text_features, output_attentions)
         speech_states, speech_attentions = self.speech_encoder(speech_features, output_attentions)
         # ... then the dual cross-modal attention. Step 1: Q = E_T, K = V = E_S (Eq. 7).
-        text_centric, step1_attention = self.text_to_speech(text_states, speech_states, output_attentions)
+        text_centric, step1_attention = self.text_queries_speech(text_states, speech_states, output_attentions)
         # Step 2: Q = E_S, K = V = E_T (Eq. 8).
-        speech_centric, step2_attention = self.speech_to_text(speech_states, text_states, output_attentions)
+        speech_centric, step2_attention = self.speech_queries_text(speech_states, text_states, output_attentions)
 
         # GlobalAveragePooling1D, then one dense softmax head per direction (Section 4.3.2).
         text_logits = self.text_classifier(self.dropout(text_centric.mean(dim=1)))

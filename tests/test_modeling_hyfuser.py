@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
 from modeling_hyfuser import HyFusERForEmotionRecognition
@@ -182,9 +183,9 @@ def test_training_step_reduces_the_loss():
 # --------------------------------------------------------------------------------------------------------------------
 # A reference forward pass, written from the paper's equations with plain tensor operations on the model's own weights
 
-STEP_1 = "text_to_speech"
+STEP_1 = "text_queries_speech"
 """State-dict prefix of Step 1 (Eq. 7): text queries, speech keys and values."""
-STEP_2 = "speech_to_text"
+STEP_2 = "speech_queries_text"
 """State-dict prefix of Step 2 (Eq. 8): speech queries, text keys and values."""
 
 
@@ -291,3 +292,23 @@ def test_one_training_step_gives_every_parameter_a_finite_nonzero_gradient(use_m
     assert not not_finite, f"non-finite gradient in {not_finite}"
     zero = [name for name, parameter in trainable.items() if not parameter.grad.abs().sum() > 0]
     assert not zero, f"all-zero gradient in {zero}"
+
+
+def test_checkpoint_saved_under_the_old_step_names_loads_into_the_renamed_steps(tmp_path):
+    """Checkpoints from before the rename name Step 1 `text_to_speech` and Step 2 `speech_to_text`."""
+    model = HyFusERForEmotionRecognition(small_config()).eval()
+    renames = {"text_queries_speech.": "text_to_speech.", "speech_queries_text.": "speech_to_text."}
+    old_layout = {}
+    for name, tensor in model.state_dict().items():
+        for new, old in renames.items():
+            name = old + name[len(new) :] if name.startswith(new) else name
+        old_layout[name] = tensor.contiguous()
+    assert sum(name.startswith(tuple(renames.values())) for name in old_layout) == 2 * 16  # 16 tensors per step
+    model.config.save_pretrained(tmp_path)
+    save_file(old_layout, tmp_path / "model.safetensors", metadata={"format": "pt"})
+
+    reloaded = HyFusERForEmotionRecognition.from_pretrained(tmp_path).eval()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name
+    features = random_features(model.config)
+    torch.testing.assert_close(reloaded(*features).logits, model(*features).logits, rtol=0, atol=0)
