@@ -636,7 +636,7 @@ def build_paper_dataset(
     label_source: str = "situation",
     return_report: bool = False,
 ) -> DatasetDict | tuple[DatasetDict, PaperDatasetReport]:
-    """The paper's data (Section 5.1) as `DatasetDict(train, validation)`, with its Table 4 counts printed.
+    """The paper's data (Section 5.1) as `DatasetDict(train, validation)`; its report holds the Table 4 counts.
 
     Steps: load and merge KEMDy19 + KEMDy20 (either alone works), or AI-Hub 263 on its own (the paper's second,
     separate experiment); drop rows whose cleaned text already occurred (the first, in load order, stays); drop texts
@@ -692,6 +692,5 @@ def build_paper_dataset(
         seed=seed,
         validation_fraction=validation_fraction,
     )
-    print(report)
     splits = DatasetDict(train=merged.select(train), validation=merged.select(validation))
     return (splits, report) if return_report else splits
