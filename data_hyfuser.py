@@ -1,6 +1,6 @@
 """Loaders for KEMDy19, KEMDy20 v1.1 and AI-Hub 263 (감정 분류를 위한 대화 음성 데이터셋), and the paper's preprocessing.
 
-The corpora are read as released; `specs/datasets.md` documents their layouts and traps. Each loader returns a
+The corpora are read as released; docs/datasets.md describes their layouts and quirks. Each loader returns a
 `datasets.Dataset` with one row per usable utterance:
 
     id, corpus, session, speaker (both None for AI-Hub 263, which has no speaker ids), text (cleaned), raw_text,
@@ -19,7 +19,7 @@ Transcript cleaning (`clean_transcript`):
   a word, so 'SNS', 'BTS' or 'bus/' keep every letter. The one reversed tag seen in KEMDy19 (`/n`) goes too;
 - `*` (uncertain word) and `/` (interjection mark) go; `+` becomes a space;
 - parentheses mark overlapping speech, e.g. `... 정돈 (아니잖아)` and the partner's next line `(아니잖아+그럼) 뭐야.`
-  (spec 1.5; every `+` of KEMDy19 sits inside them). Which words belong to whom is unconfirmed, and they are audible
+  (every `+` of KEMDy19 sits inside them). Which words belong to whom is unconfirmed, and they are audible
   in this segment's audio either way, so the words stay and only the brackets go (`+` separates them);
 - whitespace is collapsed.
 
@@ -235,7 +235,7 @@ def _float_or_none(cell: str, path: str, line: int, name: str) -> float | None:
 def _audio_format(path: str) -> str | None:
     """The header's sampling rate and channel count as "16000 Hz, 1 ch", or None if the file cannot be read.
 
-    The spec expects 16 kHz mono but could not verify a header (1.6, 2.6): record what is there and let the
+    The corpora are said to be 16 kHz mono, but no file header has confirmed it: record what is there and let the
     processor resample and down-mix.
     """
     try:
@@ -320,7 +320,7 @@ class _Collector:
 
 @dataclass(frozen=True)
 class _KemdyLayout:
-    """What differs between KEMDy19 and KEMDy20 (spec 1.1-1.2, 2.2-2.3); `_load_kemdy` reads both."""
+    """What differs between KEMDy19 and KEMDy20 (see docs/datasets.md); `_load_kemdy` reads both."""
 
     corpus: str
     annotation_file: re.Pattern  # groups: number, and gender where each actor has a file (KEMDy19)
@@ -365,8 +365,8 @@ def _annotation_files(root: str, layout: _KemdyLayout) -> list[tuple[str, str, s
 def _index_files(folder: str, depth: int) -> set[str]:
     """Paths of the files exactly `depth` folders below `folder`, with one `os.scandir` per folder.
 
-    Not a recursive glob: every KEMDy19 dialogue folder holds a `converted/` subfolder (spec 1.1) whose files must
-    never stand in for the originals.
+    Not a recursive glob: every KEMDy19 dialogue folder holds a `converted/` subfolder, with files named like the
+    originals, that must never stand in for them.
     """
     folders = [folder]
     for _ in range(depth):
@@ -377,7 +377,7 @@ def _index_files(folder: str, depth: int) -> set[str]:
 def _read_transcript(path: str, collector: _Collector) -> str:
     """One utterance's transcript with its lines joined.
 
-    KEMDy19 writes UTF-8, KEMDy20 v1.1 CP949 (spec 1.5, 2.5; v1.2 may differ). Trying CP949 first would turn short
+    KEMDy19 writes UTF-8, KEMDy20 v1.1 CP949 (later versions may differ). Trying CP949 first would turn short
     UTF-8 texts into mojibake without an error ('좋아' -> '醫뗭븘'), while CP949 Hangul practically never decodes as
     UTF-8 into Hangul: so UTF-8 is kept when it yields Hangul or plain ASCII, and anything else is read as CP949.
     """
@@ -524,7 +524,7 @@ def load_kemdy19(
 
     Expects `annotation/Session{NN}_{F,M}_res.csv` and `wav/Session{NN}/Sess{NN}_{script,impro}{NN}/<id>.wav|.txt`
     (UTF-8 transcripts). Both annotation files of a session list every segment, each with its own actor's emotions;
-    only the rows for that actor's own segments are speaker labels and kept (spec 1.3).
+    only the rows for that actor's own segments are speaker labels and kept (see docs/datasets.md, KEMDy19).
 
     Args:
         root: the KEMDy19 folder (also released as `KEMDy19_v1_3`).
@@ -544,7 +544,7 @@ def load_kemdy20(
     two header lines, the first naming `Segment ID` and `Total Evaluation` in columns 4-5 (its blank cells are ' ' in
     v1.1); only columns 1-7 (Numb, Wav start/end, Segment ID, Emotion, Valence, Arousal) are read, so the 30 rater
     columns may be absent. `disqust` is read as disgust, and an id whose session prefix differs from its file's
-    (Sess17) is rewritten to the file's session, which names the audio and transcript (spec 2.3).
+    (Sess17) is rewritten to the file's session, which names the audio and transcript.
 
     Args:
         root: the KEMDy20 folder (released as `KEMDy20_v1_1`).
@@ -556,7 +556,7 @@ def load_kemdy20(
 
 
 def _index_wav_stems(folder: str, collector: _Collector) -> dict[str, str]:
-    """`<wav_id>.wav` anywhere below a release folder, in one walk: folder names inside the zips vary (spec 3.2)."""
+    """`<wav_id>.wav` anywhere below a release folder, in one walk: folder names inside the zips vary by release."""
     if not os.path.isdir(folder):
         hint = f"; extract {folder}.zip there" if os.path.isfile(f"{folder}.zip") else ""
         raise FileNotFoundError(f"no audio folder {folder}{hint}")
