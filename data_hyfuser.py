@@ -1,6 +1,6 @@
 """Loaders for KEMDy19, KEMDy20 v1.1 and AI-Hub 263 (감정 분류를 위한 대화 음성 데이터셋), and the paper's preprocessing.
 
-The corpora are read as released; `specs/datasets.md` documents their layouts and traps. Each loader returns a
+The corpora are read as released; docs/datasets.md describes their layouts and quirks. Each loader returns a
 `datasets.Dataset` with one row per usable utterance:
 
     id, corpus, session, speaker (both None for AI-Hub 263, which has no speaker ids), text (cleaned), raw_text,
@@ -19,7 +19,7 @@ Transcript cleaning (`clean_transcript`):
   a word, so 'SNS', 'BTS' or 'bus/' keep every letter. The one reversed tag seen in KEMDy19 (`/n`) goes too;
 - `*` (uncertain word) and `/` (interjection mark) go; `+` becomes a space;
 - parentheses mark overlapping speech, e.g. `... 정돈 (아니잖아)` and the partner's next line `(아니잖아+그럼) 뭐야.`
-  (spec 1.5; every `+` of KEMDy19 sits inside them). Which words belong to whom is unconfirmed, and they are audible
+  (every `+` of KEMDy19 sits inside them). Which words belong to whom is unconfirmed, and they are audible
   in this segment's audio either way, so the words stay and only the brackets go (`+` separates them);
 - whitespace is collapsed.
 
@@ -235,7 +235,7 @@ def _float_or_none(cell: str, path: str, line: int, name: str) -> float | None:
 def _audio_format(path: str) -> str | None:
     """The header's sampling rate and channel count as "16000 Hz, 1 ch", or None if the file cannot be read.
 
-    The spec expects 16 kHz mono but could not verify a header (1.6, 2.6): record what is there and let the
+    The corpora are said to be 16 kHz mono, but no file header has confirmed it: record what is there and let the
     processor resample and down-mix.
     """
     try:
@@ -313,15 +313,14 @@ class _Collector:
         self.report.labels[label] += 1
         self.report.audio_formats[audio_format] += 1
 
-    def finish(self, orphan_audio: int, return_report: bool) -> Dataset | tuple[Dataset, LoadReport]:
+    def finish(self, orphan_audio: int) -> tuple[Dataset, LoadReport]:
         self.report.orphan_audio = orphan_audio
-        dataset = Dataset.from_dict(self.columns, features=FEATURES)
-        return (dataset, self.report) if return_report else dataset
+        return Dataset.from_dict(self.columns, features=FEATURES), self.report
 
 
 @dataclass(frozen=True)
 class _KemdyLayout:
-    """What differs between KEMDy19 and KEMDy20 (spec 1.1-1.2, 2.2-2.3); `_load_kemdy` reads both."""
+    """What differs between KEMDy19 and KEMDy20 (see docs/datasets.md); `_load_kemdy` reads both."""
 
     corpus: str
     annotation_file: re.Pattern  # groups: number, and gender where each actor has a file (KEMDy19)
@@ -366,8 +365,8 @@ def _annotation_files(root: str, layout: _KemdyLayout) -> list[tuple[str, str, s
 def _index_files(folder: str, depth: int) -> set[str]:
     """Paths of the files exactly `depth` folders below `folder`, with one `os.scandir` per folder.
 
-    Not a recursive glob: every KEMDy19 dialogue folder holds a `converted/` subfolder (spec 1.1) whose files must
-    never stand in for the originals.
+    Not a recursive glob: every KEMDy19 dialogue folder holds a `converted/` subfolder, with files named like the
+    originals, that must never stand in for them.
     """
     folders = [folder]
     for _ in range(depth):
@@ -378,7 +377,7 @@ def _index_files(folder: str, depth: int) -> set[str]:
 def _read_transcript(path: str, collector: _Collector) -> str:
     """One utterance's transcript with its lines joined.
 
-    KEMDy19 writes UTF-8, KEMDy20 v1.1 CP949 (spec 1.5, 2.5; v1.2 may differ). Trying CP949 first would turn short
+    KEMDy19 writes UTF-8, KEMDy20 v1.1 CP949 (later versions may differ). Trying CP949 first would turn short
     UTF-8 texts into mojibake without an error ('좋아' -> '醫뗭븘'), while CP949 Hangul practically never decodes as
     UTF-8 into Hangul: so UTF-8 is kept when it yields Hangul or plain ASCII, and anything else is read as CP949.
     """
@@ -398,9 +397,88 @@ def _read_transcript(path: str, collector: _Collector) -> str:
     return " ".join(lines)
 
 
-def _load_kemdy(
-    root: str | os.PathLike, layout: _KemdyLayout, multi_label: str, return_report: bool
-) -> Dataset | tuple[Dataset, LoadReport]:
+@dataclass(frozen=True)
+class _KemdyRow:
+    """The fields of one annotation row that the loader uses."""
+
+    segment_id: str  # with the annotation file's session prefix, which names the audio and transcript
+    session: str
+    dialogue: str
+    speaker: str
+    gender: str
+    emotion: str  # the Total Evaluation cell as written, e.g. 'neutral' or the tie 'neutral;happy'
+    valence: float | None
+    arousal: float | None
+
+
+def _read_kemdy_annotation(path: str, layout: _KemdyLayout) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of each data row, after checking the first header line and skipping both."""
+    rows = _read_csv(path, "utf-8-sig")
+    header = next(rows, (1, []))[1][layout.id_column : layout.id_column + 2]
+    if header != ["Segment ID", "Total Evaluation"]:
+        columns = f"header columns {layout.id_column + 1}-{layout.id_column + 2}"
+        raise _malformed(path, 1, f"{columns}: expected ['Segment ID', 'Total Evaluation'], found {header}")
+    next(rows, None)  # the sub-header row: Emotion, Valence, Arousal under each evaluation
+    return rows
+
+
+def _parse_kemdy_row(
+    cells: list[str], path: str, line: int, session_number: str, layout: _KemdyLayout, collector: _Collector
+) -> _KemdyRow:
+    """The row's fields, read by position; a malformed row raises a `ValueError` naming the file, line and field.
+
+    `session_number` is the annotation file's ("01" for `Sess01_eval.csv`).
+    """
+    first_rater_column = layout.id_column + 4
+    if len(cells) < first_rater_column:
+        raise _malformed(path, line, f"expected at least {first_rater_column} columns, found {len(cells)}")
+    segment_id, emotion, valence, arousal = cells[layout.id_column : first_rater_column]
+    valence = _float_or_none(valence, path, line, "Valence")
+    arousal = _float_or_none(arousal, path, line, "Arousal")
+    match = layout.segment_id.fullmatch(segment_id)
+    if match is None:
+        raise _malformed(path, line, f"field 'Segment ID': {segment_id!r} is not a {layout.corpus} id")
+    session = f"Sess{session_number}"
+    if match["number"] != session_number:
+        # KEMDy20's Sess17_eval.csv has ids with another session's prefix; their files carry the annotation file's.
+        segment_id = session + segment_id[match.end("number") :]
+        collector.note(f"Segment ID prefix Sess{match['number']} rewritten to the file's {session}")
+    return _KemdyRow(
+        segment_id=segment_id,
+        session=session,
+        dialogue=match["dialogue"],
+        # KEMDy20 ids name the participant; a KEMDy19 session has one actor of each gender.
+        speaker=match.groupdict().get("user") or f"{session}{match['gender']}",
+        gender=match["gender"],
+        emotion=emotion,
+        valence=valence,
+        arousal=arousal,
+    )
+
+
+def _speaker_label(row: _KemdyRow, file_gender: str | None, multi_label: str, collector: _Collector) -> str | None:
+    """The row's label under the loader's label policy, or None when the row is skipped (reason counted).
+
+    A KEMDy19 actor's file labels every segment of the session with that actor's emotion: on the partner's segments
+    it is the listener's reaction, so only the actor's own segments give speaker labels. Rater ties list several
+    emotions joined by ';' and follow `multi_label`.
+    """
+    if file_gender and row.gender != file_gender:
+        collector.skip("partner's segment (listener label)")
+        return None
+    labels = [part.strip() for part in row.emotion.split(";") if part.strip()]
+    if not labels:
+        collector.skip("missing label")
+        return None
+    if len(labels) > 1 and multi_label == "drop":
+        collector.skip("multi-label")
+        return None
+    if len(labels) > 1:
+        collector.note("multi-label row: first label kept")
+    return collector.label(labels[0])
+
+
+def _load_kemdy(root: str | os.PathLike, layout: _KemdyLayout, multi_label: str) -> tuple[Dataset, LoadReport]:
     _check_choice("multi_label", multi_label, MULTI_LABEL_POLICIES)
     root = os.path.abspath(root)
     annotations = _annotation_files(root, layout)
@@ -410,64 +488,33 @@ def _load_kemdy(
     files = _index_files(wav_folder, depth=2 if layout.dialogue_folders else 1)
     collector = _Collector(layout.corpus, root, {"multi_label": multi_label})
     segment_ids = set()
-    first_rater_column = layout.id_column + 4
     for path, number, file_gender in annotations:
-        session = f"Sess{number}"
-        rows = _read_csv(path, "utf-8-sig")
-        header = next(rows, (1, []))[1][layout.id_column : layout.id_column + 2]
-        if header != ["Segment ID", "Total Evaluation"]:
-            columns = f"header columns {layout.id_column + 1}-{layout.id_column + 2}"
-            raise _malformed(path, 1, f"{columns}: expected ['Segment ID', 'Total Evaluation'], found {header}")
-        next(rows, None)  # the sub-header row: Emotion, Valence, Arousal under each evaluation
-        for line, row in rows:
+        for line, cells in _read_kemdy_annotation(path, layout):
             collector.report.rows_read += 1
-            if not any(row):
+            if not any(cells):
                 collector.skip("blank row")
                 continue
-            if len(row) < first_rater_column:
-                raise _malformed(path, line, f"expected at least {first_rater_column} columns, found {len(row)}")
-            segment_id, emotion, valence, arousal = row[layout.id_column : first_rater_column]
-            valence = _float_or_none(valence, path, line, "Valence")
-            arousal = _float_or_none(arousal, path, line, "Arousal")
-            match = layout.segment_id.fullmatch(segment_id)
-            if match is None:
-                raise _malformed(path, line, f"field 'Segment ID': {segment_id!r} is not a {layout.corpus} id")
-            if match["number"] != number:
-                # Spec 2.3: Sess17_eval.csv has rows with another session's prefix; files carry the file's session.
-                segment_id = session + segment_id[match.end("number") :]
-                collector.note(f"Segment ID prefix Sess{match['number']} rewritten to the file's {session}")
-            segment_ids.add(segment_id)
-            if file_gender and match["gender"] != file_gender:
-                # Spec 1.3: each KEMDy19 actor's file rates every segment; on the partner's segments those are the
-                # listener's emotions. The speaker's label is in the speaker's own file.
-                collector.skip("partner's segment (listener label)")
+            row = _parse_kemdy_row(cells, path, line, number, layout, collector)
+            segment_ids.add(row.segment_id)
+            label = _speaker_label(row, file_gender, multi_label, collector)
+            if label is None:
                 continue
-            labels = [part.strip() for part in emotion.split(";") if part.strip()]
-            if not labels:
-                collector.skip("missing label")
-                continue
-            if len(labels) > 1 and multi_label == "drop":
-                collector.skip("multi-label")
-                continue
-            if len(labels) > 1:
-                collector.note("multi-label row: first label kept")
             folder = os.path.join(wav_folder, f"Session{number}")
             if layout.dialogue_folders:
-                folder = os.path.join(folder, f"{session}_{match['dialogue']}")
-            audio, transcript = (os.path.join(folder, segment_id + suffix) for suffix in (".wav", ".txt"))
+                folder = os.path.join(folder, f"{row.session}_{row.dialogue}")
+            audio, transcript = (os.path.join(folder, row.segment_id + suffix) for suffix in (".wav", ".txt"))
             collector.add(
-                id=segment_id,
-                label=collector.label(labels[0]),
+                id=row.segment_id,
+                label=label,
                 audio=audio if audio in files else None,
                 raw_text=_read_transcript(transcript, collector) if transcript in files else None,
-                session=session,
-                # KEMDy20 ids name the participant; a KEMDy19 session has one actor of each gender.
-                speaker=match.groupdict().get("user") or f"{session}{match['gender']}",
-                valence=valence,
-                arousal=arousal,
+                session=row.session,
+                speaker=row.speaker,
+                valence=row.valence,
+                arousal=row.arousal,
             )
     wav_stems = (os.path.basename(file)[: -len(".wav")] for file in files if file.endswith(".wav"))
-    return collector.finish(sum(stem not in segment_ids for stem in wav_stems), return_report)
+    return collector.finish(sum(stem not in segment_ids for stem in wav_stems))
 
 
 def load_kemdy19(
@@ -477,14 +524,15 @@ def load_kemdy19(
 
     Expects `annotation/Session{NN}_{F,M}_res.csv` and `wav/Session{NN}/Sess{NN}_{script,impro}{NN}/<id>.wav|.txt`
     (UTF-8 transcripts). Both annotation files of a session list every segment, each with its own actor's emotions;
-    only the rows for that actor's own segments are speaker labels and kept (spec 1.3).
+    only the rows for that actor's own segments are speaker labels and kept (see docs/datasets.md, KEMDy19).
 
     Args:
         root: the KEMDy19 folder (also released as `KEMDy19_v1_3`).
         multi_label: rater ties are written 'neutral;happy'; `"drop"` skips them, `"first"` keeps the first label.
         return_report: also return the `LoadReport`.
     """
-    return _load_kemdy(root, _KEMDY19, multi_label, return_report)
+    dataset, report = _load_kemdy(root, _KEMDY19, multi_label)
+    return (dataset, report) if return_report else dataset
 
 
 def load_kemdy20(
@@ -496,18 +544,19 @@ def load_kemdy20(
     two header lines, the first naming `Segment ID` and `Total Evaluation` in columns 4-5 (its blank cells are ' ' in
     v1.1); only columns 1-7 (Numb, Wav start/end, Segment ID, Emotion, Valence, Arousal) are read, so the 30 rater
     columns may be absent. `disqust` is read as disgust, and an id whose session prefix differs from its file's
-    (Sess17) is rewritten to the file's session, which names the audio and transcript (spec 2.3).
+    (Sess17) is rewritten to the file's session, which names the audio and transcript.
 
     Args:
         root: the KEMDy20 folder (released as `KEMDy20_v1_1`).
         multi_label: rater ties are written 'happy;neutral;disqust'; `"drop"` skips them, `"first"` keeps the first.
         return_report: also return the `LoadReport`.
     """
-    return _load_kemdy(root, _KEMDY20, multi_label, return_report)
+    dataset, report = _load_kemdy(root, _KEMDY20, multi_label)
+    return (dataset, report) if return_report else dataset
 
 
 def _index_wav_stems(folder: str, collector: _Collector) -> dict[str, str]:
-    """`<wav_id>.wav` anywhere below a release folder, in one walk: folder names inside the zips vary (spec 3.2)."""
+    """`<wav_id>.wav` anywhere below a release folder, in one walk: folder names inside the zips vary by release."""
     if not os.path.isdir(folder):
         hint = f"; extract {folder}.zip there" if os.path.isfile(f"{folder}.zip") else ""
         raise FileNotFoundError(f"no audio folder {folder}{hint}")
@@ -576,7 +625,8 @@ def load_aihub263(
                     continue
             collector.add(id=record["wav_id"], label=label, audio=audio.get(record["wav_id"]), raw_text=record["발화문"])
         orphan_audio += sum(stem not in wav_ids for stem in audio)
-    return collector.finish(orphan_audio, return_report)
+    dataset, report = collector.finish(orphan_audio)
+    return (dataset, report) if return_report else dataset
 
 
 def _label_counts(indices: list[int], labels: list[int]) -> dict[str, int]:
@@ -636,7 +686,7 @@ def build_paper_dataset(
     label_source: str = "situation",
     return_report: bool = False,
 ) -> DatasetDict | tuple[DatasetDict, PaperDatasetReport]:
-    """The paper's data (Section 5.1) as `DatasetDict(train, validation)`, with its Table 4 counts printed.
+    """The paper's data (Section 5.1) as `DatasetDict(train, validation)`; its report holds the Table 4 counts.
 
     Steps: load and merge KEMDy19 + KEMDy20 (either alone works), or AI-Hub 263 on its own (the paper's second,
     separate experiment); drop rows whose cleaned text already occurred (the first, in load order, stays); drop texts
@@ -692,6 +742,5 @@ def build_paper_dataset(
         seed=seed,
         validation_fraction=validation_fraction,
     )
-    print(report)
     splits = DatasetDict(train=merged.select(train), validation=merged.select(validation))
     return (splits, report) if return_report else splits

@@ -259,7 +259,7 @@ def synthesize_voice(prosody: _Prosody, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_kemdy20_corpus(root: str | os.PathLike, utterances: list[DemoUtterance], rng: np.random.Generator) -> None:
-    """Write `utterances` exactly as KEMDy20 v1.1 ships (datasets spec §2): `annotation/SessNN_eval.csv` with the
+    """Write `utterances` exactly as KEMDy20 v1.1 ships (docs/datasets.md): `annotation/SessNN_eval.csv` with the
     two header rows (' ' cells, Emotion/Valence/Arousal sub-header, 37 positional columns, `disqust` spelling) and
     `wav/SessionNN/<Segment ID>.wav` (16 kHz mono PCM) next to a CP949 `.txt` transcript.
     """

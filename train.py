@@ -282,7 +282,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
 
 def load_corpora(data_args: DataTrainingArguments, demo: DemoCorpus | None) -> tuple[DatasetDict, dict]:
-    """The paper's train/validation DatasetDict (Section 5.1 preprocessing; prints the Table 4 counts) and its
+    """The paper's train/validation DatasetDict (Section 5.1 preprocessing; logs the Table 4 counts) and its
     JSON-ready count and load report."""
     corpora = {
         "demo": {"kemdy20_dir": demo.train_dir if demo else None},
@@ -297,6 +297,7 @@ def load_corpora(data_args: DataTrainingArguments, demo: DemoCorpus | None) -> t
         label_source=data_args.label_source,
         return_report=True,
     )
+    logger.info("Paper preprocessing:\n%s", report)
     return splits, report.to_dict()
 
 

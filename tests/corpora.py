@@ -1,8 +1,8 @@
 """Tiny KEMDy19, KEMDy20 v1.1 and AI-Hub 263 corpora written to disk in the real layouts, quirks included.
 
 `write_kemdy19(folder)`, `write_kemdy20(folder)` and `write_aihub263(folder)` each write one corpus below `folder`
-and return its root; the same call always writes the same files. The layouts, encodings and traps follow
-`specs/datasets.md` and are written here independently of `data_hyfuser`, so that a loader bug cannot hide in a
+and return its root; the same call always writes the same files. The layouts, encodings and quirks follow
+docs/datasets.md and are written here independently of `data_hyfuser`, so that a loader bug cannot hide in a
 shared constant. Audio is a short voiced tone (0.3-1.5 s, `audio_files.write_tone`), mostly 16 kHz mono.
 
 Each writer's docstring lists what a correct loader must make of the corpus; `tests/test_data_hyfuser.py` checks it.
@@ -67,7 +67,7 @@ KEMDY19_ORPHAN = "Sess01_impro01_F003"
 
 
 def write_kemdy19(folder: str | Path) -> Path:
-    """Write `folder/KEMDy19` (spec section 1) and return it.
+    """Write `folder/KEMDy19` (layout in docs/datasets.md, KEMDy19) and return it.
 
     - `annotation/Session{01,02}_{F,M}_res.csv`: two header rows with truly empty blank cells, 43 columns; both files
       of a session list every segment, each with its own actor's emotion, valence, arousal and biosignals, so on the
@@ -157,7 +157,7 @@ KEMDY20_ORPHAN = "Sess01_script02_User002M_003"
 
 
 def write_kemdy20(folder: str | Path) -> Path:
-    """Write `folder/KEMDy20_v1_1` (spec section 2) and return it.
+    """Write `folder/KEMDy20_v1_1` (layout in docs/datasets.md, KEMDy20 v1.1) and return it.
 
     - `annotation/Sess{01,02,17}_eval.csv`: 37 columns; row 0 names `Numb, Wav, Segment ID, Total Evaluation` and the
       raters with blank cells written as a single space, row 1 is the Emotion/Valence/Arousal sub-header.
@@ -213,7 +213,7 @@ AIHUB_VOCABULARY = {
     "5차년도": {"angry": "angry", "sad": "sadness", "happy": "happiness"},
     "5차년도_2차": {"angry": "angry", "sad": "sadness", "happy": "happiness"},
 }
-"""How each release spells the emotions that have aliases (spec 3.4); the others are spelled as the label."""
+"""How each release spells the emotions that have aliases; the others are spelled as the label."""
 
 AIHUB_EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 _AIHUB_TIMES = ("오늘", "어제", "아까", "지금", "요즘")
@@ -234,13 +234,13 @@ AIHUB_ORPHAN = "5f3c9ed98a3c1005aa97ff05"
 
 
 def _aihub_row(wav_id: str, text: str, situation: str, votes: list[str], index: int) -> list:
-    intensities = [(index + rater) % 3 for rater in range(5)]  # ordinal 0-2 (spec 3.3)
+    intensities = [(index + rater) % 3 for rater in range(5)]  # raters' intensities are ordinal: 0, 1 or 2
     ratings = [cell for vote, intensity in zip(votes, intensities) for cell in (vote, intensity)]
     return [wav_id, text, situation, *ratings, 20 + index % 40, "여" if index % 2 else "남"]
 
 
 def write_aihub263(folder: str | Path) -> Path:
-    """Write `folder/감정 분류를 위한 대화 음성 데이터셋` (spec section 3) and return it.
+    """Write `folder/감정 분류를 위한 대화 음성 데이터셋` (layout in docs/datasets.md, AI-Hub 263) and return it.
 
     - `4차년도.csv`, `5차년도.csv`, `5차년도_2차.csv` in CP949 with the exact 15-column header (`4번감정세기` without a
       space), next to `4차년도/`, `5차년도/5차_wav/` and `5차년도_2차/` holding `<wav_id>.wav` (16 kHz mono).
