@@ -46,6 +46,7 @@ class HyFusERPipeline(Pipeline):
         if self.processor is None:
             raise ValueError(f"The {TASK} pipeline needs the HyFusER processor; pass `processor=` or a saved model dir.")
         self.processor.check_compatible(self.model.config)
+        self.processor.scaler_statistics()  # an unfitted scaler fails here, not at the first call
         self.processor.to(self.device)
 
     def _sanitize_parameters(self, top_k=None, return_modalities=None, sampling_rate=None, **kwargs):
@@ -66,7 +67,7 @@ class HyFusERPipeline(Pipeline):
         text = self.processor.check_text(inputs["text"])
         waveform = self.processor.load_audio(inputs["audio"], sampling_rate=sampling_rate)
         # Lists, not tensors: the pipeline's collator then batches them as lists instead of zero-padding the audio,
-        # which would change HuBERT's output (hf-notes §6).
+        # which would change HuBERT-base's output (its group norm sees the padding).
         return {"text": [text], "waveform": [waveform]}
 
     def _forward(self, model_inputs: dict[str, list]) -> dict[str, torch.Tensor]:
@@ -74,9 +75,10 @@ class HyFusERPipeline(Pipeline):
         texts = _flatten(model_inputs["text"])
         waveforms = _flatten(model_inputs["waveform"])
         features = self.processor.encode(texts, waveforms)
+        text_features, speech_features = self.processor.scale(features["text_features"], features["speech_features"])
         output = self.model(
-            text_features=features["text_features"].to(self.device, self.model.dtype),
-            speech_features=features["speech_features"].to(self.device, self.model.dtype),
+            text_features=text_features.to(self.device, self.model.dtype),
+            speech_features=speech_features.to(self.device, self.model.dtype),
         )
         return {"logits": output.logits, "text_logits": output.text_logits, "speech_logits": output.speech_logits}
 
@@ -104,27 +106,27 @@ def save_hyfuser(
     output_dir: str | os.PathLike,
     model,
     processor,
-    save_encoders: bool | None = None,
+    save_backbones: bool | None = None,
 ) -> Path:
     """Write a directory that `AutoModel`, `AutoProcessor` and `pipeline(model=dir, trust_remote_code=True)` load
     from that directory alone: safetensors weights, `config.json` with `auto_map` and `custom_pipelines`, the
-    processor files with the fitted scaler, the remote-code `.py` files and the frozen encoders.
+    processor files with the fitted scaler, the remote-code `.py` files and the frozen backbones.
 
-    `save_encoders=None` copies the encoders into the directory when they were loaded from local paths (which
+    `save_backbones=None` copies the backbones into the directory when they were loaded from local paths (which
     will not exist on the machine that loads the checkpoint) and otherwise keeps their Hub ids, which the
     loader downloads; `True`/`False` force either.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if save_encoders is None:
-        save_encoders = processor.has_local_encoders()
+    if save_backbones is None:
+        save_backbones = processor.has_local_backbones()
 
     model_class = type(model)
     config = model.config
     modeling_module = model_class.__module__.rsplit(".", 1)[-1]
     config_module = type(config).__module__.rsplit(".", 1)[-1]
     model_reference = f"{modeling_module}.{model_class.__name__}"
-    # One auto class per registration (hf-notes §1): pre-fill the rest so the entries merge.
+    # register_for_auto_class keeps one auto class per class: pre-fill the others so that the entries merge.
     config.auto_map = {
         "AutoConfig": f"{config_module}.{type(config).__name__}",
         "AutoModel": model_reference,
@@ -141,8 +143,7 @@ def save_hyfuser(
     model_class.register_for_auto_class("AutoModelForSequenceClassification")
     model.save_pretrained(output_dir, safe_serialization=True)
 
-    type(processor).register_for_auto_class("AutoProcessor")
-    processor.save_pretrained(output_dir, save_encoders=save_encoders)
+    processor.save_pretrained(output_dir, save_backbones=save_backbones)
 
     # save_pretrained copies only the files it can trace from the registered classes; copy every remote-code
     # file so the directory never depends on which class happened to import which.

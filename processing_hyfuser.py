@@ -7,7 +7,6 @@ the padded/truncated tokens), `encode_speech` (HuBERT last hidden state, linearl
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
@@ -33,9 +32,12 @@ AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, Mapping]
 """One utterance: a wav/flac/ogg path, a 1-D or 2-D array, or a `datasets`-style {"array", "sampling_rate"} dict."""
 
 LOCAL_PREFIX = "./"
-"""An encoder name starting with this is a subfolder of the directory or Hub repo the processor was loaded from."""
-TEXT_ENCODER_SUBFOLDER = "text_encoder"
-SPEECH_ENCODER_SUBFOLDER = "speech_encoder"
+"""A backbone name starting with this is a subfolder of the directory or Hub repo the processor was loaded from."""
+TEXT_BACKBONE_SUBFOLDER = "text_backbone"
+SPEECH_BACKBONE_SUBFOLDER = "speech_backbone"
+LEGACY_CONFIG_KEYS = {"text_encoder": "text_backbone", "speech_encoder": "speech_backbone"}
+"""`processor_config.json` keys of directories saved before the backbones were called backbones (their values,
+e.g. `"./text_encoder"`, still name the subfolders those directories hold)."""
 
 MAX_CHANNELS = 8
 """A 2-D array whose shorter side exceeds this is refused as ambiguous rather than downmixed (7.1 audio has 8)."""
@@ -105,11 +107,11 @@ class FeatureStatistics:
             raise ValueError("no features were added to these statistics")
 
 
-class _FrozenEncoders:
-    """The two frozen backbones, loaded on first use, and their device.
+class _FrozenBackbones:
+    """The two frozen backbones, loaded on first use, their shared hidden size, read once, and their device.
 
     Pickling and deep-copying keep only the device: the weights are hundreds of MB, reloadable from the processor's
-    `text_encoder`/`speech_encoder` names, and must not enter `to_dict`, the `datasets` fingerprint or the copies
+    `text_backbone`/`speech_backbone` names, and must not enter `to_dict`, the `datasets` fingerprint or the copies
     the Trainer makes at every checkpoint.
     """
 
@@ -117,6 +119,7 @@ class _FrozenEncoders:
         self.device = torch.device(device)
         self.text: PreTrainedModel | None = None
         self.speech: PreTrainedModel | None = None
+        self.hidden_size: int | None = None
 
     def __getstate__(self) -> dict[str, str]:
         return {"device": str(self.device)}
@@ -124,8 +127,8 @@ class _FrozenEncoders:
     def __setstate__(self, state: dict[str, str]) -> None:
         self.__init__(state["device"])
 
-    def __deepcopy__(self, memo: dict) -> _FrozenEncoders:
-        return _FrozenEncoders(self.device)
+    def __deepcopy__(self, memo: dict) -> _FrozenBackbones:
+        return _FrozenBackbones(self.device)
 
 
 class HyFusERProcessor(ProcessorMixin):
@@ -133,16 +136,16 @@ class HyFusERProcessor(ProcessorMixin):
     Turns (Korean text, speech) pairs into HyFusER's inputs: `text_features` and `speech_features`, float32,
     (batch, sequence_length, hidden), jointly standard-scaled (paper Section 4.2, Eqs. 4-6).
 
-    The frozen KoELECTRA and HuBERT encoders are loaded lazily from `text_encoder`/`speech_encoder` and never
+    The frozen KoELECTRA and HuBERT backbones are loaded lazily from `text_backbone`/`speech_backbone` and never
     serialised; a name starting with `"./"` is a subfolder of wherever the processor was loaded from, which is how
-    `save_pretrained(..., save_encoders=True)` makes a directory (or Hub repo) self-contained.
+    `save_pretrained(..., save_backbones=True)` makes a directory (or Hub repo) self-contained.
 
     Args:
         tokenizer ([`PreTrainedTokenizerBase`]): the text backbone's tokenizer (KoELECTRA's WordPiece).
         feature_extractor ([`Wav2Vec2FeatureExtractor`]): the speech backbone's feature extractor; its
             `sampling_rate` (16 kHz for HuBERT) is the rate every waveform is resampled to.
-        text_encoder (`str`): Hub id or path of the frozen text encoder (Section 3.1).
-        speech_encoder (`str`): Hub id or path of the frozen speech encoder (Section 3.2).
+        text_backbone (`str`): Hub id or path of the frozen text backbone (Section 3.1).
+        speech_backbone (`str`): Hub id or path of the frozen speech backbone (Section 3.2).
         sequence_length (`int`, *optional*): positions per modality; defaults to `HyFusERConfig().sequence_length`
             (126, the longest tokenized sentence of the paper's data).
         scaler_mean / scaler_std (`list[float]`, *optional*): the joint scaler (Eq. 5), one value per hidden
@@ -159,8 +162,8 @@ class HyFusERProcessor(ProcessorMixin):
         self,
         tokenizer,
         feature_extractor,
-        text_encoder: str = DEFAULT_TEXT_BACKBONE,
-        speech_encoder: str = DEFAULT_SPEECH_BACKBONE,
+        text_backbone: str = DEFAULT_TEXT_BACKBONE,
+        speech_backbone: str = DEFAULT_SPEECH_BACKBONE,
         sequence_length: int | None = None,
         scaler_mean: list[float] | None = None,
         scaler_std: list[float] | None = None,
@@ -169,15 +172,15 @@ class HyFusERProcessor(ProcessorMixin):
         speech_window_overlap_seconds: float = 5.0,
     ):
         super().__init__(tokenizer, feature_extractor)
-        self.text_encoder = text_encoder
-        self.speech_encoder = speech_encoder
+        self.text_backbone = text_backbone
+        self.speech_backbone = speech_backbone
         self.sequence_length = HyFusERConfig().sequence_length if sequence_length is None else sequence_length
         self.scaler_mean = None if scaler_mean is None else [float(value) for value in scaler_mean]
         self.scaler_std = None if scaler_std is None else [float(value) for value in scaler_std]
         self.scaler_count = scaler_count
         self.speech_window_seconds = speech_window_seconds
         self.speech_window_overlap_seconds = speech_window_overlap_seconds
-        self._encoders = _FrozenEncoders()
+        self._backbones = _FrozenBackbones()
         self._source: tuple[str, dict[str, Any]] | None = None
         self._validate()
 
@@ -213,23 +216,29 @@ class HyFusERProcessor(ProcessorMixin):
     ) -> HyFusERProcessor:
         """An unfitted processor for two backbones (Hub ids or local dirs), checking that their hidden sizes agree.
 
-        Only the tokenizer, feature extractor and configs are read here; the encoder weights load on first use.
+        Only the tokenizer, feature extractor and configs are read here; the backbone weights load on first use.
         `kwargs` go to `__init__` (e.g. `speech_window_seconds`).
         """
         processor = cls(
             AutoTokenizer.from_pretrained(text_backbone),
             AutoFeatureExtractor.from_pretrained(speech_backbone),
-            text_encoder=text_backbone,
-            speech_encoder=speech_backbone,
+            text_backbone=text_backbone,
+            speech_backbone=speech_backbone,
             sequence_length=sequence_length,
             **kwargs,
         )
-        processor.hidden_size  # noqa: B018 - fail now, not at the first batch, if the backbones disagree
+        processor.check_backbones()
         return processor
 
     @classmethod
+    def from_args_and_dict(cls, args, processor_dict: dict[str, Any], **kwargs) -> HyFusERProcessor:
+        """Also read `processor_config.json` files written before the backbones were called backbones."""
+        processor_dict = {LEGACY_CONFIG_KEYS.get(key, key): value for key, value in processor_dict.items()}
+        return super().from_args_and_dict(args, processor_dict, **kwargs)
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> HyFusERProcessor:
-        """Load a saved processor, remembering where from so that `"./"` encoder names resolve there."""
+        """Load a saved processor, remembering where from so that `"./"` backbone names resolve there."""
         processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         keys = ("subfolder", "revision", "cache_dir", "local_files_only")
         location = {key: kwargs[key] for key in keys if kwargs.get(key)}
@@ -237,45 +246,45 @@ class HyFusERProcessor(ProcessorMixin):
         return processor
 
     def save_pretrained(
-        self, save_directory: str | os.PathLike, push_to_hub: bool = False, save_encoders: bool | None = None, **kwargs
+        self, save_directory: str | os.PathLike, push_to_hub: bool = False, save_backbones: bool | None = None, **kwargs
     ) -> list[str]:
         """Save the tokenizer, feature extractor, scaler and settings (`processor_config.json`) and the code.
 
-        With `save_encoders=True` both encoders are also written to `text_encoder/` and `speech_encoder/` and
-        referenced as `"./text_encoder"`, `"./speech_encoder"`, so the directory or Hub repo needs nothing else.
-        The default (`None`) is `has_local_encoders()`: a saved processor never points at a local path that will
+        With `save_backbones=True` both backbones are also written to `text_backbone/` and `speech_backbone/` and
+        referenced as `"./text_backbone"`, `"./speech_backbone"`, so the directory or Hub repo needs nothing else.
+        The default (`None`) is `has_local_backbones()`: a saved processor never points at a local path that will
         not exist where it is loaded, and re-saving a self-contained one (as the Trainer does at every checkpoint)
-        stays self-contained. Hub ids are otherwise stored as they are. To publish the encoders too, use
+        stays self-contained. Hub ids are otherwise stored as they are. To publish the backbones too, use
         `push_to_hub(repo_id)` or upload the saved folder: `push_to_hub=True` here would miss the subfolders.
         """
         names = self._names
-        if save_encoders is None:
-            save_encoders = self.has_local_encoders()
-        elif not save_encoders and any(name.startswith(LOCAL_PREFIX) for name in names):
+        if save_backbones is None:
+            save_backbones = self.has_local_backbones()
+        elif not save_backbones and any(name.startswith(LOCAL_PREFIX) for name in names):
             raise ValueError(
-                f"the encoders {names} live inside the directory this processor was loaded from, so a copy without "
-                "them would point at nothing: pass save_encoders=True"
+                f"the backbones {names} live inside the directory this processor was loaded from, so a copy without "
+                "them would point at nothing: pass save_backbones=True"
             )
-        if not save_encoders:
+        if not save_backbones:
             return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
         if push_to_hub:  # ProcessorMixin uploads only what it wrote itself
-            raise ValueError("save_pretrained(push_to_hub=True) cannot upload the encoders: use push_to_hub(repo_id)")
-        encoders = self._load_encoders()
-        encoders.text.save_pretrained(os.path.join(save_directory, TEXT_ENCODER_SUBFOLDER))
-        encoders.speech.save_pretrained(os.path.join(save_directory, SPEECH_ENCODER_SUBFOLDER))
-        self.text_encoder = LOCAL_PREFIX + TEXT_ENCODER_SUBFOLDER
-        self.speech_encoder = LOCAL_PREFIX + SPEECH_ENCODER_SUBFOLDER
+            raise ValueError("save_pretrained(push_to_hub=True) cannot upload the backbones: use push_to_hub(repo_id)")
+        backbones = self._load_backbones()
+        backbones.text.save_pretrained(os.path.join(save_directory, TEXT_BACKBONE_SUBFOLDER))
+        backbones.speech.save_pretrained(os.path.join(save_directory, SPEECH_BACKBONE_SUBFOLDER))
+        self.text_backbone = LOCAL_PREFIX + TEXT_BACKBONE_SUBFOLDER
+        self.speech_backbone = LOCAL_PREFIX + SPEECH_BACKBONE_SUBFOLDER
         try:
             return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
-        finally:  # this in-memory processor still loads its encoders from where they were
-            self.text_encoder, self.speech_encoder = names
+        finally:  # this in-memory processor still loads its backbones from where they were
+            self.text_backbone, self.speech_backbone = names
 
-    def has_local_encoders(self) -> bool:
-        """Whether an encoder is a local directory or part of the processor's own save (so a copy must carry it)."""
+    def has_local_backbones(self) -> bool:
+        """Whether a backbone is a local directory or part of the processor's own save (so a copy must carry it)."""
         return any(name.startswith(LOCAL_PREFIX) or os.path.isdir(name) for name in self._names)
 
     def _resolve(self, name: str) -> tuple[str, dict[str, Any]]:
-        """(Hub id or path, `from_pretrained` kwargs) of an encoder name."""
+        """(Hub id or path, `from_pretrained` kwargs) of a backbone name."""
         if not name.startswith(LOCAL_PREFIX) or self._source is None:
             return name, {}
         source, location = self._source
@@ -283,21 +292,29 @@ class HyFusERProcessor(ProcessorMixin):
         return source, {**location, "subfolder": subfolder}
 
     # ----------------------------------------------------------------------------------------------------------
-    # Frozen encoders
+    # Frozen backbones
+
+    def check_backbones(self) -> int:
+        """Read both backbones' configs (no weights) and return their hidden size, which HyFusER needs to be shared.
+
+        `from_backbones` calls it, so that a mismatched pair fails at construction rather than at the first batch.
+        """
+        configs = [AutoConfig.from_pretrained(path, **kwargs) for path, kwargs in map(self._resolve, self._names)]
+        self._backbones.hidden_size = self._shared_hidden_size(*configs)
+        return self._backbones.hidden_size
 
     @property
     def hidden_size(self) -> int:
-        """The backbones' shared hidden size, read from their configs (no weights are loaded)."""
-        configs = [AutoConfig.from_pretrained(path, **kwargs) for path, kwargs in map(self._resolve, self._names)]
-        return self._shared_hidden_size(*configs)
+        """The backbones' shared hidden size, from `check_backbones` the first time and remembered after that."""
+        return self._backbones.hidden_size or self.check_backbones()
 
     def check_compatible(self, config: HyFusERConfig) -> None:
         """Raise ValueError unless this processor produces the feature shape (and scaler size) `config` expects."""
         hidden_size = self.hidden_size
         if config.hidden_size != hidden_size:
             raise ValueError(
-                f"HyFusERConfig.hidden_size is {config.hidden_size} but the backbones {self.text_encoder!r} and "
-                f"{self.speech_encoder!r} have hidden size {hidden_size}"
+                f"HyFusERConfig.hidden_size is {config.hidden_size} but the backbones {self.text_backbone!r} and "
+                f"{self.speech_backbone!r} have hidden size {hidden_size}"
             )
         if config.sequence_length != self.sequence_length:
             raise ValueError(
@@ -308,47 +325,47 @@ class HyFusERProcessor(ProcessorMixin):
             raise ValueError(f"the scaler has {len(self.scaler_mean)} dimensions but the backbones have {hidden_size}")
 
     @property
-    def text_model(self) -> PreTrainedModel:
-        """The frozen text encoder (loaded on first use)."""
-        return self._load_encoders().text
+    def text_backbone_model(self) -> PreTrainedModel:
+        """The frozen text backbone (loaded on first use)."""
+        return self._load_backbones().text
 
     @property
-    def speech_model(self) -> PreTrainedModel:
-        """The frozen speech encoder (loaded on first use)."""
-        return self._load_encoders().speech
+    def speech_backbone_model(self) -> PreTrainedModel:
+        """The frozen speech backbone (loaded on first use)."""
+        return self._load_backbones().speech
 
     @property
     def device(self) -> torch.device:
-        return self._encoders.device
+        return self._backbones.device
 
     def to(self, device: str | torch.device) -> HyFusERProcessor:
-        """Run the encoders on `device` (moving them now if loaded); features are still returned on the CPU."""
-        self._encoders.device = torch.device(device)
-        for model in (self._encoders.text, self._encoders.speech):
+        """Run the backbones on `device` (moving them now if loaded); features are still returned on the CPU."""
+        self._backbones.device = torch.device(device)
+        for model in (self._backbones.text, self._backbones.speech):
             if model is not None:
                 model.to(device)
         return self
 
     @property
     def _names(self) -> tuple[str, str]:
-        return self.text_encoder, self.speech_encoder
+        return self.text_backbone, self.speech_backbone
 
-    def _load_encoders(self) -> _FrozenEncoders:
-        encoders = self._encoders
-        if encoders.text is None:
+    def _load_backbones(self) -> _FrozenBackbones:
+        backbones = self._backbones
+        if backbones.text is None:
             text, speech = (
-                AutoModel.from_pretrained(path, **kwargs).eval().requires_grad_(False).to(encoders.device)
+                AutoModel.from_pretrained(path, **kwargs).eval().requires_grad_(False).to(backbones.device)
                 for path, kwargs in map(self._resolve, self._names)
             )
-            self._shared_hidden_size(text.config, speech.config)
-            encoders.text, encoders.speech = text, speech
-        return encoders
+            backbones.hidden_size = self._shared_hidden_size(text.config, speech.config)
+            backbones.text, backbones.speech = text, speech
+        return backbones
 
     def _shared_hidden_size(self, text_config, speech_config) -> int:
         if text_config.hidden_size != speech_config.hidden_size:
             raise ValueError(
-                f"the text encoder {self.text_encoder!r} has hidden size {text_config.hidden_size} but the speech "
-                f"encoder {self.speech_encoder!r} has hidden size {speech_config.hidden_size}; HyFusER needs both "
+                f"the text backbone {self.text_backbone!r} has hidden size {text_config.hidden_size} but the speech "
+                f"backbone {self.speech_backbone!r} has hidden size {speech_config.hidden_size}; HyFusER needs both "
                 "modalities in one feature space"
             )
         return text_config.hidden_size
@@ -402,8 +419,8 @@ class HyFusERProcessor(ProcessorMixin):
             raise ValueError(f"{what} contains NaN or inf samples")
         if rate == self.sampling_rate:
             return waveform
-        divisor = math.gcd(rate, self.sampling_rate)
-        return resample_poly(waveform, self.sampling_rate // divisor, rate // divisor).astype(np.float32)
+        # resample_poly reduces the ratio by the gcd itself: 44,100 -> 16,000 Hz runs as up 160, down 441.
+        return resample_poly(waveform, self.sampling_rate, rate).astype(np.float32)
 
     # ----------------------------------------------------------------------------------------------------------
     # Features
@@ -430,7 +447,7 @@ class HyFusERProcessor(ProcessorMixin):
         inputs = self.tokenizer(
             list(texts), padding="max_length", truncation=True, max_length=self.sequence_length, return_tensors="pt"
         )
-        return self._run_encoder(self.text_model, **inputs)
+        return self._run_backbone(self.text_backbone_model, **inputs)
 
     def encode_speech(self, waveforms: Sequence[np.ndarray]) -> torch.Tensor:
         """HuBERT features interpolated to `sequence_length` positions, (batch, sequence_length, hidden) float32.
@@ -446,12 +463,12 @@ class HyFusERProcessor(ProcessorMixin):
         Audio shorter than the convolutional receptive field (400 samples = 25 ms for HuBERT) is zero-padded after
         normalisation to that minimum, giving one frame. Clips longer than `speech_window_seconds` run in
         overlapping windows placed on the frame grid; each output frame comes from the window where it is furthest
-        from an edge, so the frame count is the same as one pass and the encoder's memory is bounded by the window.
+        from an edge, so the frame count is the same as one pass and the backbone's memory is bounded by the window.
         What grows with the clip is the waveform (4 bytes a sample, plus its normalised copy) and the kept frames,
         written straight into one (hidden, frames) buffer: no per-window pieces held until a final concatenation,
         and `interpolate_frames` reads the returned transposed view without copying it.
         """
-        model = self.speech_model
+        model = self.speech_backbone_model
         values = self.feature_extractor(waveform, sampling_rate=self.sampling_rate, return_tensors="np")
         values = values.input_values[0]
         receptive_field, stride = _receptive_field_and_stride(model.config)
@@ -460,14 +477,14 @@ class HyFusERProcessor(ProcessorMixin):
         num_frames = (len(values) - receptive_field) // stride + 1
         window = max(1, round(self.speech_window_seconds * self.sampling_rate / stride))
         if num_frames <= window:
-            return self._run_encoder(model, input_values=torch.from_numpy(values)[None])[0]
+            return self._run_backbone(model, input_values=torch.from_numpy(values)[None])[0]
         hop = max(1, window - round(self.speech_window_overlap_seconds * self.sampling_rate / stride))
         starts = [*range(0, num_frames - window, hop), num_frames - window]
         cuts = [0] + [(previous + window + start) // 2 for previous, start in zip(starts, starts[1:])] + [num_frames]
         frames = torch.empty(model.config.hidden_size, num_frames)
         for start, keep_from, keep_to in zip(starts, cuts, cuts[1:]):
             samples = values[start * stride : (start + window - 1) * stride + receptive_field]
-            hidden = self._run_encoder(model, input_values=torch.from_numpy(samples)[None])[0]
+            hidden = self._run_backbone(model, input_values=torch.from_numpy(samples)[None])[0]
             frames[:, keep_from:keep_to] = hidden[keep_from - start : keep_to - start].T
         return frames.T
 
@@ -480,34 +497,25 @@ class HyFusERProcessor(ProcessorMixin):
         resized = F.interpolate(frames.T[None], size=self.sequence_length, mode="linear", align_corners=True)
         return resized[0].T
 
-    def _run_encoder(self, model: PreTrainedModel, **inputs: torch.Tensor) -> torch.Tensor:
+    def _run_backbone(self, model: PreTrainedModel, **inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             hidden = model(**{name: tensor.to(self.device) for name, tensor in inputs.items()}).last_hidden_state
         # A copy made outside inference mode is an ordinary tensor, usable in autograd (e.g. a trained model's input).
         return hidden.to(device="cpu", dtype=torch.float32, copy=True)
 
-    def encode(self, texts: Sequence[str], waveforms: Sequence[np.ndarray], scale: bool = True) -> BatchFeature:
-        """`text_features` and `speech_features` of paired texts and `load_audio` waveforms, scaled unless
-        `scale=False` (the pipeline loads audio in `preprocess` and calls this once per batch)."""
+    def encode(self, texts: Sequence[str], waveforms: Sequence[np.ndarray]) -> BatchFeature:
+        """Unscaled `text_features` and `speech_features` of paired texts and `load_audio` waveforms.
+
+        The pipeline, which loads audio in `preprocess`, calls this once per batch and then `scale`.
+        """
         if len(texts) != len(waveforms):
             raise ValueError(f"got {len(texts)} texts but {len(waveforms)} audio items; they must pair up one to one")
-        if scale:
-            self._require_fitted_scaler()  # before the expensive part
-        text_features, speech_features = self.encode_text(texts), self.encode_speech(waveforms)
-        if scale:
-            text_features, speech_features = self.scale(text_features, speech_features)
-        return BatchFeature({"text_features": text_features, "speech_features": speech_features})
-
-    def extract_features(
-        self, text: str | Sequence[str], audio: AudioInput | Sequence[AudioInput], sampling_rate: int | None = None
-    ) -> BatchFeature:
-        """Unscaled `text_features` and `speech_features` (what the training feature cache stores)."""
-        return self.encode(*self._load_pairs(text, audio, sampling_rate), scale=False)
+        return BatchFeature({"text_features": self.encode_text(texts), "speech_features": self.encode_speech(waveforms)})
 
     def _load_pairs(
         self, text: str | Sequence[str], audio: AudioInput | Sequence[AudioInput], sampling_rate: int | None
     ) -> tuple[list[str], list[np.ndarray]]:
-        """A single `text` goes with a single `audio`, lists with lists; all audio loads before any encoder runs."""
+        """A single `text` goes with a single `audio`, lists with lists; all audio loads before any backbone runs."""
         # Sequences cover lists, tuples and `datasets` columns; a str is one text, and a path one clip.
         if isinstance(text, str):
             texts = [text]
@@ -554,22 +562,20 @@ class HyFusERProcessor(ProcessorMixin):
         return self
 
     def scale(self, text_features: Any, speech_features: Any) -> tuple[Any, Any]:
-        """(x - mean) / std with the joint statistics (Eqs. 5-6), as float32 numpy arrays or tensors, like the input.
-
-        A std below `STD_FLOOR` counts as 1, so constant dimensions are centred instead of divided by ~0.
-        """
-        self._require_fitted_scaler()
-        mean = np.asarray(self.scaler_mean, dtype=np.float32)
-        std = np.asarray(self.scaler_std, dtype=np.float32)
-        std = np.where(std < STD_FLOOR, np.float32(1), std)
+        """(x - mean) / std with the joint statistics (Eqs. 5-6), as float32 numpy arrays or tensors, like the input."""
+        mean, std = self.scaler_statistics()
         return tuple(_standardize(features, mean, std) for features in (text_features, speech_features))
 
-    def _require_fitted_scaler(self) -> None:
+    def scaler_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted joint scaler as float32 (mean, std); a std below `STD_FLOOR` counts as 1, so constant
+        dimensions are centred instead of divided by ~0. Raises if the scaler is not fitted."""
         if not self.is_scaler_fitted:
             raise ValueError(
                 "this HyFusERProcessor's scaler is not fitted: call processor.fit_scaler(...) on the unscaled "
-                "training features (processor.extract_features / scale=False) first, or pass scale=False"
+                "training features (processor(..., scale=False)) first, or pass scale=False"
             )
+        std = np.asarray(self.scaler_std, dtype=np.float32)
+        return np.asarray(self.scaler_mean, dtype=np.float32), np.where(std < STD_FLOOR, np.float32(1), std)
 
     def __call__(
         self,
@@ -585,9 +591,10 @@ class HyFusERProcessor(ProcessorMixin):
         """
         if text is None or audio is None:
             raise ValueError("HyFusERProcessor needs both text= and audio=")
-        if scale:
-            self._require_fitted_scaler()  # before any file is read
-        features = self.encode(*self._load_pairs(text, audio, sampling_rate), scale=scale)
+        statistics = self.scaler_statistics() if scale else None  # before any file is read
+        features = self.encode(*self._load_pairs(text, audio, sampling_rate))
+        if statistics is not None:
+            features = {name: _standardize(values, *statistics) for name, values in features.items()}
         return BatchFeature(dict(features), tensor_type=return_tensors)
 
 

@@ -163,10 +163,10 @@ class ModelArguments:
             "on validation accuracy). 0 disables early stopping."
         },
     )
-    save_encoders: bool | None = field(
+    save_backbones: bool | None = field(
         default=None,
         metadata={
-            "help": "Copy the frozen encoders into output_dir (true) or reference them by Hub id/path (false). "
+            "help": "Copy the frozen backbones into output_dir (true) or reference them by Hub id/path (false). "
             "Default: copy them when they are local directories, which will not exist where the model is loaded."
         },
     )
@@ -327,8 +327,8 @@ def feature_cache_key(split: Dataset, processor: HyFusERProcessor) -> str:
         {
             "rows": split.to_dict(),
             "audio": [_file_stamp(Path(path)) for path in split["audio"]],
-            "text_backbone": _backbone_key(processor.text_encoder),
-            "speech_backbone": _backbone_key(processor.speech_encoder),
+            "text_backbone": _backbone_key(processor.text_backbone),
+            "speech_backbone": _backbone_key(processor.speech_backbone),
             "processor": Hasher.hash(processor),
             "code": Path(processing_hyfuser.__file__).read_bytes(),
             "dtype": FEATURE_DTYPE,
@@ -338,7 +338,7 @@ def feature_cache_key(split: Dataset, processor: HyFusERProcessor) -> str:
 
 def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[str, np.ndarray]:
     """Unscaled features of one batch, in the cache's compact dtype."""
-    features = processor.extract_features(batch["text"], batch["audio"])
+    features = processor(batch["text"], batch["audio"], scale=False)
     return {name: features[name].numpy().astype(FEATURE_DTYPE) for name in FEATURE_COLUMNS}
 
 
@@ -471,9 +471,9 @@ def write_model_card(
 ) -> None:
     """README.md for the Hub: data, label policy, split, training setup, metrics, intended use and limitations."""
     config = model.config
-    text_encoder = _encoder_description(config.text_backbone, output_dir, processing_hyfuser.TEXT_ENCODER_SUBFOLDER)
+    text_encoder = _encoder_description(config.text_backbone, output_dir, processing_hyfuser.TEXT_BACKBONE_SUBFOLDER)
     speech_encoder = _encoder_description(
-        config.speech_backbone, output_dir, processing_hyfuser.SPEECH_ENCODER_SUBFOLDER
+        config.speech_backbone, output_dir, processing_hyfuser.SPEECH_BACKBONE_SUBFOLDER
     )
     corpora = {"demo": "offline demo", "kemdy": "KEMDy19 + KEMDy20", "aihub": "AI-Hub 263"}
     sources = {
@@ -700,7 +700,7 @@ def main() -> None:
 
     # 9. Save a self-contained directory, plus model card, reports and confusion matrix
     output_dir = Path(training_args.output_dir)
-    save_hyfuser(output_dir, trainer.model, processor, save_encoders=model_args.save_encoders)
+    save_hyfuser(output_dir, trainer.model, processor, save_backbones=model_args.save_backbones)
     names = list(EMOTION_LABELS)
     report = per_class_report(prediction.label_ids, prediction.predictions[0].argmax(-1), names)
     (output_dir / "classification_report.json").write_text(json.dumps(report, indent=2))

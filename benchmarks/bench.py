@@ -325,7 +325,7 @@ def bench_pipeline(settings: Settings, backbones: TinyBackbones, workdir: Path) 
     model = HyFusERForEmotionRecognition(
         HyFusERConfig(text_backbone=backbones.text, speech_backbone=backbones.speech)
     ).eval()
-    save_dir = save_hyfuser(workdir / "hyfuser", model, random_fitted_processor(backbones), save_encoders=False)
+    save_dir = save_hyfuser(workdir / "hyfuser", model, random_fitted_processor(backbones), save_backbones=False)
     classifier = pipeline(model=str(save_dir), trust_remote_code=True, device="cpu")
     processor = classifier.processor
 
@@ -341,7 +341,8 @@ def bench_pipeline(settings: Settings, backbones: TinyBackbones, workdir: Path) 
         for waveform in waveforms
     ]
     features = processor.encode(texts, waveforms)
-    text_model, speech_model, fusion_model = processor.text_model, processor.speech_model, classifier.model
+    text_model, speech_model = processor.text_backbone_model, processor.speech_backbone_model
+    fusion_model = classifier.model
 
     def backbones_alone() -> None:
         with torch.inference_mode():
@@ -574,12 +575,12 @@ def bench_extraction(settings: Settings, backbones: TinyBackbones, workdir: Path
 def child_long_audio(arguments: dict[str, Any]) -> dict[str, Any]:
     """Peak RSS increase of `extract_features` on each clip over the RSS just before it, the encoders loaded."""
     processor = HyFusERProcessor.from_backbones(arguments["text"], arguments["speech"])
-    processor.extract_features(SENTENCES[0], arguments["warmup"])
+    processor(SENTENCES[0], arguments["warmup"], scale=False)
     results = {}
     for name in ("window", "long"):
         baseline = memory_mb("VmRSS")
         reset_peak_rss()
-        seconds = timed(lambda: processor.extract_features(SENTENCES[0], arguments[name]))
+        seconds = timed(lambda: processor(SENTENCES[0], arguments[name], scale=False))
         peak = memory_mb("VmHWM")
         results[name] = {
             "baseline_rss_mb": baseline,
@@ -638,7 +639,7 @@ def bench_gpu(settings: Settings, backbones: TinyBackbones, workdir: Path) -> di
 
     def extract_all() -> None:
         for start in range(0, count, batch_size):
-            processor.extract_features(texts[start : start + batch_size], paths[start : start + batch_size])
+            processor(texts[start : start + batch_size], paths[start : start + batch_size], scale=False)
 
     seconds = side_by_side({"extraction": extract_all}, settings.repeats, settings.warmup, "gpu")["extraction"]
     training = measure_training(settings, backbones, workdir, device, bf16=True)

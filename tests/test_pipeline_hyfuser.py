@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer, pipeline
+from safetensors.torch import load_file, save_file
+from transformers import AutoFeatureExtractor, AutoModel, AutoProcessor, AutoTokenizer, pipeline
 
 from audio_files import voiced_tone, write_tone
 from pipeline_hyfuser import TASK
@@ -207,3 +209,43 @@ def test_pipeline_equals_features_computed_without_the_processor(classifier, tin
     result = classifier({"text": text, "audio": str(path)})
     labels = [tiny_model.config.id2label[index] for index in range(tiny_model.config.num_labels)]
     np.testing.assert_allclose(as_vector(result, "score", labels), expected, atol=1e-5)
+
+
+def test_directory_saved_in_the_old_layout_still_loads_and_predicts_the_same(saved_model_dir, classifier, audio_files, tmp_path):
+    """Before the renames, saved directories held `text_encoder/` and `speech_encoder/`, `processor_config.json` keys
+    `text_encoder` / `speech_encoder`, and weights named `text_to_speech.*` (Step 1) and `speech_to_text.*` (Step 2)."""
+    old = shutil.copytree(saved_model_dir, tmp_path / "old-layout")
+    for modality in ("text", "speech"):
+        (old / f"{modality}_backbone").rename(old / f"{modality}_encoder")
+    processor_config = json.loads((old / "processor_config.json").read_text())
+    for modality in ("text", "speech"):
+        del processor_config[f"{modality}_backbone"]
+        processor_config[f"{modality}_encoder"] = f"./{modality}_encoder"
+    (old / "processor_config.json").write_text(json.dumps(processor_config))
+    renames = {"text_queries_speech.": "text_to_speech.", "speech_queries_text.": "speech_to_text."}
+    weights = {}
+    for name, tensor in load_file(old / "model.safetensors").items():
+        prefix = next((new for new in renames if name.startswith(new)), None)
+        weights[renames[prefix] + name[len(prefix) :] if prefix else name] = tensor
+    assert any(name.startswith("text_to_speech.") for name in weights)
+    save_file(weights, old / "model.safetensors", metadata={"format": "pt"})
+
+    processor = AutoProcessor.from_pretrained(old, trust_remote_code=True)
+    assert (processor.text_backbone, processor.speech_backbone) == ("./text_encoder", "./speech_encoder")
+    old_classifier = pipeline(model=str(old), trust_remote_code=True, device="cpu")
+    item = {"text": ITEM_TEXTS[2], "audio": str(audio_files[2])}
+    expected, result = classifier(item, return_modalities=True), old_classifier(item, return_modalities=True)
+    assert [emotion["label"] for emotion in result] == [emotion["label"] for emotion in expected]
+    for key in ("score", "text_score", "speech_score"):
+        np.testing.assert_allclose([e[key] for e in result], [e[key] for e in expected], atol=1e-6)
+
+
+def test_pipeline_over_an_unfitted_processor_is_refused_at_construction(tiny_model, tiny_backbones):
+    from pipeline_hyfuser import HyFusERPipeline
+    from processing_hyfuser import HyFusERProcessor
+
+    unfitted = HyFusERProcessor.from_backbones(
+        tiny_backbones.text, tiny_backbones.speech, sequence_length=tiny_model.config.sequence_length
+    )
+    with pytest.raises(ValueError, match="scaler is not fitted"):
+        HyFusERPipeline(model=tiny_model, processor=unfitted)

@@ -46,7 +46,7 @@ def processor(tiny_backbones) -> HyFusERProcessor:
 @pytest.fixture(scope="module")
 def fitted(processor) -> HyFusERProcessor:
     fitted = copy.deepcopy(processor)
-    features = processor.extract_features(TEXTS, [noise(1.0, seed) for seed in range(len(TEXTS))])
+    features = processor(TEXTS, [noise(1.0, seed) for seed in range(len(TEXTS))], scale=False)
     return fitted.fit_scaler([(features["text_features"], features["speech_features"])])
 
 
@@ -71,9 +71,9 @@ def test_features_are_float32_batch_by_sequence_length_by_hidden(processor):
 
 def test_batch_result_independent_of_batch_composition(processor):
     clips = [noise(0.7, 1), noise(2.3, 2), noise(1.1, 3)]
-    batch = processor.extract_features(TEXTS, clips, sampling_rate=RATE)
+    batch = processor(TEXTS, clips, sampling_rate=RATE, scale=False)
     for index, (text, clip) in enumerate(zip(TEXTS, clips)):
-        alone = processor.extract_features(text, clip, sampling_rate=RATE)
+        alone = processor(text, clip, sampling_rate=RATE, scale=False)
         torch.testing.assert_close(batch["text_features"][index], alone["text_features"][0], atol=1e-5, rtol=0)
         torch.testing.assert_close(batch["speech_features"][index], alone["speech_features"][0], atol=1e-5, rtol=0)
 
@@ -84,8 +84,8 @@ def test_dataset_columns_are_accepted_like_lists(processor, tmp_path):
 
     paths = [str(write_tone(tmp_path / f"{index}.wav", seconds=0.5 + index / 4, seed=index)) for index in range(2)]
     table = datasets.Dataset.from_dict({"text": TEXTS[:2], "audio": paths})
-    from_columns = processor.extract_features(table["text"], table["audio"])
-    from_lists = processor.extract_features(list(TEXTS[:2]), paths)
+    from_columns = processor(table["text"], table["audio"], scale=False)
+    from_lists = processor(list(TEXTS[:2]), paths, scale=False)
     for name in ("text_features", "speech_features"):
         torch.testing.assert_close(from_columns[name], from_lists[name], rtol=0, atol=0)
 
@@ -105,7 +105,7 @@ def test_interpolation_keeps_endpoints_and_spaces_positions_evenly(processor):
 
 
 def test_features_can_enter_autograd(processor):
-    features = processor.extract_features(TEXTS[0], noise(0.5), sampling_rate=RATE)
+    features = processor(TEXTS[0], noise(0.5), sampling_rate=RATE, scale=False)
     layer = torch.nn.Linear(32, 1)
     (layer(features["text_features"]).sum() + layer(features["speech_features"]).sum()).backward()
     assert layer.weight.grad is not None
@@ -173,9 +173,9 @@ def test_integer_pcm_is_scaled_to_unit_range(processor):
 
 @contextmanager
 def speech_input_lengths(processor: HyFusERProcessor) -> Iterator[list[int]]:
-    """The length in samples of every input the speech encoder sees inside the block."""
+    """The length in samples of every input the speech backbone sees inside the block."""
     lengths = []
-    handle = processor.speech_model.register_forward_pre_hook(
+    handle = processor.speech_backbone_model.register_forward_pre_hook(
         lambda module, args, kwargs: lengths.append(kwargs["input_values"].shape[-1]), with_kwargs=True
     )
     try:
@@ -263,7 +263,7 @@ def test_scale_uses_one_mean_and_std_for_both_modalities(fitted):
 
 
 def test_scaled_training_features_have_zero_mean_and_unit_std(fitted):
-    features = fitted.extract_features(TEXTS, [noise(1.0, seed) for seed in range(len(TEXTS))])
+    features = fitted(TEXTS, [noise(1.0, seed) for seed in range(len(TEXTS))], scale=False)
     scaled = fitted(text=TEXTS, audio=[noise(1.0, seed) for seed in range(len(TEXTS))], sampling_rate=RATE)
     both = torch.cat([scaled["text_features"], scaled["speech_features"]], dim=1).reshape(-1, 32).double()
     torch.testing.assert_close(both.mean(0), torch.zeros(32, dtype=torch.float64), atol=1e-5, rtol=0)
@@ -289,19 +289,19 @@ def test_unfitted_processor_refuses_to_scale(processor):
 
 
 def test_save_and_reload_is_exact(fitted, tmp_path):
-    fitted.save_pretrained(tmp_path, save_encoders=False)
+    fitted.save_pretrained(tmp_path, save_backbones=False)
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["auto_map"]["AutoProcessor"] == "processing_hyfuser.HyFusERProcessor"
     assert (tmp_path / "processing_hyfuser.py").is_file() and (tmp_path / "configuration_hyfuser.py").is_file()
     reloaded = HyFusERProcessor.from_pretrained(tmp_path)
-    for name in ("scaler_mean", "scaler_std", "scaler_count", "sequence_length", "text_encoder", "speech_encoder"):
+    for name in ("scaler_mean", "scaler_std", "scaler_count", "sequence_length", "text_backbone", "speech_backbone"):
         assert getattr(reloaded, name) == getattr(fitted, name), name
     inputs = {"text": TEXTS[1], "audio": noise(0.8), "sampling_rate": RATE}
     for name, value in fitted(**inputs).items():
         torch.testing.assert_close(reloaded(**inputs)[name], value, atol=0, rtol=0)
 
 
-def test_saved_encoders_make_directory_self_contained(fitted, tiny_backbones, tmp_path):
+def test_saved_backbones_make_directory_self_contained(fitted, tiny_backbones, tmp_path):
     backbones = shutil.copytree(Path(tiny_backbones.text).parent, tmp_path / "backbones")
     original = HyFusERProcessor.from_backbones(
         str(backbones / "text"),
@@ -313,59 +313,59 @@ def test_saved_encoders_make_directory_self_contained(fitted, tiny_backbones, tm
     )
     inputs = {"text": TEXTS[2], "audio": noise(1.3), "sampling_rate": RATE}
     expected = original(**inputs)
-    original.save_pretrained(tmp_path / "saved", save_encoders=True)
+    original.save_pretrained(tmp_path / "saved", save_backbones=True)
     shutil.rmtree(backbones)
     assert str(backbones) not in (tmp_path / "saved" / "processor_config.json").read_text()
 
     loaded = AutoProcessor.from_pretrained(tmp_path / "saved", trust_remote_code=True)
     for name, value in expected.items():
         torch.testing.assert_close(loaded(**inputs)[name], value, atol=0, rtol=0)
-    loaded.save_pretrained(tmp_path / "resaved")  # the Trainer's call: encoders come along by default
-    assert (tmp_path / "resaved" / "speech_encoder" / "config.json").is_file()
-    with pytest.raises(ValueError, match="pass save_encoders=True"):
-        loaded.save_pretrained(tmp_path / "broken", save_encoders=False)
+    loaded.save_pretrained(tmp_path / "resaved")  # the Trainer's call: backbones come along by default
+    assert (tmp_path / "resaved" / "speech_backbone" / "config.json").is_file()
+    with pytest.raises(ValueError, match="pass save_backbones=True"):
+        loaded.save_pretrained(tmp_path / "broken", save_backbones=False)
 
 
-def test_only_local_encoders_are_copied_by_default(processor, tmp_path):
+def test_only_local_backbones_are_copied_by_default(processor, tmp_path):
     from_hub = HyFusERProcessor(processor.tokenizer, processor.feature_extractor, "org/text", "org/speech")
-    assert not from_hub.has_local_encoders() and processor.has_local_encoders()
+    assert not from_hub.has_local_backbones() and processor.has_local_backbones()
     from_hub.save_pretrained(tmp_path / "hub")  # stores the ids; nothing is downloaded
-    assert json.loads((tmp_path / "hub" / "processor_config.json").read_text())["text_encoder"] == "org/text"
-    assert not (tmp_path / "hub" / "text_encoder").exists()
+    assert json.loads((tmp_path / "hub" / "processor_config.json").read_text())["text_backbone"] == "org/text"
+    assert not (tmp_path / "hub" / "text_backbone").exists()
     processor.save_pretrained(tmp_path / "local")
-    assert json.loads((tmp_path / "local" / "processor_config.json").read_text())["text_encoder"] == "./text_encoder"
-    assert (tmp_path / "local" / "text_encoder" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "local" / "processor_config.json").read_text())["text_backbone"] == "./text_backbone"
+    assert (tmp_path / "local" / "text_backbone" / "model.safetensors").is_file()
 
 
-def test_push_to_hub_with_encoders_is_refused_before_writing(processor, tmp_path):
-    with pytest.raises(ValueError, match="cannot upload the encoders: use push_to_hub"):
+def test_push_to_hub_with_backbones_is_refused_before_writing(processor, tmp_path):
+    with pytest.raises(ValueError, match="cannot upload the backbones: use push_to_hub"):
         processor.save_pretrained(tmp_path, push_to_hub=True)
     assert not any(tmp_path.iterdir())
 
 
-def test_fingerprint_is_unchanged_by_loading_encoders(tiny_backbones):
+def test_fingerprint_is_unchanged_by_loading_backbones(tiny_backbones):
     processor = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, SEQUENCE_LENGTH)
     before = Hasher.hash(processor)
     processor(text=TEXTS[0], audio=noise(0.5), sampling_rate=RATE, scale=False)
-    assert processor._encoders.text is not None
+    assert processor._backbones.text is not None
     assert Hasher.hash(processor) == before
 
 
-def test_encoders_stay_out_of_pickles_copies_and_to_dict(processor):
-    processor.text_model  # noqa: B018 - make sure they are loaded
+def test_backbones_stay_out_of_pickles_copies_and_to_dict(processor):
+    processor.text_backbone_model  # noqa: B018 - make sure they are loaded
     # ~110 kB of tokenizer; a loaded HuBERT could not even be pickled (its weight-norm parametrization refuses)
     assert len(pickle.dumps(processor)) < 200_000
-    assert "_encoders" not in processor.to_dict()
-    assert copy.deepcopy(processor)._encoders.text is None
+    assert "_backbones" not in processor.to_dict()
+    assert copy.deepcopy(processor)._backbones.text is None
     clone = pickle.loads(pickle.dumps(processor))
-    assert clone._encoders.text is None and clone.encode_text(TEXTS[:1]).shape == (1, SEQUENCE_LENGTH, 32)
+    assert clone._backbones.text is None and clone.encode_text(TEXTS[:1]).shape == (1, SEQUENCE_LENGTH, 32)
 
 
-def test_to_moves_encoders_and_returns_self(processor):
+def test_to_moves_backbones_and_returns_self(processor):
     moved = copy.deepcopy(processor)
-    moved.text_model  # noqa: B018 - loaded before the move
+    moved.text_backbone_model  # noqa: B018 - loaded before the move
     assert moved.to("meta") is moved and moved.device == torch.device("meta")
-    assert moved.text_model.device.type == "meta" and moved.speech_model.device.type == "meta"
+    assert moved.text_backbone_model.device.type == "meta" and moved.speech_backbone_model.device.type == "meta"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -434,7 +434,7 @@ def test_invalid_sampling_rate_is_rejected(processor, rate):
 
 def test_backbones_with_different_hidden_sizes_are_rejected(tiny_backbones, tmp_path):
     narrow = build_tiny_backbones(tmp_path, hidden_size=16)
-    message = r"text encoder '.*text' has hidden size 32 but the speech encoder '.*speech' has hidden size 16"
+    message = r"text backbone '.*text' has hidden size 32 but the speech backbone '.*speech' has hidden size 16"
     with pytest.raises(ValueError, match=message):
         HyFusERProcessor.from_backbones(tiny_backbones.text, narrow.speech)
 
