@@ -24,7 +24,10 @@ from transformers import (
     HubertConfig,
     HubertModel,
     Wav2Vec2FeatureExtractor,
+    pipeline,
 )
+
+from data_hyfuser import load_kemdy20
 
 TINY_HIDDEN_SIZE = 32
 """Hidden size of both tiny backbones; a HyFusER config used with them needs `hidden_size=TINY_HIDDEN_SIZE`."""
@@ -33,8 +36,9 @@ _SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 @dataclass(frozen=True)
-class TinyBackbones:
-    """Paths of the two backbone directories written by `build_tiny_backbones`."""
+class BackbonePaths:
+    """Where a text and a speech backbone live, and their shared hidden size (tiny ones here; the benchmarks also
+    name real-size random ones with it)."""
 
     text: str
     speech: str
@@ -59,7 +63,7 @@ def build_tiny_backbones(
     hidden_size: int = TINY_HIDDEN_SIZE,
     max_text_positions: int = 256,
     seed: int = 0,
-) -> TinyBackbones:
+) -> BackbonePaths:
     """Write a tiny ELECTRA (`<output_dir>/text`) and HuBERT (`<output_dir>/speech`) in standard HF layout.
 
     The ELECTRA tokenizer is KoELECTRA's kind (cased WordPiece, no accent stripping, which would decompose
@@ -106,7 +110,7 @@ def build_tiny_backbones(
     Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True, return_attention_mask=False
     ).save_pretrained(speech_dir)
-    return TinyBackbones(text=str(text_dir), speech=str(speech_dir), hidden_size=hidden_size)
+    return BackbonePaths(text=str(text_dir), speech=str(speech_dir), hidden_size=hidden_size)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -199,7 +203,7 @@ class DemoCorpus:
 
     train_dir: str
     holdout_dir: str
-    backbones: TinyBackbones
+    backbones: BackbonePaths
     holdout: tuple[DemoUtterance, ...]
 
 
@@ -324,5 +328,41 @@ def prepare_demo(
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    backbones = TinyBackbones(text=str(target / "backbones" / "text"), speech=str(target / "backbones" / "speech"))
+    backbones = BackbonePaths(text=str(target / "backbones" / "text"), speech=str(target / "backbones" / "speech"))
     return DemoCorpus(str(target / "train"), str(target / "holdout"), backbones, tuple(holdout))
+
+
+def demo_predictions_table(output_dir: str | os.PathLike, demo: DemoCorpus) -> str:
+    """Serve the saved directory with `pipeline` on the held-out demo items: a table of predictions next to the
+    truth, and of the fused accuracy next to each direction's head alone, per cue."""
+    holdout = load_kemdy20(demo.holdout_dir)
+    cues = {utterance.segment_id: utterance.cue for utterance in demo.holdout}
+    item_cues = [cues[segment_id] for segment_id in holdout["id"]]
+    classifier = pipeline(model=str(output_dir), trust_remote_code=True)
+    inputs = [{"text": text, "audio": audio} for text, audio in zip(holdout["text"], holdout["audio"])]
+    outputs = classifier(inputs, batch_size=8, return_modalities=True)
+
+    names = holdout.features["label"].names
+    truth = [names[label] for label in holdout["label"]]
+    fused = [emotions[0]["label"] for emotions in outputs]
+    text_head = [max(emotions, key=lambda emotion: emotion["text_score"])["label"] for emotions in outputs]
+    speech_head = [max(emotions, key=lambda emotion: emotion["speech_score"])["label"] for emotions in outputs]
+
+    lines = [f"Held-out demo items, predicted by pipeline(model={str(output_dir)!r}, trust_remote_code=True):"]
+    lines.append(f"{'cue':<7} {'truth':<9} {'fused':<18} {'text head':<10} {'speech head':<11} text")
+    for index, emotions in enumerate(outputs):
+        mark = "ok" if fused[index] == truth[index] else "--"
+        prediction = f"{fused[index]} ({emotions[0]['score']:.2f}) {mark}"
+        lines.append(
+            f"{item_cues[index]:<7} {truth[index]:<9} {prediction:<18} {text_head[index]:<10} "
+            f"{speech_head[index]:<11} {holdout['text'][index]}"
+        )
+    groups = {"all": slice(None), **{f"{cue}-cued": np.array(item_cues) == cue for cue in DEMO_CUES}}
+    lines.append(f"\nHeld-out accuracy ({len(truth)} items; 'X-cued': only X carries the emotion, 'both-cued': both do)")
+    lines.append(f"{'':<26}" + "".join(f"{group:>13}" for group in groups))
+    for name, predictions in (
+        ("fused (Eq. 9)", fused), ("text-centric head alone", text_head), ("speech-centric head alone", speech_head)
+    ):
+        hits = np.array(predictions) == np.array(truth)
+        lines.append(f"{name:<26}" + "".join(f"{hits[members].mean():>13.3f}" for members in groups.values()))
+    return "\n".join(lines)

@@ -15,7 +15,6 @@ import inspect
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import Pipeline

@@ -29,35 +29,33 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 import transformers
-from datasets import Array2D, Dataset, DatasetDict
-from datasets.fingerprint import Hasher
-from huggingface_hub import HfApi, try_to_load_from_cache
+from datasets import DatasetDict
+from huggingface_hub import HfApi
 from huggingface_hub.constants import HF_HOME
-from sklearn.metrics import (
-    ConfusionMatrixDisplay,
-    accuracy_score,
-    classification_report,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-)
 from transformers import (
     EarlyStoppingCallback,
-    EvalPrediction,
     HfArgumentParser,
     Trainer,
     TrainingArguments,
-    pipeline,
     set_seed,
 )
 
+import features_hyfuser
 import processing_hyfuser
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS, HyFusERConfig
-from data_hyfuser import LABEL_SOURCES, MULTI_LABEL_POLICIES, SPLITS, build_paper_dataset, load_kemdy20
-from demo_hyfuser import DEMO_CUES, DEMO_SEQUENCE_LENGTH, DemoCorpus, prepare_demo
+from data_hyfuser import LABEL_SOURCES, MULTI_LABEL_POLICIES, SPLITS, build_paper_dataset
+from demo_hyfuser import DEMO_SEQUENCE_LENGTH, DemoCorpus, demo_predictions_table, prepare_demo
+from features_hyfuser import (
+    FEATURE_COLUMNS,
+    FEATURE_DTYPE,
+    PAPER_TRAINING_DEFAULTS,
+    cache_features,
+    collate_scaled_features,
+    fit_scaler_on_cache,
+)
+from metrics_hyfuser import METRIC_TITLES, compute_metrics, per_class_report, save_confusion_matrix
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from pipeline_hyfuser import save_hyfuser
 from processing_hyfuser import HyFusERProcessor
@@ -65,38 +63,6 @@ from processing_hyfuser import HyFusERProcessor
 logger = logging.getLogger(__name__)
 
 DATASETS = ("demo", "kemdy", "aihub")
-
-FEATURE_COLUMNS = ("text_features", "speech_features")
-
-FEATURE_DTYPE = "float16"
-"""Dtype of the on-disk feature cache: half the size of float32, and the scaler's inputs need no more precision."""
-
-PAPER_TRAINING_DEFAULTS: dict[str, Any] = {
-    # Table 3: Adam at a fixed learning rate. AdamW with zero weight decay is exactly Adam (TrainingArguments has no
-    # plain "adam"), eps 1e-7 is Keras's default (Table 3 uses Keras's names), and "constant" keeps the rate fixed.
-    # The fused kernel is the same update in one step instead of ~900 small ops (benchmarks/README.md).
-    "optim": "adamw_torch_fused",
-    "weight_decay": 0.0,
-    "adam_epsilon": 1e-7,
-    # Keras's Adam does not clip gradients; the Trainer's default would clip to norm 1.0.
-    "max_grad_norm": 0.0,
-    "learning_rate": 1e-4,
-    "lr_scheduler_type": "constant",
-    "per_device_train_batch_size": 32,
-    "per_device_eval_batch_size": 32,
-    "num_train_epochs": 30,
-    # Table 3: early stopping and model checkpointing both monitor validation accuracy, checked every epoch.
-    "eval_strategy": "epoch",
-    "save_strategy": "epoch",
-    "logging_strategy": "epoch",
-    "load_best_model_at_end": True,
-    "metric_for_best_model": "accuracy",
-    "greater_is_better": True,
-    "save_total_limit": 2,
-    # Every HyFusER parameter takes part in every forward pass.
-    "ddp_find_unused_parameters": False,
-}
-"""TrainingArguments defaults replaced by the paper's; anything given on the command line still wins."""
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,
@@ -107,16 +73,6 @@ DEMO_DEFAULTS: dict[str, Any] = {
 corpus needs a 10x learning rate and a narrower feed-forward to learn within a minute on a CPU (at lr 1e-4 it barely
 moves in 30 epochs)."""
 
-METRIC_TITLES = {
-    "accuracy": "Accuracy (fused, Eq. 9)",
-    "precision_weighted": "Precision (weighted)",
-    "recall_weighted": "Recall (weighted)",
-    "f1_weighted": "F1 (weighted)",
-    "f1_macro": "F1 (macro)",
-    "text_head_accuracy": "Accuracy, text-centric head alone (Step 1)",
-    "speech_head_accuracy": "Accuracy, speech-centric head alone (Step 2)",
-}
-"""What `compute_metrics` reports, as the model card titles it (Table 5's four metrics first)."""
 
 DEFAULT_OUTPUT_DIRS = {"demo": "demo_output", "kemdy": "outputs/hyfuser-kemdy", "aihub": "outputs/hyfuser-aihub"}
 
@@ -267,14 +223,17 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
-    """Our steps log at INFO on the main process; libraries follow --log_level / --log_level_replica."""
+    """Our steps (this script and the feature cache) log at INFO on the main process; libraries follow --log_level /
+    --log_level_replica."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     library_level = training_args.get_process_log_level()
-    logger.setLevel(min(logging.INFO, library_level) if training_args.should_log else library_level)
+    our_level = min(logging.INFO, library_level) if training_args.should_log else library_level
+    for our_logger in (logger, features_hyfuser.logger):
+        our_logger.setLevel(our_level)
     datasets.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.enable_default_handler()
@@ -299,151 +258,6 @@ def load_corpora(data_args: DataTrainingArguments, demo: DemoCorpus | None) -> t
     )
     logger.info("Paper preprocessing:\n%s", report)
     return splits, report.to_dict()
-
-
-def _file_stamp(path: Path) -> tuple[int, int]:
-    """Size and modification time: a file's identity for the cache key, without reading gigabytes of audio."""
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
-def _backbone_key(name: str) -> Any:
-    """A backbone's identity for the cache key: a local directory by its files' stamps; a Hub id by the cached
-    snapshot it resolves to (the path holds the commit hash), so a new upstream revision re-extracts."""
-    if os.path.isdir(name):
-        return [(str(path), *_file_stamp(path)) for path in sorted(Path(name).rglob("*")) if path.is_file()]
-    snapshot = try_to_load_from_cache(name, "config.json")
-    return snapshot if isinstance(snapshot, str) else name
-
-
-def feature_cache_key(split: Dataset, processor: HyFusERProcessor) -> str:
-    """A fingerprint of everything the cached features depend on.
-
-    That is the rows (ids, texts, labels, audio paths) and the audio files' stamps, both backbones, the processor's
-    settings (sequence length, tokenizer, feature extractor, windowing) and the extraction code itself, so a change
-    to any of them re-extracts instead of silently reusing stale features.
-    """
-    return Hasher.hash(
-        {
-            "rows": split.to_dict(),
-            "audio": [_file_stamp(Path(path)) for path in split["audio"]],
-            "text_backbone": _backbone_key(processor.text_backbone),
-            "speech_backbone": _backbone_key(processor.speech_backbone),
-            "processor": Hasher.hash(processor),
-            "code": Path(processing_hyfuser.__file__).read_bytes(),
-            "dtype": FEATURE_DTYPE,
-        }
-    )
-
-
-def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[str, np.ndarray]:
-    """Unscaled features of one batch, in the cache's compact dtype."""
-    features = processor(batch["text"], batch["audio"], scale=False)
-    return {name: features[name].numpy().astype(FEATURE_DTYPE) for name in FEATURE_COLUMNS}
-
-
-def extract_features(
-    raw_datasets: DatasetDict, processor: HyFusERProcessor, data_args: DataTrainingArguments
-) -> DatasetDict:
-    """Run the frozen encoders once per utterance, streaming the features into an on-disk cache (or reusing it).
-
-    Single process on purpose: `datasets.map(num_proc>1)` can hang after torch has run (hf-notes §2), and in a
-    multi-process run the caller lets the main process extract first while the others wait and then read the cache.
-    """
-    cache_dir = Path(data_args.cache_dir) / "features"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    shape = (processor.sequence_length, processor.hidden_size)
-    features = DatasetDict()
-    for name, split in raw_datasets.items():
-        key = feature_cache_key(split, processor)
-        cache_file = cache_dir / f"{name}-{key}.arrow"
-        if cache_file.exists():
-            logger.info("Reusing cached %s features from %s (no extraction)", name, cache_file)
-        else:
-            logger.info("Extracting %s features for %d utterances into %s", name, len(split), cache_file)
-        schema = split.features.copy()
-        schema.update({column: Array2D(shape, FEATURE_DTYPE) for column in FEATURE_COLUMNS})
-        features[name] = split.map(
-            _extract_batch,
-            fn_kwargs={"processor": processor},
-            batched=True,
-            batch_size=data_args.extraction_batch_size,
-            writer_batch_size=data_args.extraction_batch_size,
-            features=schema,
-            cache_file_name=str(cache_file),
-            new_fingerprint=key,
-            desc=f"Extracting {name} features",
-        )
-    return features
-
-
-def fit_scaler(processor: HyFusERProcessor, train_features: Dataset, batch_size: int = 256) -> None:
-    """Fit the joint scaler (Eqs. 4-6) on the training split only, streaming over the cached features."""
-    batches = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)).iter(batch_size=batch_size)
-    processor.fit_scaler((batch["text_features"], batch["speech_features"]) for batch in batches)
-    logger.info("Joint scaler fitted on %d training feature positions", processor.scaler_count)
-
-
-def collate_scaled_features(examples: list[dict[str, torch.Tensor]], processor: HyFusERProcessor) -> dict:
-    """Stack cached float16 features into a float32 batch scaled with the training split's joint scaler.
-
-    Scaling per batch rather than in the cache keeps one cache valid whichever split the scaler was fitted on.
-    """
-    text_features, speech_features = processor.scale(
-        torch.stack([example["text_features"] for example in examples]),
-        torch.stack([example["speech_features"] for example in examples]),
-    )
-    labels = torch.stack([example["label"] for example in examples])
-    return {"text_features": text_features, "speech_features": speech_features, "labels": labels}
-
-
-def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-    """The paper's metrics on the fused prediction (Table 5: accuracy, weighted P/R/F1), plus macro-F1 and the
-    accuracy of each direction's head alone, which shows what fusion adds.
-
-    Predictions are (logits, text_logits, speech_logits): `logits` is the log of the averaged probabilities (Eq. 9).
-    """
-    fused, text_head, speech_head = (np.argmax(logits, axis=-1) for logits in prediction.predictions)
-    labels = prediction.label_ids
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, fused, average="weighted", zero_division=0)
-    metrics = {
-        "accuracy": accuracy_score(labels, fused),
-        "precision_weighted": precision,
-        "recall_weighted": recall,
-        "f1_weighted": f1,
-        "f1_macro": f1_score(labels, fused, average="macro", zero_division=0),
-        "text_head_accuracy": accuracy_score(labels, text_head),
-        "speech_head_accuracy": accuracy_score(labels, speech_head),
-    }
-    return {name: float(value) for name, value in metrics.items()}
-
-
-def per_class_report(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> dict:
-    """Per-emotion precision/recall/F1/support and the confusion matrix (rows: truth, columns: prediction)."""
-    ids = list(range(len(names)))
-    return {
-        "per_class": classification_report(
-            labels, predictions, labels=ids, target_names=names, output_dict=True, zero_division=0
-        ),
-        "confusion_matrix": {"labels": names, "matrix": confusion_matrix(labels, predictions, labels=ids).tolist()},
-    }
-
-
-def save_confusion_matrix(matrix: list[list[int]], names: list[str], path: Path) -> None:
-    """A heatmap like the paper's Fig. 7, rendered without a display (Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 7))
-    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=names).plot(ax=axes, cmap="Blues", values_format="d")
-    axes.set_title("Confusion Matrix Heatmap with Emotions")
-    axes.set_xlabel("Predicted emotion")
-    axes.set_ylabel("True emotion")
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
 
 
 def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -593,41 +407,6 @@ utterances of acted or elicited dialogue, 16 kHz speech with its transcript).
     (output_dir / "README.md").write_text(card, encoding="utf-8")
 
 
-def run_demo_predictions(output_dir: Path, demo: DemoCorpus) -> None:
-    """Serve the saved directory with `pipeline` on the held-out demo items and print predictions next to the truth,
-    and the fused accuracy next to each direction's head alone."""
-    holdout = load_kemdy20(demo.holdout_dir)
-    cues = {utterance.segment_id: utterance.cue for utterance in demo.holdout}
-    item_cues = [cues[segment_id] for segment_id in holdout["id"]]
-    classifier = pipeline(model=str(output_dir), trust_remote_code=True)
-    inputs = [{"text": text, "audio": audio} for text, audio in zip(holdout["text"], holdout["audio"])]
-    outputs = classifier(inputs, batch_size=8, return_modalities=True)
-
-    names = holdout.features["label"].names
-    truth = [names[label] for label in holdout["label"]]
-    fused = [emotions[0]["label"] for emotions in outputs]
-    text_head = [max(emotions, key=lambda emotion: emotion["text_score"])["label"] for emotions in outputs]
-    speech_head = [max(emotions, key=lambda emotion: emotion["speech_score"])["label"] for emotions in outputs]
-
-    print(f"\nHeld-out demo items, predicted by pipeline(model={str(output_dir)!r}, trust_remote_code=True):")
-    print(f"{'cue':<7} {'truth':<9} {'fused':<18} {'text head':<10} {'speech head':<11} text")
-    for index, emotions in enumerate(outputs):
-        mark = "ok" if fused[index] == truth[index] else "--"
-        prediction = f"{fused[index]} ({emotions[0]['score']:.2f}) {mark}"
-        print(
-            f"{item_cues[index]:<7} {truth[index]:<9} {prediction:<18} {text_head[index]:<10} "
-            f"{speech_head[index]:<11} {holdout['text'][index]}"
-        )
-    groups = {"all": slice(None), **{f"{cue}-cued": np.array(item_cues) == cue for cue in DEMO_CUES}}
-    print(f"\nHeld-out accuracy ({len(truth)} items; 'X-cued': only X carries the emotion, 'both-cued': both do)")
-    print(f"{'':<26}" + "".join(f"{group:>13}" for group in groups))
-    for name, predictions in (
-        ("fused (Eq. 9)", fused), ("text-centric head alone", text_head), ("speech-centric head alone", speech_head)
-    ):
-        hits = np.array(predictions) == np.array(truth)
-        print(f"{name:<26}" + "".join(f"{hits[members].mean():>13.3f}" for members in groups.values()))
-
-
 def main() -> None:
     # 1. Arguments and logging
     model_args, data_args, training_args = parse_arguments(sys.argv[1:])
@@ -653,10 +432,12 @@ def main() -> None:
 
     # 4. Features: encoders run once per utterance, into the on-disk cache (main process first, others reuse it)
     with training_args.main_process_first(desc="feature extraction"):
-        features = extract_features(raw_datasets, processor, data_args)
+        features = cache_features(
+            raw_datasets, processor, data_args.cache_dir, batch_size=data_args.extraction_batch_size
+        )
 
     # 5. Joint scaler on the training split only
-    fit_scaler(processor, features["train"])
+    fit_scaler_on_cache(processor, features["train"])
 
     # 6. Model, seeded only now: loading the encoders draws random numbers, so seeding any earlier would make the
     # initial weights depend on whether this run found its features in the cache
@@ -725,7 +506,7 @@ def main() -> None:
 
     # 11. Demo: serve the saved directory on held-out items
     if demo:
-        run_demo_predictions(output_dir, demo)
+        print(demo_predictions_table(output_dir, demo))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ by side in the same run does not, so every headline number here is a ratio or a 
   backbone forwards on the same inputs. Goal <= 1.10.
 - `train_gemm_fraction`: FLOP/s of the fusion model's training steps, run by the `Trainer` exactly as `train.py`
   configures it, over the FLOP/s of a large fp32 matmul measured around each step. Goal >= 0.5.
-- `extraction_rss_ratio`: peak RSS of `train.extract_features` over many synthetic utterances over that for ten
+- `extraction_rss_ratio`: peak RSS of `features_hyfuser.cache_features` over many synthetic utterances over that for ten
   times fewer, each in a fresh process. Goal <= 1.2.
 - `long_audio_peak_mb`: peak RSS increase while extracting one 10-minute clip, over the loaded-model baseline.
 
@@ -61,9 +61,9 @@ from transformers import (  # noqa: E402
     pipeline,
 )
 
-import train  # noqa: E402
+import features_hyfuser  # noqa: E402
 from configuration_hyfuser import HyFusERConfig  # noqa: E402
-from demo_hyfuser import TinyBackbones, build_tiny_backbones  # noqa: E402
+from demo_hyfuser import BackbonePaths, build_tiny_backbones  # noqa: E402
 from modeling_hyfuser import HyFusERForEmotionRecognition  # noqa: E402
 from pipeline_hyfuser import save_hyfuser  # noqa: E402
 from processing_hyfuser import FeatureStatistics, HyFusERProcessor  # noqa: E402
@@ -250,7 +250,7 @@ def matmul_flops_per_second(size: int, device: torch.device, dtype: torch.dtype,
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def build_backbones(root: Path) -> dict[str, TinyBackbones]:
+def build_backbones(root: Path) -> dict[str, BackbonePaths]:
     """Random-weight backbones in standard HF layout, loaded later through the product's own `from_pretrained` path.
 
     "tiny" is the tests' `build_tiny_backbones`. "real" keeps its tokenizer (KoELECTRA's kind of cased Korean
@@ -279,7 +279,7 @@ def build_backbones(root: Path) -> dict[str, TinyBackbones]:
     )
     ElectraModel(text_config).eval().save_pretrained(text_dir)
     HubertModel(HubertConfig()).eval().save_pretrained(speech_dir)
-    return {"tiny": tiny, "real": TinyBackbones(text=str(text_dir), speech=str(speech_dir), hidden_size=768)}
+    return {"tiny": tiny, "real": BackbonePaths(text=str(text_dir), speech=str(speech_dir), hidden_size=768)}
 
 
 def write_utterances(directory: Path, count: int, seconds: float) -> list[str]:
@@ -299,7 +299,7 @@ def korean_texts(count: int) -> list[str]:
     return [f"{SENTENCES[index % len(SENTENCES)]} ({index})" for index in range(count)]
 
 
-def random_fitted_processor(backbones: TinyBackbones) -> HyFusERProcessor:
+def random_fitted_processor(backbones: BackbonePaths) -> HyFusERProcessor:
     """A processor over `backbones` whose joint scaler is fitted on random features (the values do not matter)."""
     processor = HyFusERProcessor.from_backbones(backbones.text, backbones.speech)
     statistics_ = FeatureStatistics().update(np.random.default_rng(0).standard_normal((64, backbones.hidden_size)))
@@ -311,7 +311,7 @@ def random_fitted_processor(backbones: TinyBackbones) -> HyFusERProcessor:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def bench_pipeline(settings: Settings, backbones: TinyBackbones, workdir: Path) -> dict[str, Any]:
+def bench_pipeline(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
     """End-to-end `pipeline(...)` over the two bare backbone forwards, on the same items.
 
     Numerator: `pipeline(model=saved_dir, trust_remote_code=True)` called on `pipeline_items` dicts of (Korean text,
@@ -420,31 +420,31 @@ class _StepClock(TrainerCallback):
 
 
 def measure_training(
-    settings: Settings, backbones: TinyBackbones, workdir: Path, device: torch.device, bf16: bool = False
+    settings: Settings, backbones: BackbonePaths, workdir: Path, device: torch.device, bf16: bool = False
 ) -> dict[str, Any]:
     """Achieved FLOP/s of HyFusER training steps run by the `Trainer` as `train.py` sets it up, over the FLOP/s of
     a large matmul of the training dtype on the same device.
 
-    Same optimizer, learning rate, gradient clipping and batch size (`train.PAPER_TRAINING_DEFAULTS`), same data
-    path (float16 cached features, `train.collate_scaled_features`); only evaluation, saving and logging are off.
+    Same optimizer, learning rate, gradient clipping and batch size (`features_hyfuser.PAPER_TRAINING_DEFAULTS`), same data
+    path (float16 cached features, `features_hyfuser.collate_scaled_features`); only evaluation, saving and logging are off.
     FLOPs are counted with `FlopCounterMode` over the first real step, which is then discarded as warm-up.
     """
     steps = settings.warmup + settings.repeats
     rows = settings.train_batch_size * steps
     shape = (HyFusERConfig().sequence_length, HyFusERConfig().hidden_size)
     rng = np.random.default_rng(0)
-    # The cache's layout: one float16 Array2D column per modality, as `train.extract_features` writes it.
-    features = Features({name: Array2D(shape, train.FEATURE_DTYPE) for name in train.FEATURE_COLUMNS})
+    # The cache's layout: one float16 Array2D column per modality, as `features_hyfuser.cache_features` writes it.
+    features = Features({name: Array2D(shape, features_hyfuser.FEATURE_DTYPE) for name in features_hyfuser.FEATURE_COLUMNS})
     features["label"] = Value("int64")
     columns = {
-        name: rng.standard_normal((rows, *shape), dtype=np.float32).astype(train.FEATURE_DTYPE)
-        for name in train.FEATURE_COLUMNS
+        name: rng.standard_normal((rows, *shape), dtype=np.float32).astype(features_hyfuser.FEATURE_DTYPE)
+        for name in features_hyfuser.FEATURE_COLUMNS
     }
     dataset = Dataset.from_dict({**columns, "label": rng.integers(0, 7, rows)}, features=features)
     arguments = TrainingArguments(
         output_dir=str(workdir / "trainer"),
         **{
-            **train.PAPER_TRAINING_DEFAULTS,
+            **features_hyfuser.PAPER_TRAINING_DEFAULTS,
             "per_device_train_batch_size": settings.train_batch_size,
             "max_steps": steps,
             "eval_strategy": "no",
@@ -466,7 +466,7 @@ def measure_training(
         model=HyFusERForEmotionRecognition(HyFusERConfig()),
         args=arguments,
         train_dataset=dataset.with_format("torch"),
-        data_collator=partial(train.collate_scaled_features, processor=random_fitted_processor(backbones)),
+        data_collator=partial(features_hyfuser.collate_scaled_features, processor=random_fitted_processor(backbones)),
         callbacks=[clock],
     )
     trainer.train()
@@ -507,7 +507,7 @@ def run_child(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_extraction(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Stream `count` utterances through `train.extract_features` into a fresh on-disk cache.
+    """Stream `count` utterances through `features_hyfuser.cache_features` into a fresh on-disk cache.
 
     One batch is extracted first (loading the encoders and warming the allocator and kernels), then the peak RSS is
     reset, so the reported peak is that of the measured extraction, with the loaded models resident.
@@ -523,11 +523,12 @@ def child_extraction(arguments: dict[str, Any]) -> dict[str, Any]:
         }
     )
     processor = HyFusERProcessor.from_backbones(arguments["text"], arguments["speech"])
-    data_args = train.DataTrainingArguments(cache_dir=arguments["cache_dir"], extraction_batch_size=batch_size)
-    train.extract_features(DatasetDict({"warmup": split.select(range(batch_size))}), processor, data_args)
+    cache = partial(features_hyfuser.cache_features, processor=processor, cache_dir=arguments["cache_dir"],
+                    batch_size=batch_size)  # fmt: skip
+    cache(DatasetDict({"warmup": split.select(range(batch_size))}))
     baseline = memory_mb("VmRSS")
     reset_peak_rss()
-    seconds = timed(lambda: train.extract_features(DatasetDict({"train": split}), processor, data_args))
+    seconds = timed(lambda: cache(DatasetDict({"train": split})))
     peak = memory_mb("VmHWM")
     cache_files = list((Path(arguments["cache_dir"]) / "features").glob("train-*.arrow"))
     return {
@@ -541,7 +542,7 @@ def child_extraction(arguments: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def bench_extraction(settings: Settings, backbones: TinyBackbones, workdir: Path) -> dict[str, Any]:
+def bench_extraction(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
     """Peak RSS of extracting and caching the larger count of utterances over that of the smaller count."""
     small, large = settings.extraction_counts
     audio_dir = workdir / "extraction_audio"
@@ -591,7 +592,7 @@ def child_long_audio(arguments: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
-def bench_long_audio(settings: Settings, backbones: TinyBackbones, workdir: Path) -> dict[str, Any]:
+def bench_long_audio(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
     """One 10-minute clip, after a clip as long as one HuBERT window (the longest that runs in a single pass)."""
     window_seconds = HyFusERProcessor.from_backbones(backbones.text, backbones.speech).speech_window_seconds
     clips = {
@@ -626,7 +627,7 @@ NOMINAL_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12),
 """Dense bf16 tensor-core peaks from the vendor data sheets, by device-name substring (first match wins)."""
 
 
-def bench_gpu(settings: Settings, backbones: TinyBackbones, workdir: Path) -> dict[str, Any]:
+def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
     """Extraction utterances/s with both encoders on the GPU, and training MFU with bf16 autocast."""
     if not torch.cuda.is_available():
         log("gpu: no CUDA device, skipped")

@@ -21,11 +21,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from demo_hyfuser import TinyBackbones, build_tiny_backbones  # noqa: E402
+from demo_hyfuser import BackbonePaths, build_tiny_backbones  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tiny_backbones(tmp_path_factory) -> TinyBackbones:
+def tiny_backbones(tmp_path_factory) -> BackbonePaths:
     """Tiny random ELECTRA + HuBERT in standard HF layout (hidden size 32)."""
     return build_tiny_backbones(tmp_path_factory.mktemp("backbones"))
 

@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import os
+import runpy
 import socket
 import subprocess
 import sys
@@ -23,15 +24,18 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import EvalPrediction
 
-import train as train_script
 from configuration_hyfuser import EMOTION_LABELS
 from corpora import write_aihub263, write_kemdy19, write_kemdy20
 from data_hyfuser import build_paper_dataset
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
-from train import FEATURE_COLUMNS, METRIC_TITLES, compute_metrics, parse_arguments, per_class_report
+from features_hyfuser import FEATURE_COLUMNS
+from metrics_hyfuser import METRIC_TITLES, compute_metrics, per_class_report
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TRAIN_SCRIPT = REPO_ROOT / "train.py"
+parse_arguments = runpy.run_path(str(TRAIN_SCRIPT))["parse_arguments"]
+"""The script's own argument parsing, run in process (nothing imports `train.py` as a module)."""
 STEPS_PER_EPOCH = 5
 """ceil(18 training utterances / batch 4) in one process."""
 
@@ -388,7 +392,7 @@ def glue_run(tmp_path_factory, tiny_backbones):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", argv)
         patch.setattr(HyFusERForEmotionRecognition, "forward", recording_forward)
-        train_script.main()
+        runpy.run_path(str(TRAIN_SCRIPT), run_name="__main__")
     splits = build_paper_dataset(aihub_dir=corpus, seed=42)
     caches = {
         split: Dataset.from_file(str(next((root / "cache" / "features").glob(f"{split}-*.arrow")))).with_format("numpy")[:]

@@ -1,0 +1,157 @@
+"""The on-disk feature cache that HyFusER trains on: the frozen backbones run once per utterance, their unscaled
+features are stored as float16 arrow files keyed by everything they depend on, the joint scaler is fitted on the
+cached training split, and training batches are scaled as they are collated.
+
+The training script, the benchmarks and any experiment runner share this module, so the features that one of them
+caches are the features the others read, and they train with the same paper settings (`PAPER_TRAINING_DEFAULTS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Array2D, Dataset, DatasetDict
+from datasets.fingerprint import Hasher
+from huggingface_hub import try_to_load_from_cache
+
+import processing_hyfuser
+from processing_hyfuser import HyFusERProcessor
+
+logger = logging.getLogger(__name__)
+
+FEATURE_COLUMNS = ("text_features", "speech_features")
+"""The processor's two outputs, one `Array2D` column each in the cache."""
+
+FEATURE_DTYPE = "float16"
+"""Dtype of the on-disk feature cache: half the size of float32, and the scaler's inputs need no more precision."""
+
+PAPER_TRAINING_DEFAULTS: dict[str, Any] = {
+    # Table 3: Adam at a fixed learning rate. AdamW with zero weight decay is exactly Adam (TrainingArguments has no
+    # plain "adam"), eps 1e-7 is Keras's default (Table 3 uses Keras's names), and "constant" keeps the rate fixed.
+    # The fused kernel is the same update in one step instead of ~900 small ops (benchmarks/README.md).
+    "optim": "adamw_torch_fused",
+    "weight_decay": 0.0,
+    "adam_epsilon": 1e-7,
+    # Keras's Adam does not clip gradients; the Trainer's default would clip to norm 1.0.
+    "max_grad_norm": 0.0,
+    "learning_rate": 1e-4,
+    "lr_scheduler_type": "constant",
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 32,
+    "num_train_epochs": 30,
+    # Table 3: early stopping and model checkpointing both monitor validation accuracy, checked every epoch.
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "logging_strategy": "epoch",
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "accuracy",
+    "greater_is_better": True,
+    "save_total_limit": 2,
+    # Every HyFusER parameter takes part in every forward pass.
+    "ddp_find_unused_parameters": False,
+}
+"""The paper's training protocol as `TrainingArguments` values: the training script's defaults (anything given on
+the command line still wins) and the setting the benchmarks time."""
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    """Size and modification time: a file's identity for the cache key, without reading gigabytes of audio."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _backbone_key(name: str) -> Any:
+    """A backbone's identity for the cache key: a local directory by its files' stamps; a Hub id by the cached
+    snapshot it resolves to (the path holds the commit hash), so a new upstream revision re-extracts."""
+    if os.path.isdir(name):
+        return [(str(path), *_file_stamp(path)) for path in sorted(Path(name).rglob("*")) if path.is_file()]
+    snapshot = try_to_load_from_cache(name, "config.json")
+    return snapshot if isinstance(snapshot, str) else name
+
+
+def feature_cache_key(split: Dataset, processor: HyFusERProcessor) -> str:
+    """A fingerprint of everything the cached features depend on.
+
+    That is the rows (ids, texts, labels, audio paths) and the audio files' stamps, both backbones, the processor's
+    settings (sequence length, tokenizer, feature extractor, windowing) and the extraction code itself, so a change
+    to any of them re-extracts instead of silently reusing stale features.
+    """
+    return Hasher.hash(
+        {
+            "rows": split.to_dict(),
+            "audio": [_file_stamp(Path(path)) for path in split["audio"]],
+            "text_backbone": _backbone_key(processor.text_backbone),
+            "speech_backbone": _backbone_key(processor.speech_backbone),
+            "processor": Hasher.hash(processor),
+            "code": Path(processing_hyfuser.__file__).read_bytes(),
+            "dtype": FEATURE_DTYPE,
+        }
+    )
+
+
+def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[str, np.ndarray]:
+    """Unscaled features of one batch, in the cache's compact dtype."""
+    features = processor(batch["text"], batch["audio"], scale=False)
+    return {name: features[name].numpy().astype(FEATURE_DTYPE) for name in FEATURE_COLUMNS}
+
+
+def cache_features(
+    raw_datasets: DatasetDict, processor: HyFusERProcessor, cache_dir: str | os.PathLike, batch_size: int = 16
+) -> DatasetDict:
+    """Run the frozen backbones once per utterance of every split, streaming the unscaled features into
+    `cache_dir/features/<split>-<key>.arrow`, or reuse that file when it exists.
+
+    `batch_size` utterances go through the backbones, and to disk, at a time. Single process on purpose:
+    `datasets.map(num_proc>1)` forks, and forked workers can hang once torch's thread pools have started; in a
+    multi-process run the caller lets the main process extract first while the others wait and then read the cache.
+    """
+    cache_dir = Path(cache_dir) / "features"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    shape = (processor.sequence_length, processor.hidden_size)
+    features = DatasetDict()
+    for name, split in raw_datasets.items():
+        key = feature_cache_key(split, processor)
+        cache_file = cache_dir / f"{name}-{key}.arrow"
+        if cache_file.exists():
+            logger.info("Reusing cached %s features from %s (no extraction)", name, cache_file)
+        else:
+            logger.info("Extracting %s features for %d utterances into %s", name, len(split), cache_file)
+        schema = split.features.copy()
+        schema.update({column: Array2D(shape, FEATURE_DTYPE) for column in FEATURE_COLUMNS})
+        features[name] = split.map(
+            _extract_batch,
+            fn_kwargs={"processor": processor},
+            batched=True,
+            batch_size=batch_size,
+            writer_batch_size=batch_size,
+            features=schema,
+            cache_file_name=str(cache_file),
+            new_fingerprint=key,
+            desc=f"Extracting {name} features",
+        )
+    return features
+
+
+def fit_scaler_on_cache(processor: HyFusERProcessor, train_features: Dataset, batch_size: int = 256) -> None:
+    """Fit the joint scaler (Eqs. 4-6) on the cached training split only, in one streaming pass."""
+    batches = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)).iter(batch_size=batch_size)
+    processor.fit_scaler((batch["text_features"], batch["speech_features"]) for batch in batches)
+    logger.info("Joint scaler fitted on %d training feature positions", processor.scaler_count)
+
+
+def collate_scaled_features(examples: list[dict[str, torch.Tensor]], processor: HyFusERProcessor) -> dict:
+    """Stack cached float16 features into a float32 batch scaled with the training split's joint scaler.
+
+    Scaling per batch rather than in the cache keeps one cache valid whichever split the scaler was fitted on.
+    """
+    text_features, speech_features = processor.scale(
+        torch.stack([example["text_features"] for example in examples]),
+        torch.stack([example["speech_features"] for example in examples]),
+    )
+    labels = torch.stack([example["label"] for example in examples])
+    return {"text_features": text_features, "speech_features": speech_features, "labels": labels}
