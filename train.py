@@ -99,13 +99,15 @@ PAPER_TRAINING_DEFAULTS: dict[str, Any] = {
 """TrainingArguments defaults replaced by the paper's; anything given on the command line still wins."""
 
 DEMO_DEFAULTS: dict[str, Any] = {
+    "text_backbone": None,
+    "speech_backbone": None,
     "learning_rate": 1e-3,
     "sequence_length": DEMO_SEQUENCE_LENGTH,
     "config_overrides": "intermediate_size=64",
 }
-"""What --dataset demo changes on top of the paper's defaults: a model over tiny random backbones and a ~700-item
-corpus needs a 10x learning rate and a narrower feed-forward to learn within a minute on a CPU (at lr 1e-4 it barely
-moves in 30 epochs)."""
+"""What --dataset demo changes on top of the paper's defaults: the tiny random backbones it writes (None until they
+exist under --cache_dir), and, for a model over them and a ~700-item corpus to learn within a minute on a CPU, a 10x
+learning rate and a narrower feed-forward (at lr 1e-4 it barely moves in 30 epochs)."""
 
 METRIC_TITLES = {
     "accuracy": "Accuracy (fused, Eq. 9)",
@@ -126,26 +128,26 @@ class ModelArguments:
     """Backbones and HyFusER architecture."""
 
     text_backbone: str | None = field(
-        default=None,
+        default=DEFAULT_TEXT_BACKBONE,
         metadata={
             "help": "Frozen text encoder: a Hub id or a local directory in standard HF layout (tokenizer + ELECTRA-"
-            f"like model). Default: {DEFAULT_TEXT_BACKBONE} (paper Section 3.1); tiny random ELECTRA for "
-            "--dataset demo."
+            "like model). The default is the paper's (Section 3.1); --dataset demo's default, None, stands for the "
+            "tiny random ELECTRA it writes under --cache_dir."
         },
     )
     speech_backbone: str | None = field(
-        default=None,
+        default=DEFAULT_SPEECH_BACKBONE,
         metadata={
             "help": "Frozen speech encoder: a Hub id or a local directory in standard HF layout (feature extractor "
-            f"+ HuBERT-like model). Default: {DEFAULT_SPEECH_BACKBONE} (paper Section 3.2); tiny random HuBERT for "
-            "--dataset demo. Its hidden size must equal the text backbone's."
+            "+ HuBERT-like model). The default is the paper's (Section 3.2); --dataset demo's default, None, stands "
+            "for the tiny random HuBERT it writes under --cache_dir. Its hidden size must equal the text backbone's."
         },
     )
-    sequence_length: int | None = field(
-        default=None,
+    sequence_length: int = field(
+        default=HyFusERConfig().sequence_length,
         metadata={
             "help": "Positions per modality: text is padded/truncated to this many tokens and HuBERT frames are "
-            f"interpolated to it (Section 4.2). Default: {HyFusERConfig().sequence_length} (Table 3)."
+            "interpolated to it (Section 4.2). The default is Table 3's."
         },
     )
     config_overrides: str | None = field(
@@ -167,7 +169,8 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "Copy the frozen encoders into output_dir (true) or reference them by Hub id/path (false). "
-            "Default: copy them when they are local directories, which will not exist where the model is loaded."
+            "Unset (None), they are copied when they are local directories, which will not exist where the model "
+            "is loaded."
         },
     )
 
@@ -177,12 +180,14 @@ class DataTrainingArguments:
     """Which corpora, which labels, which split, and where the feature cache lives."""
 
     dataset: str = field(
-        default="demo",
+        default="kemdy",
         metadata={
             "help": "'kemdy': KEMDy19 + KEMDy20 merged (the paper's Table 4/5 data; give --kemdy19_dir and/or "
             "--kemdy20_dir). 'aihub': AI-Hub 263 (Table 6; give --aihub_dir). 'demo': a small generated Korean "
             "corpus in the KEMDy20 layout with tiny random backbones, offline, followed by pipeline predictions on "
-            f"held-out demo items; it also changes these defaults: {DEMO_DEFAULTS}.",
+            "held-out demo items; it also changes the defaults of "
+            + ", ".join(f"--{name}" for name in DEMO_DEFAULTS)
+            + " (`--dataset demo --help` shows them).",
             "choices": DATASETS,
         },
     )
@@ -221,26 +226,18 @@ class DataTrainingArguments:
             "choices": LABEL_SOURCES,
         },
     )
-    cache_dir: str | None = field(
-        default=None,
+    cache_dir: str = field(
+        default=os.path.join(HF_HOME, "hyfuser"),
         metadata={
             "help": "Where the feature cache (features/) and the generated demo corpus and backbones (demo/) live. "
             "Cached features are keyed by the backbones, the data and the processor settings, so a re-run, a "
-            f"resumed run or the other processes of a multi-process run reuse them. Default: {HF_HOME}/hyfuser."
+            "resumed run or the other processes of a multi-process run reuse them."
         },
     )
     extraction_batch_size: int = field(
         default=16,
         metadata={"help": "Utterances per encoder call during feature extraction, and per write to the cache."},
     )
-
-    def __post_init__(self) -> None:
-        if self.dataset == "kemdy" and not (self.kemdy19_dir or self.kemdy20_dir):
-            raise ValueError("--dataset kemdy needs --kemdy19_dir and/or --kemdy20_dir")
-        if self.dataset == "aihub" and not self.aihub_dir:
-            raise ValueError("--dataset aihub needs --aihub_dir")
-        if self.cache_dir is None:
-            self.cache_dir = os.path.join(HF_HOME, "hyfuser")
 
 
 def build_parser(dataset: str) -> HfArgumentParser:
@@ -257,13 +254,23 @@ def build_parser(dataset: str) -> HfArgumentParser:
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
     if dataset == "demo":
         parser.set_defaults(**DEMO_DEFAULTS)
+    # TrainingArguments' own help names its default ('loss'), which the paper's replaces.
+    parser._option_string_actions["--metric_for_best_model"].help = (
+        "Metric compared across evaluations to pick the checkpoint restored at the end and to stop early."
+    )
     return parser
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
-    """Read `--dataset` first (the defaults depend on it), then parse everything."""
+    """Read `--dataset` first (the defaults depend on it), then parse everything and check that the chosen corpus
+    has its directories."""
     dataset = HfArgumentParser(DataTrainingArguments, add_help=False).parse_known_args(argv)[0].dataset
-    return build_parser(dataset).parse_args_into_dataclasses(argv)
+    model_args, data_args, training_args = build_parser(dataset).parse_args_into_dataclasses(argv)
+    if data_args.dataset == "kemdy" and not (data_args.kemdy19_dir or data_args.kemdy20_dir):
+        raise ValueError("--dataset kemdy needs --kemdy19_dir and/or --kemdy20_dir")
+    if data_args.dataset == "aihub" and not data_args.aihub_dir:
+        raise ValueError("--dataset aihub needs --aihub_dir")
+    return model_args, data_args, training_args
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -644,8 +651,8 @@ def main() -> None:
         raw_datasets, data_report = load_corpora(data_args, demo)
 
     # 3. Processor: tokenizer + feature extractor of the two frozen backbones
-    text_backbone = model_args.text_backbone or (demo.backbones.text if demo else DEFAULT_TEXT_BACKBONE)
-    speech_backbone = model_args.speech_backbone or (demo.backbones.speech if demo else DEFAULT_SPEECH_BACKBONE)
+    text_backbone = model_args.text_backbone or demo.backbones.text
+    speech_backbone = model_args.speech_backbone or demo.backbones.speech
     processor = HyFusERProcessor.from_backbones(
         text_backbone, speech_backbone, sequence_length=model_args.sequence_length
     )
