@@ -194,7 +194,8 @@ def test_training_commands_run_as_written_on_fixture_corpora(tiny_backbones, tmp
         runs[output_dir] = words[len(launcher) + 1 :]
 
         saved = workdir / output_dir
-        assert {"model.safetensors", "eval_results.json", "processor_config.json"} <= {path.name for path in saved.iterdir()}
+        saved_files = {path.name for path in saved.iterdir()}
+        assert {"model.safetensors", "eval_results.json", "processor_config.json"} <= saved_files
         report = json.loads((saved / "dataset_report.json").read_text())
         assert report["split_by"] == flag_value(arguments, "--split_by", "random")
         assert {load["root"] for load in report["loads"]} == {
