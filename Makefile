@@ -1,6 +1,6 @@
 # Two entry points for a fresh clone: `make demo` and `make test`. Each builds .venv itself.
-# TORCH is installed first so that pip never resolves torch on its own (which can pull a multi-GB CUDA build);
-# override it for your hardware, e.g. `make test TORCH=torch`.
+# TORCH is installed first, pinned. From PyPI on x86-64 Linux that is the CUDA build (several GB of CUDA and nvidia-*
+# wheels); the CPU build: `make test TORCH=torch==2.13.0+cpu PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu`.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0

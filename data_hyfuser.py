@@ -180,9 +180,14 @@ class PaperDatasetReport:
             "validation_fraction": self.validation_fraction,
         }
 
-    def __str__(self) -> str:
+    def stage_table(self) -> tuple[tuple[str, ...], list[tuple]]:
+        """(header, rows) of the per-emotion counts after each stage, with a total row: what `str(report)` and the
+        model card render."""
         rows = [(label, *(self.stages[stage][label] for stage in PAPER_STAGES)) for label in EMOTION_LABELS]
         rows.append(("total", *(sum(self.stages[stage].values()) for stage in PAPER_STAGES)))
+        return ("emotion", *PAPER_STAGES), rows
+
+    def __str__(self) -> str:
         corpora = " + ".join(report.corpus for report in self.loads)
         split = (
             "random utterances stratified by label (paper parity)"
@@ -191,7 +196,7 @@ class PaperDatasetReport:
         )
         title = f"{corpora}: rows per emotion after each stage (paper Table 4: collected -> used)"
         footer = f"split: {split}, validation_fraction={self.validation_fraction}, seed={self.seed}"
-        return _table(title, ("emotion", *PAPER_STAGES), rows) + "\n" + footer
+        return _table(title, *self.stage_table()) + "\n" + footer
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -19,10 +19,13 @@ matrix; `pipeline(model=output_dir, trust_remote_code=True)` serves it.
     accelerate launch train.py ... --resume_from_checkpoint outputs/hyfuser-kemdy/checkpoint-780
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,7 +35,7 @@ import datasets
 import torch
 import transformers
 from datasets import DatasetDict
-from huggingface_hub import HfApi
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.constants import HF_HOME
 from transformers import (
     EarlyStoppingCallback,
@@ -41,11 +44,11 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_utils import PredictionOutput
 
 import features_hyfuser
-import processing_hyfuser
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS, HyFusERConfig
-from data_hyfuser import LABEL_SOURCES, MULTI_LABEL_POLICIES, SPLITS, build_paper_dataset
+from data_hyfuser import LABEL_SOURCES, MULTI_LABEL_POLICIES, SPLITS, PaperDatasetReport, build_paper_dataset
 from demo_hyfuser import DEMO_SEQUENCE_LENGTH, DemoCorpus, demo_predictions_table, prepare_demo
 from features_hyfuser import (
     FEATURE_COLUMNS,
@@ -58,23 +61,75 @@ from features_hyfuser import (
 from metrics_hyfuser import METRIC_TITLES, compute_metrics, per_class_report, save_confusion_matrix
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from pipeline_hyfuser import save_hyfuser
-from processing_hyfuser import HyFusERProcessor
+from processing_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER, HyFusERProcessor
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("demo", "kemdy", "aihub")
-
 DEMO_DEFAULTS: dict[str, Any] = {
+    "text_backbone": None,
+    "speech_backbone": None,
     "learning_rate": 1e-3,
     "sequence_length": DEMO_SEQUENCE_LENGTH,
     "config_overrides": "intermediate_size=64",
 }
-"""What --dataset demo changes on top of the paper's defaults: a model over tiny random backbones and a ~700-item
-corpus needs a 10x learning rate and a narrower feed-forward to learn within a minute on a CPU (at lr 1e-4 it barely
-moves in 30 epochs)."""
+"""What --dataset demo changes on top of the paper's defaults: the tiny random backbones it writes (None until they
+exist under --cache_dir), and, for a model over them and a ~700-item corpus to learn within a minute on a CPU, a 10x
+learning rate and a narrower feed-forward (at lr 1e-4 it barely moves in 30 epochs)."""
 
 
-DEFAULT_OUTPUT_DIRS = {"demo": "demo_output", "kemdy": "outputs/hyfuser-kemdy", "aihub": "outputs/hyfuser-aihub"}
+@dataclass(frozen=True)
+class Corpus:
+    """One `--dataset` choice: everything the script does or says differently for it."""
+
+    title: str
+    """How the model card names the training data."""
+    source: str
+    """The model card's sentence on where the data comes from."""
+    output_dir: str
+    """Default `--output_dir`."""
+    directory_flags: tuple[str, ...]
+    """`DataTrainingArguments` fields naming its roots; at least one must be given."""
+    loader_arguments: Callable[[DataTrainingArguments, DemoCorpus | None], dict[str, Any]]
+    """`build_paper_dataset` keyword arguments that select it."""
+    label_policy: Callable[[DataTrainingArguments], str]
+    """The model card's description of its labels."""
+    parser_defaults: dict[str, Any] = field(default_factory=dict)
+    """Defaults it changes on top of the paper's."""
+    limitation: str = ""
+    """An extra line for the model card's limitations."""
+
+
+CORPORA: dict[str, Corpus] = {
+    "kemdy": Corpus(
+        title="KEMDy19 + KEMDy20",
+        source="KEMDy19 + KEMDy20 (ETRI), merged",
+        output_dir="outputs/hyfuser-kemdy",
+        directory_flags=("kemdy19_dir", "kemdy20_dir"),
+        loader_arguments=lambda args, demo: {"kemdy19_dir": args.kemdy19_dir, "kemdy20_dir": args.kemdy20_dir},
+        label_policy=lambda args: f"KEMDy 'Total Evaluation' emotion; rater ties (';') policy: `{args.multi_label}`; "
+        "KEMDy19 speaker labels only (rows whose Segment ID gender matches the annotation file)",
+    ),
+    "aihub": Corpus(
+        title="AI-Hub 263",
+        source="AI-Hub 263, 감정 분류를 위한 대화 음성 데이터셋",
+        output_dir="outputs/hyfuser-aihub",
+        directory_flags=("aihub_dir",),
+        loader_arguments=lambda args, demo: {"aihub_dir": args.aihub_dir},
+        label_policy=lambda args: f"AI-Hub 263 label source: `{args.label_source}`",
+    ),
+    "demo": Corpus(
+        title="offline demo",
+        source="generated Korean sentences and synthetic voices written in the KEMDy20 layout (`demo_hyfuser.py`)",
+        output_dir="demo_output",
+        directory_flags=(),
+        loader_arguments=lambda args, demo: {"kemdy20_dir": demo.train_dir},
+        label_policy=lambda args: "single generated label per item",
+        parser_defaults=DEMO_DEFAULTS,
+        limitation="**This is the offline demo**: random tiny backbones and synthetic data. It shows that the code "
+        "works end to end and nothing about real emotion recognition.",
+    ),
+}
+"""Every corpus `--dataset` can name."""
 
 
 @dataclass
@@ -82,26 +137,26 @@ class ModelArguments:
     """Backbones and HyFusER architecture."""
 
     text_backbone: str | None = field(
-        default=None,
+        default=DEFAULT_TEXT_BACKBONE,
         metadata={
             "help": "Frozen text encoder: a Hub id or a local directory in standard HF layout (tokenizer + ELECTRA-"
-            f"like model). Default: {DEFAULT_TEXT_BACKBONE} (paper Section 3.1); tiny random ELECTRA for "
-            "--dataset demo."
+            "like model). The default is the paper's (Section 3.1); --dataset demo's default, None, stands for the "
+            "tiny random ELECTRA it writes under --cache_dir."
         },
     )
     speech_backbone: str | None = field(
-        default=None,
+        default=DEFAULT_SPEECH_BACKBONE,
         metadata={
             "help": "Frozen speech encoder: a Hub id or a local directory in standard HF layout (feature extractor "
-            f"+ HuBERT-like model). Default: {DEFAULT_SPEECH_BACKBONE} (paper Section 3.2); tiny random HuBERT for "
-            "--dataset demo. Its hidden size must equal the text backbone's."
+            "+ HuBERT-like model). The default is the paper's (Section 3.2); --dataset demo's default, None, stands "
+            "for the tiny random HuBERT it writes under --cache_dir. Its hidden size must equal the text backbone's."
         },
     )
-    sequence_length: int | None = field(
-        default=None,
+    sequence_length: int = field(
+        default=HyFusERConfig().sequence_length,
         metadata={
             "help": "Positions per modality: text is padded/truncated to this many tokens and HuBERT frames are "
-            f"interpolated to it (Section 4.2). Default: {HyFusERConfig().sequence_length} (Table 3)."
+            "interpolated to it (Section 4.2). The default is Table 3's."
         },
     )
     config_overrides: str | None = field(
@@ -123,7 +178,8 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "Copy the frozen backbones into output_dir (true) or reference them by Hub id/path (false). "
-            "Default: copy them when they are local directories, which will not exist where the model is loaded."
+            "Unset (None), they are copied when they are local directories, which will not exist where the model "
+            "is loaded."
         },
     )
 
@@ -133,13 +189,15 @@ class DataTrainingArguments:
     """Which corpora, which labels, which split, and where the feature cache lives."""
 
     dataset: str = field(
-        default="demo",
+        default="kemdy",
         metadata={
             "help": "'kemdy': KEMDy19 + KEMDy20 merged (the paper's Table 4/5 data; give --kemdy19_dir and/or "
             "--kemdy20_dir). 'aihub': AI-Hub 263 (Table 6; give --aihub_dir). 'demo': a small generated Korean "
             "corpus in the KEMDy20 layout with tiny random backbones, offline, followed by pipeline predictions on "
-            f"held-out demo items; it also changes these defaults: {DEMO_DEFAULTS}.",
-            "choices": DATASETS,
+            "held-out demo items; it also changes the defaults of "
+            + ", ".join(f"--{name}" for name in DEMO_DEFAULTS)
+            + " (`--dataset demo --help` shows them).",
+            "choices": tuple(CORPORA),
         },
     )
     kemdy19_dir: str | None = field(
@@ -177,26 +235,18 @@ class DataTrainingArguments:
             "choices": LABEL_SOURCES,
         },
     )
-    cache_dir: str | None = field(
-        default=None,
+    cache_dir: str = field(
+        default=os.path.join(HF_HOME, "hyfuser"),
         metadata={
             "help": "Where the feature cache (features/) and the generated demo corpus and backbones (demo/) live. "
             "Cached features are keyed by the backbones, the data and the processor settings, so a re-run, a "
-            f"resumed run or the other processes of a multi-process run reuse them. Default: {HF_HOME}/hyfuser."
+            "resumed run or the other processes of a multi-process run reuse them."
         },
     )
     extraction_batch_size: int = field(
         default=16,
         metadata={"help": "Utterances per encoder call during feature extraction, and per write to the cache."},
     )
-
-    def __post_init__(self) -> None:
-        if self.dataset == "kemdy" and not (self.kemdy19_dir or self.kemdy20_dir):
-            raise ValueError("--dataset kemdy needs --kemdy19_dir and/or --kemdy20_dir")
-        if self.dataset == "aihub" and not self.aihub_dir:
-            raise ValueError("--dataset aihub needs --aihub_dir")
-        if self.cache_dir is None:
-            self.cache_dir = os.path.join(HF_HOME, "hyfuser")
 
 
 def build_parser(dataset: str) -> HfArgumentParser:
@@ -207,19 +257,28 @@ def build_parser(dataset: str) -> HfArgumentParser:
     demo's settings).
     """
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
-    parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir=DEFAULT_OUTPUT_DIRS[dataset])
+    corpus = CORPORA[dataset]
+    parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir=corpus.output_dir)
     # Without a GPU, the processes of `accelerate launch --multi_gpu` or `torchrun` only join one gloo DDP run when
     # use_cpu is set; otherwise each of them trains alone on all the data.
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
-    if dataset == "demo":
-        parser.set_defaults(**DEMO_DEFAULTS)
+    parser.set_defaults(**corpus.parser_defaults)
+    # TrainingArguments' own help names its default ('loss'), which the paper's replaces.
+    parser._option_string_actions["--metric_for_best_model"].help = (
+        "Metric compared across evaluations to pick the checkpoint restored at the end and to stop early."
+    )
     return parser
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
-    """Read `--dataset` first (the defaults depend on it), then parse everything."""
+    """Read `--dataset` first (the defaults depend on it), then parse everything and check that the chosen corpus
+    has its directories."""
     dataset = HfArgumentParser(DataTrainingArguments, add_help=False).parse_known_args(argv)[0].dataset
-    return build_parser(dataset).parse_args_into_dataclasses(argv)
+    model_args, data_args, training_args = build_parser(dataset).parse_args_into_dataclasses(argv)
+    flags = CORPORA[dataset].directory_flags
+    if flags and not any(getattr(data_args, flag) for flag in flags):
+        raise ValueError(f"--dataset {dataset} needs " + " and/or ".join(f"--{flag}" for flag in flags))
+    return model_args, data_args, training_args
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -240,16 +299,11 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
-def load_corpora(data_args: DataTrainingArguments, demo: DemoCorpus | None) -> tuple[DatasetDict, dict]:
-    """The paper's train/validation DatasetDict (Section 5.1 preprocessing; logs the Table 4 counts) and its
-    JSON-ready count and load report."""
-    corpora = {
-        "demo": {"kemdy20_dir": demo.train_dir if demo else None},
-        "kemdy": {"kemdy19_dir": data_args.kemdy19_dir, "kemdy20_dir": data_args.kemdy20_dir},
-        "aihub": {"aihub_dir": data_args.aihub_dir},
-    }[data_args.dataset]
+def load_corpora(data_args: DataTrainingArguments, demo: DemoCorpus | None) -> tuple[DatasetDict, PaperDatasetReport]:
+    """The paper's train/validation DatasetDict (Section 5.1 preprocessing; logs the Table 4 counts) and its count
+    and load report."""
     splits, report = build_paper_dataset(
-        **corpora,
+        **CORPORA[data_args.dataset].loader_arguments(data_args, demo),
         seed=data_args.split_seed,
         split_by=data_args.split_by,
         multi_label=data_args.multi_label,
@@ -257,20 +311,45 @@ def load_corpora(data_args: DataTrainingArguments, demo: DemoCorpus | None) -> t
         return_report=True,
     )
     logger.info("Paper preprocessing:\n%s", report)
-    return splits, report.to_dict()
+    return splits, report
 
 
-def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _encoder_description(backbone: str, output_dir: Path, subfolder: str) -> str:
-    """How the card names an encoder: a local path means nothing to readers elsewhere, so name the copy saved here."""
+def _backbone_description(backbone: str, output_dir: Path, subfolder: str) -> str:
+    """How the card names a backbone: a local path means nothing to readers elsewhere, so name the copy saved here."""
     if (output_dir / subfolder).is_dir():
         return f"`{subfolder}/` (saved with the model, from the local backbone `{Path(backbone).name}`)"
     return f"`{backbone}`"
+
+
+def model_card_data(corpus: Corpus, data_args: DataTrainingArguments, metrics: dict[str, float]) -> ModelCardData:
+    """The card's YAML header: language, library, tags, and the validation metrics as Hub evaluation results."""
+    name = f"HyFusER ({corpus.title})"
+    return ModelCardData(
+        model_name=name,
+        language="ko",
+        library_name="transformers",
+        tags=["hyfuser", "emotion-recognition", "multimodal", "speech", "text", "custom_code"],
+        metrics=["accuracy", "f1"],
+        eval_results=[
+            EvalResult(
+                task_type="audio-classification",
+                task_name="Multimodal (text + speech) emotion recognition",
+                dataset_type=data_args.dataset,
+                dataset_name=corpus.title,
+                dataset_split=f"validation ({data_args.split_by} split, seed {data_args.split_seed})",
+                metric_type=metric,
+                metric_name=title,
+                metric_value=round(metrics[f"eval_{metric}"], 4),
+            )
+            for metric, title in METRIC_TITLES.items()
+        ],
+    )
 
 
 def write_model_card(
@@ -278,64 +357,34 @@ def write_model_card(
     data_args: DataTrainingArguments,
     training_args: TrainingArguments,
     model: HyFusERForEmotionRecognition,
-    data_report: dict,
-    metrics: dict[str, float],
-    report: dict,
-    best_checkpoint: str | None,
+    data_report: PaperDatasetReport,
+    prediction: PredictionOutput,
+    class_report: dict,
 ) -> None:
     """README.md for the Hub: data, label policy, split, training setup, metrics, intended use and limitations."""
-    config = model.config
-    text_encoder = _encoder_description(config.text_backbone, output_dir, processing_hyfuser.TEXT_BACKBONE_SUBFOLDER)
-    speech_encoder = _encoder_description(
-        config.speech_backbone, output_dir, processing_hyfuser.SPEECH_BACKBONE_SUBFOLDER
-    )
-    corpora = {"demo": "offline demo", "kemdy": "KEMDy19 + KEMDy20", "aihub": "AI-Hub 263"}
-    sources = {
-        "demo": "generated Korean sentences and synthetic voices written in the KEMDy20 layout (`demo_hyfuser.py`)",
-        "kemdy": "KEMDy19 + KEMDy20 (ETRI), merged",
-        "aihub": "AI-Hub 263, 감정 분류를 위한 대화 음성 데이터셋",
-    }
-    stages = data_report["stages"]
-    stage_names = list(stages)
-    count_rows = [[label, *(stages[stage][label] for stage in stage_names)] for label in EMOTION_LABELS]
-    count_rows.append(["**total**", *(sum(stages[stage].values()) for stage in stage_names)])
-    metric_rows = [[title, f"{metrics[f'eval_{name}']:.4f}"] for name, title in METRIC_TITLES.items()]
+    corpus, config = CORPORA[data_args.dataset], model.config
+    text_backbone = _backbone_description(config.text_backbone, output_dir, TEXT_BACKBONE_SUBFOLDER)
+    speech_backbone = _backbone_description(config.speech_backbone, output_dir, SPEECH_BACKBONE_SUBFOLDER)
+    header, rows = data_report.stage_table()
+    metric_rows = [[title, f"{prediction.metrics[f'eval_{name}']:.4f}"] for name, title in METRIC_TITLES.items()]
+    per_class = class_report["per_class"]
     class_rows = [
-        [name, *(f"{report['per_class'][name][key]:.4f}" for key in ("precision", "recall", "f1-score")),
-         int(report["per_class"][name]["support"])]
+        [name, *(f"{per_class[name][key]:.4f}" for key in ("precision", "recall", "f1-score")),
+         int(per_class[name]["support"])]
         for name in EMOTION_LABELS
     ]  # fmt: skip
-    label_policy = {
-        "demo": "single generated label per item",
-        "kemdy": f"KEMDy 'Total Evaluation' emotion; rater ties (';') policy: `{data_args.multi_label}`; "
-        "KEMDy19 speaker labels only (rows whose Segment ID gender matches the annotation file)",
-        "aihub": f"AI-Hub 263 label source: `{data_args.label_source}`",
-    }[data_args.dataset]
     split = (
         "stratified random 8:2 utterance split (paper parity; speakers appear on both sides, so scores are optimistic "
         "for unseen speakers)"
         if data_args.split_by == "random"
         else "whole sessions held out (~20%): speaker-independent validation"
     )
-    card = f"""---
-language: ko
-library_name: transformers
-tags:
-- hyfuser
-- emotion-recognition
-- multimodal
-- speech
-- text
-- custom_code
-metrics:
-- accuracy
-- f1
----
-
-# HyFusER ({corpora[data_args.dataset]})
+    limitation = f"\n- {corpus.limitation}" if corpus.limitation else ""
+    body = f"""
+# HyFusER ({corpus.title})
 
 HyFusER (Yi, Kwak, Shin, *Applied Sciences* 2025, 15, 1053) recognises seven emotions ({", ".join(EMOTION_LABELS)})
-from Korean text and speech: frozen {text_encoder} and {speech_encoder} features, one transformer
+from Korean text and speech: frozen {text_backbone} and {speech_backbone} features, one transformer
 encoder per modality, dual cross-modal attention (text queries speech, speech queries text) and the average of the two
 heads' probabilities. {model.num_parameters():,} trainable parameters.
 
@@ -348,19 +397,19 @@ classifier({{"text": "정말 너무 화가 나요", "audio": "utterance.wav"}}, 
 
 ## Training data
 
-Corpus: {sources[data_args.dataset]}. Preprocessing as the paper's Section 5.1: merge, drop duplicate texts and texts
-under two Hangul syllables, downsample neutral to the largest other class. Rows per emotion after each stage
-("collected" and "used" are the columns of the paper's Table 4):
+Corpus: {corpus.source}. Preprocessing as the paper's Section 5.1: merge, drop duplicate texts and texts under two
+Hangul syllables, downsample neutral to the largest other class. Rows per emotion after each stage ("collected" and
+"used" are the columns of the paper's Table 4):
 
-{_markdown_table(["emotion", *stage_names], count_rows)}
+{_markdown_table(header, rows)}
 
-- Labels: {label_policy}.
+- Labels: {corpus.label_policy(data_args)}.
 - Split: {split}; seed {data_args.split_seed}.
 - Loader report (rows read, kept and skipped by reason): `dataset_report.json`.
 
 ## Training procedure
 
-- Features: frozen encoders run once per utterance; text padded/truncated to {config.sequence_length} tokens, HuBERT
+- Features: frozen backbones run once per utterance; text padded/truncated to {config.sequence_length} tokens, HuBERT
   frames linearly interpolated to {config.sequence_length}; hidden size {config.hidden_size}; cached as
   {FEATURE_DTYPE}.
 - Joint standard scaling (Eqs. 4-6) fitted on the training split only; stored with the processor.
@@ -370,8 +419,7 @@ under two Hangul syllables, downsample neutral to the largest other class. Rows 
 - Optimiser: Adam (`{training_args.optim.value}`, weight decay {training_args.weight_decay}), learning rate
   {training_args.learning_rate} ({training_args.lr_scheduler_type.value}), batch {training_args.per_device_train_batch_size}
   per device x {training_args.world_size} process(es), up to {training_args.num_train_epochs:g} epochs, early stopping
-  on validation `{training_args.metric_for_best_model}`; best checkpoint restored (`{best_checkpoint}`); seed
-  {training_args.seed}.
+  on validation `{training_args.metric_for_best_model}`; best checkpoint restored; seed {training_args.seed}.
 
 ## Evaluation (validation split, best checkpoint)
 
@@ -397,14 +445,10 @@ utterances of acted or elicited dialogue, 16 kHz speech with its transcript).
 - With the random split, validation speakers also occur in training, so scores overestimate unseen-speaker accuracy.
 - Needs both modalities: a transcript (from a person or an ASR system, whose errors degrade the text side) and audio.
 - Not for decisions about people (hiring, policing, health, surveillance): emotion labels are annotators' perceptions,
-  not ground truth about anyone's state.
+  not ground truth about anyone's state.{limitation}
 """
-    if data_args.dataset == "demo":
-        card += (
-            "- **This is the offline demo**: random tiny backbones and synthetic data. It shows that the code works "
-            "end to end and nothing about real emotion recognition.\n"
-        )
-    (output_dir / "README.md").write_text(card, encoding="utf-8")
+    card_data = model_card_data(corpus, data_args, prediction.metrics)
+    ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}").save(output_dir / "README.md")
 
 
 def main() -> None:
@@ -413,19 +457,19 @@ def main() -> None:
     setup_logging(training_args)
     logger.info("Training/evaluation parameters %s", training_args)
 
-    if data_args.dataset == "demo":
-        # The demo's tensors are tiny, so intra-op threads buy nothing, while on a busy CPU their synchronisation can
-        # make every step far slower (3 epochs: 3 s with one thread, 175 s with two, next to two busy processes).
-        torch.set_num_threads(1)
-
     # 2. Data: the corpora through the paper's preprocessing (the demo first writes its corpus and backbones)
     with training_args.main_process_first(desc="dataset preparation"):
         demo = prepare_demo(Path(data_args.cache_dir) / "demo") if data_args.dataset == "demo" else None
         raw_datasets, data_report = load_corpora(data_args, demo)
 
+    if demo:
+        # The demo's tensors are tiny, so intra-op threads buy nothing, while on a busy CPU their synchronisation can
+        # make every step far slower (3 epochs: 3 s with one thread, 175 s with two, next to two busy processes).
+        torch.set_num_threads(1)
+
     # 3. Processor: tokenizer + feature extractor of the two frozen backbones
-    text_backbone = model_args.text_backbone or (demo.backbones.text if demo else DEFAULT_TEXT_BACKBONE)
-    speech_backbone = model_args.speech_backbone or (demo.backbones.speech if demo else DEFAULT_SPEECH_BACKBONE)
+    text_backbone = model_args.text_backbone or demo.backbones.text
+    speech_backbone = model_args.speech_backbone or demo.backbones.speech
     processor = HyFusERProcessor.from_backbones(
         text_backbone, speech_backbone, sequence_length=model_args.sequence_length
     )
@@ -483,14 +527,11 @@ def main() -> None:
     output_dir = Path(training_args.output_dir)
     save_hyfuser(output_dir, trainer.model, processor, save_backbones=model_args.save_backbones)
     names = list(EMOTION_LABELS)
-    report = per_class_report(prediction.label_ids, prediction.predictions[0].argmax(-1), names)
-    (output_dir / "classification_report.json").write_text(json.dumps(report, indent=2))
-    (output_dir / "dataset_report.json").write_text(json.dumps(data_report, indent=2, ensure_ascii=False))
-    save_confusion_matrix(report["confusion_matrix"]["matrix"], names, output_dir / "confusion_matrix.png")
-    write_model_card(
-        output_dir, data_args, training_args, trainer.model, data_report, prediction.metrics, report,
-        trainer.state.best_model_checkpoint,
-    )  # fmt: skip
+    class_report = per_class_report(prediction.label_ids, prediction.predictions[0].argmax(-1), names)
+    (output_dir / "classification_report.json").write_text(json.dumps(class_report, indent=2))
+    (output_dir / "dataset_report.json").write_text(json.dumps(data_report.to_dict(), indent=2, ensure_ascii=False))
+    save_confusion_matrix(class_report["confusion_matrix"]["matrix"], names, output_dir / "confusion_matrix.png")
+    write_model_card(output_dir, data_args, training_args, trainer.model, data_report, prediction, class_report)
     logger.info("Saved the model, processor, code, model card and reports to %s", output_dir)
 
     # 10. Publish the final directory through the Trainer's hub arguments (Trainer.push_to_hub would re-save the

@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import os
+import re
 import runpy
 import socket
 import subprocess
@@ -21,16 +22,17 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import EvalPrediction
 
-from configuration_hyfuser import EMOTION_LABELS
+from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS
 from corpora import write_aihub263, write_kemdy19, write_kemdy20
 from data_hyfuser import build_paper_dataset
-from modeling_hyfuser import HyFusERForEmotionRecognition
-from processing_hyfuser import HyFusERProcessor
 from features_hyfuser import FEATURE_COLUMNS
 from metrics_hyfuser import METRIC_TITLES, compute_metrics, per_class_report
+from modeling_hyfuser import HyFusERForEmotionRecognition
+from processing_hyfuser import HyFusERProcessor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO_ROOT / "train.py"
@@ -128,11 +130,51 @@ def test_paper_defaults_apply_unless_the_user_sets_them():
     assert training_args.learning_rate == 3e-4 and model_args.sequence_length == 64
 
 
-def test_demo_is_the_default_dataset_with_its_own_settings():
-    model_args, data_args, training_args = parse_arguments([])
-    assert data_args.dataset == "demo"
+def test_the_paper_s_data_is_the_default_dataset_and_the_demo_brings_its_own_settings():
+    model_args, data_args, training_args = parse_arguments(["--kemdy20_dir", "KEMDy20"])
+    assert data_args.dataset == "kemdy"
+    assert (model_args.text_backbone, model_args.speech_backbone) == (DEFAULT_TEXT_BACKBONE, DEFAULT_SPEECH_BACKBONE)
+    assert model_args.sequence_length == 126 and model_args.config_overrides is None
+
+    model_args, data_args, training_args = parse_arguments(["--dataset", "demo"])
+    assert model_args.text_backbone is None and model_args.speech_backbone is None  # the demo writes its own
     assert training_args.learning_rate == 1e-3 and model_args.sequence_length == 32
+    assert model_args.config_overrides == "intermediate_size=64"
     assert training_args.output_dir == "demo_output"
+
+
+def printed_defaults(argv: list[str], capsys, monkeypatch) -> dict[str, str]:
+    """`train.py <argv> --help`, parsed into {flag: the "(default: ...)" argparse prints for it}."""
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per help text, so no value is wrapped
+    with pytest.raises(SystemExit) as exit_info:
+        parse_arguments([*argv, "--help"])
+    assert exit_info.value.code == 0
+    options = capsys.readouterr().out.split("\noptions:\n", 1)[1]
+    defaults = {}
+    for entry in re.split(r"\n  (?=--)", options):
+        printed = re.search(r"\(default: (.*)\)$", " ".join(entry.split()))
+        if printed:
+            defaults[entry.split()[0].rstrip(",")] = printed.group(1)
+    return defaults
+
+
+def test_help_shows_the_paper_s_defaults_and_the_demo_s_only_under_dataset_demo(capsys, monkeypatch):
+    paper = printed_defaults([], capsys, monkeypatch)
+    assert paper["--learning_rate"] == "0.0001" and paper["--sequence_length"] == "126"
+    assert (paper["--per_device_train_batch_size"], paper["--num_train_epochs"]) == ("32", "30")
+    assert paper["--text_backbone"] == DEFAULT_TEXT_BACKBONE and paper["--config_overrides"] == "None"
+    assert paper["--output_dir"] == "outputs/hyfuser-kemdy"
+
+    demo = printed_defaults(["--dataset", "demo"], capsys, monkeypatch)
+    assert demo["--learning_rate"] == "0.001" and demo["--sequence_length"] == "32"
+    assert demo["--config_overrides"] == "intermediate_size=64" and demo["--text_backbone"] == "None"
+    assert demo["--output_dir"] == "demo_output"
+    # Everything else is the paper's.
+    changed = {"--learning_rate", "--sequence_length", "--config_overrides", "--text_backbone", "--speech_backbone",
+               "--output_dir"}  # fmt: skip
+    assert {flag: value for flag, value in demo.items() if flag not in changed} == {
+        flag: value for flag, value in paper.items() if flag not in changed
+    }
 
 
 def test_a_dataset_without_its_directory_is_refused():
@@ -452,3 +494,16 @@ def test_final_evaluation_uses_the_restored_best_checkpoint(glue_run):
     final = load_file(glue_run.output_dir / "model.safetensors")
     for name, tensor in load_file(best / "model.safetensors").items():
         assert torch.equal(final[name], tensor), name
+
+
+def test_model_card_header_holds_the_validation_metrics_and_the_stage_counts(glue_run):
+    card = ModelCard.load(glue_run.output_dir / "README.md")
+    evaluated = json.loads((glue_run.output_dir / "eval_results.json").read_text())
+    assert card.data.language == "ko" and "custom_code" in card.data.tags
+    assert {result.metric_type: result.metric_value for result in card.data.eval_results} == {
+        name: round(evaluated[f"eval_{name}"], 4) for name in METRIC_TITLES
+    }
+    report = json.loads((glue_run.output_dir / "dataset_report.json").read_text())
+    train_rows = sum(report["stages"]["train"].values())
+    assert train_rows == len(glue_run.splits["train"])
+    assert f"| total | {sum(report['stages']['collected'].values())} |" in card.text
