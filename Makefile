@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench mutants clean
 
 venv: $(VENV)/.installed
 
@@ -27,5 +27,13 @@ test: venv
 bench: venv
 	$(OFFLINE) $(BIN)/python benchmarks/bench.py
 
+# Mutation testing with the fast tests (benchmarks/README.md); mutmut is in the `mutants` extra, not the core install.
+mutants: $(VENV)/.mutants-installed
+	$(OFFLINE) $(BIN)/python benchmarks/mutants.py
+
+$(VENV)/.mutants-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[mutants]"
+	touch $@
+
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache .mutants

@@ -1,0 +1,461 @@
+#!/usr/bin/env python
+"""Mutation testing: how many small bugs planted in HyFusER's code do the fast tests catch?
+
+mutmut (the `mutants` extra) plants one change at a time (`<` for `<=`, `None` for a value, a dropped argument, ...)
+in the functions listed in `GROUPS`, runs the fast tests (`-m "not slow"`) that call the changed function, and
+records whether a test failed (killed) or all passed (survived). This script runs it once per group, from scratch,
+and writes `benchmarks/mutants.md` (counts, and the diff of every mutant no test catches) and `mutants.json`.
+
+Verdicts on survivors that no test can or should kill live in `benchmarks/mutants_equivalent.toml`, keyed by the
+mutant ids the summary prints; they are merged into every new summary.
+
+    make mutants                                  # = python benchmarks/mutants.py, all groups
+    python benchmarks/mutants.py --group metrics  # one group, e.g. after writing a test for it
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import fnmatch
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10, where mutmut depends on the `toml` package instead
+    import toml as tomllib
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    source: str
+    """The module file, relative to the repo root."""
+    functions: tuple[str, ...]
+    """`function` or `Class.method` names, fnmatch patterns allowed; `*` is the whole file."""
+    tests: tuple[str, ...]
+    """The test files that exercise it (only their fast tests run)."""
+
+
+# What is mutated and which tests may kill it. Edit here when code moves between modules.
+GROUPS = (
+    Group("modeling", "modeling_hyfuser.py", ("*",), ("tests/test_modeling_hyfuser.py",)),
+    Group(
+        "processor features+scaler",
+        "processing_hyfuser.py",
+        (
+            "FeatureStatistics.*",
+            "HyFusERProcessor.fit_scaler",
+            "HyFusERProcessor.set_scaler",
+            "HyFusERProcessor.scale",
+            "_standardize",
+            "HyFusERProcessor.interpolate_frames",
+            "HyFusERProcessor.encode_text",
+            "HyFusERProcessor.encode_speech",
+            "HyFusERProcessor.speech_frames",
+        ),
+        ("tests/test_processing_hyfuser.py",),
+    ),
+    Group(
+        "training glue",
+        "train.py",
+        (
+            "extract_features",
+            "feature_cache_key",
+            "_backbone_key",
+            "_file_stamp",
+            "_extract_batch",
+            "fit_scaler",
+            "collate_scaled_features",
+            "build_parser",
+            "parse_arguments",
+        ),
+        ("tests/test_train.py",),
+    ),
+    Group("metrics", "train.py", ("compute_metrics", "per_class_report"), ("tests/test_train.py",)),
+)
+
+REWRAPPED_DECORATORS = {"can_return_tuple", "property"}
+"""mutmut 3 skips decorated functions (other than static and class methods); in its copy of the module, these
+decorators are applied after the class instead, so the functions they decorate are mutated (`prepare_source`)."""
+
+PYTEST_ARGS = ("-m", "not slow", "-p", "no:cacheprovider")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORK_DIR = REPO_ROOT / ".mutants"
+"""One mutmut project per group (a copy of the repo's modules and tests), rebuilt on every run."""
+SUMMARY_STEM = REPO_ROOT / "benchmarks" / "mutants"
+VERDICTS_FILE = REPO_ROOT / "benchmarks" / "mutants_equivalent.toml"
+
+NOT_KILLED = ("survived", "timeout", "suspicious", "segfault", "not checked")
+"""Statuses whose diffs the summary shows; "no tests" mutants are listed per function instead."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Functions of a module, as mutmut names them
+
+
+def module_functions(source: str) -> dict[str, ast.FunctionDef]:
+    """`function` and `Class.method` of the module's top level (what mutmut mutates) -> their nodes."""
+    functions = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions[node.name] = node
+        elif isinstance(node, ast.ClassDef):
+            for child in node.body:
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    functions[f"{node.name}.{child.name}"] = child
+    return functions
+
+
+def qualname_of(mutant_name: str) -> str:
+    """`train.x_fit_scaler__mutmut_3` -> `fit_scaler`, `m.xǁCǁf__mutmut_1` -> `C.f`."""
+    key = mutant_name.partition("__mutmut_")[0].rpartition(".")[2]
+    return key[2:].replace("ǁ", ".")
+
+
+def selected_functions(group: Group, source: str) -> list[str]:
+    """The group's functions that exist in `source`; a pattern that matches nothing is an error (moved code)."""
+    functions = module_functions(source)
+    selected = []
+    for pattern in group.functions:
+        matches = fnmatch.filter(functions, pattern)
+        if not matches:
+            raise SystemExit(f"{group.name}: no function {pattern!r} in {group.source}; update GROUPS in {__file__}")
+        selected += [name for name in matches if name not in selected]
+    return selected
+
+
+def prepare_source(source: str, functions: list[str]) -> str:
+    """The module as mutmut should see it, with every line where it was.
+
+    Functions outside `functions` get `# pragma: no mutate block` on their `def` line, so mutmut leaves them as they
+    are (no trampoline: `ProcessorMixin.from_pretrained` reads `__init__.__code__`, which a trampoline replaces).
+    Selected functions whose decorators are all in `REWRAPPED_DECORATORS` lose them, one blank line per decorator,
+    and get them back at the end of the module (`Class.f = can_return_tuple(Class.f)`), around the trampoline.
+    """
+    import libcst
+
+    class Prepare(libcst.CSTTransformer):
+        def __init__(self):
+            self.scopes: list[libcst.CSTNode] = []
+            self.rewraps: list[str] = []
+
+        def visit_ClassDef(self, node: libcst.ClassDef) -> None:
+            self.scopes.append(node)
+
+        def visit_FunctionDef(self, node: libcst.FunctionDef) -> None:
+            self.scopes.append(node)
+
+        def leave_ClassDef(self, original: libcst.ClassDef, updated: libcst.ClassDef) -> libcst.ClassDef:
+            self.scopes.pop()
+            return updated
+
+        def leave_FunctionDef(self, original: libcst.FunctionDef, updated: libcst.FunctionDef) -> libcst.FunctionDef:
+            self.scopes.pop()
+            if len(self.scopes) > 1 or any(isinstance(scope, libcst.FunctionDef) for scope in self.scopes):
+                return updated  # nested: mutmut treats it as part of the enclosing function
+            qualname = ".".join([*(scope.name.value for scope in self.scopes), updated.name.value])
+            if qualname not in functions:
+                comment = libcst.Comment("# pragma: no mutate block")
+                header = updated.body.header.with_changes(whitespace=libcst.SimpleWhitespace("  "), comment=comment)
+                return updated.with_changes(body=updated.body.with_changes(header=header))
+            names = [d.decorator.value for d in updated.decorators if isinstance(d.decorator, libcst.Name)]
+            if not names or len(names) != len(updated.decorators) or not set(names) <= REWRAPPED_DECORATORS:
+                return updated
+            wrapped = qualname
+            for name in reversed(names):
+                wrapped = f"{name}({wrapped})"
+            self.rewraps.append(f"{qualname} = {wrapped}\n")
+            blanks = [libcst.EmptyLine() for _ in names]
+            return updated.with_changes(decorators=[], leading_lines=[*updated.leading_lines, *blanks])
+
+    prepare = Prepare()
+    code = libcst.parse_module(source).visit(prepare).code
+    return code + "".join(prepare.rewraps)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Running mutmut
+
+
+def prepare_project(group: Group, functions: list[str]) -> Path:
+    """A fresh mutmut project for `group`: the repo's flat modules, tests and pyproject.toml, plus mutmut's config."""
+    project = WORK_DIR / group.name.replace(" ", "-").replace("+", "-")
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True)
+    modules = sorted(path.name for path in REPO_ROOT.glob("*.py"))
+    for name in modules:
+        shutil.copy2(REPO_ROOT / name, project / name)
+    shutil.copytree(REPO_ROOT / "tests", project / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    target = project / group.source
+    target.write_text(prepare_source(target.read_text(), functions))
+    settings = {
+        "source_paths": [group.source],
+        # The other modules must sit next to the mutated one: mutmut's copy of the tests imports from there only.
+        "also_copy": [name for name in modules if name != group.source],
+        "pytest_add_cli_args": list(PYTEST_ARGS),
+        "pytest_add_cli_args_test_selection": list(group.tests),
+        "use_git_change_detection": False,
+    }
+    config = "\n[tool.mutmut]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+    (project / "pyproject.toml").write_text((REPO_ROOT / "pyproject.toml").read_text() + config)
+    return project
+
+
+def run_mutmut(group: Group, project: Path) -> None:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        environment[name] = "1"
+    log = project / "mutmut.log"
+    with log.open("w") as output:
+        result = subprocess.run(
+            [sys.executable, "-m", "mutmut", "run"], cwd=project, env=environment, stdout=output,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    if result.returncode != 0:
+        tail = log.read_text()[-3000:]
+        raise SystemExit(f"{group.name}: mutmut failed (exit {result.returncode}); see {log}:\n{tail}")
+
+
+def read_results(group: Group, project: Path) -> list[dict]:
+    """Every mutant of the group's functions: name, function, status, and for the ones not killed, the diff."""
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    from mutmut.stats import status_by_exit_code
+
+    first_lines = function_first_lines((project / group.source).read_text())
+    cwd = Path.cwd()
+    os.chdir(project)  # mutmut reads its files relative to the project
+    try:
+        data = SourceFileMutationData(path=group.source)
+        data.load()
+        mutants = []
+        for name, exit_code in data.exit_code_by_key.items():
+            function = qualname_of(name)
+            mutant = {"name": name, "function": function, "status": status_by_exit_code[exit_code]}
+            if mutant["status"] != "killed":
+                mutant["diff"] = get_diff_for_mutant(name, path=group.source)
+                mutant["line"], mutant["change"] = changed_line(mutant["diff"], first_lines[function])
+            mutants.append(mutant)
+    finally:
+        os.chdir(cwd)
+    return sorted(mutants, key=lambda mutant: (mutant["function"], int(mutant["name"].rpartition("_")[2])))
+
+
+def function_first_lines(source: str) -> dict[str, int]:
+    """The line each function's code starts on as libcst renders it (comments above it included), which is where
+    mutmut's diffs of that function count from. `source` is the prepared module, whose lines are the original's."""
+    import libcst
+
+    ends = {name: node.end_lineno for name, node in module_functions(source).items()}
+    first_lines = {}
+    for statement in libcst.parse_module(source).body:
+        prefix, members = "", [statement]
+        if isinstance(statement, libcst.ClassDef) and isinstance(statement.body, libcst.IndentedBlock):
+            prefix, members = statement.name.value + ".", statement.body.body
+        for node in members:
+            if isinstance(node, libcst.FunctionDef):
+                name = prefix + node.name.value
+                first_lines[name] = ends[name] - libcst.Module([node]).code.strip().count("\n")
+    return first_lines
+
+
+def changed_line(diff: str, first_line: int) -> tuple[int, list[str]]:
+    """The file line of a function diff's first change, and its changed lines as "- old" / "+ new", stripped."""
+    line, first, changes = first_line, None, []
+    for text in diff.splitlines()[2:]:
+        if text.startswith("@@"):
+            line = first_line + int(text.split()[1].lstrip("-").split(",")[0]) - 1
+        elif text.startswith(("-", "+")):
+            first = first or line
+            changes.append(text[0] + " " + text[1:].strip())
+            line += text.startswith("-")
+        else:
+            line += 1
+    return first or first_line, changes
+
+
+def mutant_id(mutant: dict) -> str:
+    """A hash of the function's qualified name and the changed lines: stable while those lines stay as they are."""
+    text = "\n".join([mutant["function"], *mutant["change"]])
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Summary
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def summarize(results: dict[str, dict], verdicts: dict[str, dict]) -> dict:
+    totals = Counter()
+    for group in results.values():
+        seen = Counter()
+        for mutant in group["mutants"]:
+            if "change" in mutant:
+                base = mutant_id(mutant)
+                seen[base] += 1
+                mutant["id"] = base if seen[base] == 1 else f"{base}-{seen[base]}"
+                if mutant["id"] in verdicts:
+                    mutant["verdict"] = verdicts[mutant["id"]]
+        counts = Counter(mutant["status"] for mutant in group["mutants"])
+        counts["mutants"] = len(group["mutants"])
+        counts["equivalent"] = sum("equivalent" in mutant.get("verdict", {}) for mutant in group["mutants"])
+        group["counts"] = dict(counts)
+        totals.update(counts)
+    ids = {mutant.get("id") for group in results.values() for mutant in group["mutants"]}
+    return {
+        "tool": f"mutmut {_mutmut_version()}",
+        "pytest_args": list(PYTEST_ARGS),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "seconds": sum(group["seconds"] for group in results.values()),
+        "totals": dict(totals),
+        "groups": results,
+        "stale_verdicts": sorted(set(verdicts) - ids),
+    }
+
+
+def _mutmut_version() -> str:
+    from importlib.metadata import version
+
+    return version("mutmut")
+
+
+def score(counts: dict) -> str:
+    """Killed over the mutants that a test ran against and that are not marked equivalent."""
+    tested = counts["mutants"] - counts.get("no tests", 0) - counts["equivalent"]
+    return f"{100 * counts.get('killed', 0) / tested:.0f}%" if tested else "-"
+
+
+def verdict_text(verdict: dict) -> str:
+    if "equivalent" in verdict:
+        return f"equivalent: {verdict['equivalent']}"
+    return f"killed by {verdict['killed_by']}"
+
+
+def render_markdown(summary: dict) -> str:
+    statuses = ["killed", "survived", "timeout", "suspicious", "segfault", "no tests", "not checked"]
+    used = [status for status in statuses if any(status in group["counts"] for group in summary["groups"].values())]
+    used.append("equivalent")
+    header = ["group", "source", "functions", "mutants", *used, "score"]
+    rows = []
+    for name, group in summary["groups"].items():
+        counts = group["counts"]
+        cells = [name, f"`{group['source']}`", len(group["functions"]), counts["mutants"]]
+        rows.append([*cells, *(counts.get(status, 0) for status in used), score(counts)])
+    totals = summary["totals"]
+    rows.append(["**total**", "", "", totals["mutants"], *(totals.get(s, 0) for s in used), score(totals)])
+    out = [
+        "# Mutation testing",
+        "",
+        f"Generated by `make mutants` (`benchmarks/mutants.py`, {summary['tool']}) with the fast tests only "
+        f"(`pytest {shlex.join(PYTEST_ARGS)}`); do not edit by hand: verdicts go in "
+        "`benchmarks/mutants_equivalent.toml`. "
+        f"Run time {summary['seconds'] / 60:.1f} min on {summary['cpu']} ({summary['cpu_count']} CPUs).",
+        "",
+        "Score = killed / (mutants that some test ran against, less those marked equivalent; *equivalent* counts "
+        "survivors with that verdict). *No tests*: no selected fast test calls the function.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
+    ]
+    for name, group in summary["groups"].items():
+        out += ["", f"## {name}", "", f"`{group['source']}`, tests: {', '.join(f'`{t}`' for t in group['tests'])}."]
+        if group["unmutated"]:
+            out += ["", "Listed but not mutated by mutmut (decorated or nothing to mutate): "
+                    + ", ".join(f"`{f}`" for f in group["unmutated"]) + "."]  # fmt: skip
+        untested = Counter(m["function"] for m in group["mutants"] if m["status"] == "no tests")
+        if untested:
+            out += ["", "No fast test calls: " + ", ".join(f"`{f}` ({n})" for f, n in sorted(untested.items())) + "."]
+        shown = [m for m in group["mutants"] if m["status"] in NOT_KILLED]
+        if not shown:
+            continue
+        out += ["", "| id | function | line | status | change | verdict |", "| --- | --- | --- | --- | --- | --- |"]
+        for m in shown:
+            change = " / ".join(f"`{line}`" for line in m["change"]).replace("|", "\\|")
+            verdict = verdict_text(m["verdict"]) if "verdict" in m else "open"
+            out.append(f"| `{m['id']}` | `{m['function']}` | {m['line']} | {m['status']} | {change} | {verdict} |")
+        out += ["", "<details><summary>diffs</summary>", ""]
+        for m in shown:
+            out += [f"`{m['id']}` {m['name']} ({m['status']})", "", "```diff", m["diff"], "```", ""]
+        out += ["</details>"]
+    if summary["stale_verdicts"]:
+        out += ["", "## Stale verdicts", "", "Ids in `benchmarks/mutants_equivalent.toml` that match no mutant now: "
+                + ", ".join(f"`{i}`" for i in summary["stale_verdicts"]) + "."]  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def load_verdicts() -> dict[str, dict]:
+    verdicts = tomllib.loads(VERDICTS_FILE.read_text()) if VERDICTS_FILE.exists() else {}
+    for key, verdict in verdicts.items():
+        if len(set(verdict) & {"equivalent", "killed_by"}) != 1:
+            raise SystemExit(f"{VERDICTS_FILE}: [{key}] needs exactly one of `equivalent` or `killed_by`")
+    return verdicts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--group",
+        choices=[group.name for group in GROUPS],
+        action="append",
+        help="run only this group (repeatable); the others keep their results from the last summary",
+    )
+    args = parser.parse_args()
+    verdicts = load_verdicts()
+    summary_file = SUMMARY_STEM.with_suffix(".json")
+    previous = json.loads(summary_file.read_text())["groups"] if args.group and summary_file.exists() else {}
+    results = {}
+    for group in GROUPS:
+        if args.group and group.name not in args.group:
+            if group.name in previous:
+                results[group.name] = previous[group.name]
+            continue
+        source = (REPO_ROOT / group.source).read_text()
+        functions = selected_functions(group, source)
+        print(f"[mutants] {group.name}: {len(functions)} functions of {group.source}", file=sys.stderr, flush=True)
+        group_start = time.monotonic()
+        project = prepare_project(group, functions)
+        run_mutmut(group, project)
+        mutants = read_results(group, project)
+        mutated = {mutant["function"] for mutant in mutants}
+        results[group.name] = {
+            "source": group.source,
+            "tests": list(group.tests),
+            "functions": functions,
+            "unmutated": [name for name in functions if name not in mutated],
+            "seconds": round(time.monotonic() - group_start),
+            "mutants": mutants,
+        }
+        counts = Counter(mutant["status"] for mutant in mutants)
+        print(f"[mutants] {group.name}: {dict(counts)}", file=sys.stderr, flush=True)
+    summary = summarize(results, verdicts)
+    summary_file.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    SUMMARY_STEM.with_suffix(".md").write_text(render_markdown(summary))
+    print(f"[mutants] wrote {SUMMARY_STEM}.md and .json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
