@@ -48,9 +48,9 @@ class HyFusERConfig(PretrainedConfig):
             "Sparse Categorical Crossentropy"). If `True`, each head's own cross-entropy is added, which keeps
             both directions discriminative on their own.
         text_backbone (`str`, defaults to `"monologg/koelectra-base-v3-discriminator"`):
-            Hub id or path of the frozen text encoder (Section 3.1). Informational: the processor loads it.
+            Hub id or path of the frozen text backbone (Section 3.1). Informational: the processor loads it.
         speech_backbone (`str`, defaults to `"facebook/hubert-base-ls960"`):
-            Hub id or path of the frozen speech encoder (Section 3.2). Informational: the processor loads it.
+            Hub id or path of the frozen speech backbone (Section 3.2). Informational: the processor loads it.
         num_labels / id2label / label2id:
             Seven emotions, `EMOTION_LABELS`, unless overridden.
     """

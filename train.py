@@ -2,10 +2,10 @@
 """Train and evaluate HyFusER on pre-extracted KoELECTRA + HuBERT features with the Hugging Face `Trainer`.
 
 The paper's protocol (Yi, Kwak, Shin, *Applied Sciences* 2025, Sections 4-5, Table 3) is the default: the frozen
-encoders run once per utterance, the features are jointly standard-scaled with statistics of the training split, and
+backbones run once per utterance, the features are jointly standard-scaled with statistics of the training split, and
 HyFusER trains with Adam at lr 1e-4, batch 32, for up to 30 epochs, evaluating every epoch, stopping early after 3
 epochs without a better validation accuracy and restoring the best epoch. The output directory is self-contained:
-weights, config, processor with its scaler, remote code, encoders (when local), model card, metrics and confusion
+weights, config, processor with its scaler, remote code, backbones (when local), model card, metrics and confusion
 matrix; `pipeline(model=output_dir, trust_remote_code=True)` serves it.
 
     # offline demo: generated Korean corpus, tiny random backbones, about a minute on a 2-core CPU
@@ -139,7 +139,7 @@ class ModelArguments:
     text_backbone: str | None = field(
         default=DEFAULT_TEXT_BACKBONE,
         metadata={
-            "help": "Frozen text encoder: a Hub id or a local directory in standard HF layout (tokenizer + ELECTRA-"
+            "help": "Frozen text backbone: a Hub id or a local directory in standard HF layout (tokenizer + ELECTRA-"
             "like model). The default is the paper's (Section 3.1); --dataset demo's default, None, stands for the "
             "tiny random ELECTRA it writes under --cache_dir."
         },
@@ -147,7 +147,7 @@ class ModelArguments:
     speech_backbone: str | None = field(
         default=DEFAULT_SPEECH_BACKBONE,
         metadata={
-            "help": "Frozen speech encoder: a Hub id or a local directory in standard HF layout (feature extractor "
+            "help": "Frozen speech backbone: a Hub id or a local directory in standard HF layout (feature extractor "
             "+ HuBERT-like model). The default is the paper's (Section 3.2); --dataset demo's default, None, stands "
             "for the tiny random HuBERT it writes under --cache_dir. Its hidden size must equal the text backbone's."
         },
@@ -245,7 +245,7 @@ class DataTrainingArguments:
     )
     extraction_batch_size: int = field(
         default=16,
-        metadata={"help": "Utterances per encoder call during feature extraction, and per write to the cache."},
+        metadata={"help": "Utterances per backbone call during feature extraction, and per write to the cache."},
     )
 
 
@@ -310,6 +310,8 @@ def load_corpora(data_args: DataTrainingArguments, demo: DemoCorpus | None) -> t
         label_source=data_args.label_source,
         return_report=True,
     )
+    for load in report.loads:
+        logger.info("Loaded:\n%s", load)
     logger.info("Paper preprocessing:\n%s", report)
     return splits, report
 
@@ -474,7 +476,7 @@ def main() -> None:
         text_backbone, speech_backbone, sequence_length=model_args.sequence_length
     )
 
-    # 4. Features: encoders run once per utterance, into the on-disk cache (main process first, others reuse it)
+    # 4. Features: backbones run once per utterance, into the on-disk cache (main process first, others reuse it)
     with training_args.main_process_first(desc="feature extraction"):
         features = cache_features(
             raw_datasets, processor, data_args.cache_dir, batch_size=data_args.extraction_batch_size
@@ -483,7 +485,7 @@ def main() -> None:
     # 5. Joint scaler on the training split only
     fit_scaler_on_cache(processor, features["train"])
 
-    # 6. Model, seeded only now: loading the encoders draws random numbers, so seeding any earlier would make the
+    # 6. Model, seeded only now: loading the backbones draws random numbers, so seeding any earlier would make the
     # initial weights depend on whether this run found its features in the cache
     set_seed(training_args.seed)
     config = HyFusERConfig(

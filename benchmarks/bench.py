@@ -2,7 +2,7 @@
 """HyFusER benchmarks: the cost of extraction, training and inference, as ratios against real-size backbones.
 
 Absolute seconds depend on the machine and, on a shared one, on its neighbours; a ratio of two things measured side
-by side in the same run does not, so every headline number here is a ratio or a memory figure (issue 5):
+by side in the same run does not, so every headline number here is a ratio or a memory figure:
 
 - `pipeline_over_backbones`: `pipeline(...)` on a batch of (Korean text, 5 s wav file) items over the two bare
   backbone forwards on the same inputs. Goal <= 1.10.
@@ -315,7 +315,7 @@ def bench_pipeline(settings: Settings, backbones: BackbonePaths, workdir: Path) 
     """End-to-end `pipeline(...)` over the two bare backbone forwards, on the same items.
 
     Numerator: `pipeline(model=saved_dir, trust_remote_code=True)` called on `pipeline_items` dicts of (Korean text,
-    wav path) with `batch_size=pipeline_items`: audio decoding, feature extraction, tokenization, both encoders,
+    wav path) with `batch_size=pipeline_items`: audio decoding, feature extraction, tokenization, both backbones,
     interpolation, scaling, the fusion model and postprocessing. Denominator: ELECTRA on the same batch tokenized
     and padded to `sequence_length` (126) and HuBERT on each utterance's normalised waveform alone, unpadded, which
     is the least work that yields HyFusER's features. The fusion model alone is timed too: 1 + its share is the floor.
@@ -509,7 +509,7 @@ def run_child(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
 def child_extraction(arguments: dict[str, Any]) -> dict[str, Any]:
     """Stream `count` utterances through `features_hyfuser.cache_features` into a fresh on-disk cache.
 
-    One batch is extracted first (loading the encoders and warming the allocator and kernels), then the peak RSS is
+    One batch is extracted first (loading the backbones and warming the allocator and kernels), then the peak RSS is
     reset, so the reported peak is that of the measured extraction, with the loaded models resident.
     """
     count, batch_size = arguments["count"], arguments["batch_size"]
@@ -574,7 +574,7 @@ def bench_extraction(settings: Settings, backbones: BackbonePaths, workdir: Path
 
 
 def child_long_audio(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Peak RSS increase of `extract_features` on each clip over the RSS just before it, the encoders loaded."""
+    """Peak RSS increase of `processor(..., scale=False)` on each clip over the RSS just before it, the backbones loaded."""
     processor = HyFusERProcessor.from_backbones(arguments["text"], arguments["speech"])
     processor(SENTENCES[0], arguments["warmup"], scale=False)
     results = {}
@@ -628,7 +628,7 @@ NOMINAL_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12),
 
 
 def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
-    """Extraction utterances/s with both encoders on the GPU, and training MFU with bf16 autocast."""
+    """Extraction utterances/s with both backbones on the GPU, and training MFU with bf16 autocast."""
     if not torch.cuda.is_available():
         log("gpu: no CUDA device, skipped")
         return {"skipped": "torch.cuda.is_available() is False"}

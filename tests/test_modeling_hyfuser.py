@@ -12,6 +12,12 @@ from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
 from modeling_hyfuser import HyFusERForEmotionRecognition
 
 
+@pytest.fixture(autouse=True)
+def seeded_initialisation():
+    """Every test's randomly initialised model is the same on every run."""
+    torch.manual_seed(0)
+
+
 def small_config(**overrides) -> HyFusERConfig:
     settings = dict(hidden_size=16, intermediate_size=24, sequence_length=5, num_attention_heads=2)
     settings.update(overrides)
@@ -150,7 +156,8 @@ def test_wrong_feature_shape_is_rejected_with_expected_shape():
 
 
 def test_forward_takes_no_var_kwargs():
-    """hf-notes §4: **kwargs in forward makes the Trainer stop dividing the loss by gradient accumulation."""
+    """A `**kwargs` in forward tells the Trainer that the model averages its own loss over gradient accumulation, so it
+    stops dividing it: the gradient of a 2-step accumulation would double."""
     parameters = inspect.signature(HyFusERForEmotionRecognition.forward).parameters.values()
     assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in parameters)
 

@@ -199,6 +199,7 @@ def test_metrics_report_each_head_next_to_the_fusion():
 def test_cli_trains_and_saves_a_directory_that_a_fresh_process_serves(trained, corpora, hf_home, tmp_path):
     output_dir, _, log = trained
     assert "Extracting train features for 18 utterances" in log
+    assert "KEMDy19 load report" in log and "KEMDy20 load report" in log  # rows read, kept and skipped, logged
     assert SAVED_FILES <= {path.name for path in output_dir.iterdir()}
     results = json.loads((output_dir / "all_results.json").read_text())
     for name in METRIC_TITLES:
