@@ -749,3 +749,49 @@ def build_paper_dataset(
     )
     splits = DatasetDict(train=merged.select(train), validation=merged.select(validation))
     return (splits, report) if return_report else splits
+
+
+def _session_keys(rows: Dataset) -> list[tuple[str, str | None]]:
+    """(corpus, session) of every row: KEMDy19 Sess01 and KEMDy20 Sess01 are different people."""
+    columns = rows.select_columns(["corpus", "session"]).to_dict()
+    return list(zip(columns["corpus"], columns["session"]))
+
+
+def session_folds(rows: Dataset, folds: int, seed: int = 42) -> list[list[int]]:
+    """The validation rows of each fold of a K-fold cross-validation grouped by (corpus, session).
+
+    Every session lands in exactly one fold, so no speaker is ever on both sides of a fold. Sessions are shuffled
+    by `seed`, then dealt largest first to the fold with the fewest rows so far, which keeps the folds' sizes close.
+    """
+    keys = _session_keys(rows)
+    if any(session is None for _, session in keys):
+        raise ValueError("session folds need session ids; AI-Hub 263 rows have none (use a random split)")
+    sizes = Counter(keys)
+    if not 2 <= folds <= len(sizes):
+        raise ValueError(f"folds must be between 2 and the number of sessions ({len(sizes)}), got {folds}")
+    shuffled = [sorted(sizes)[index] for index in np.random.default_rng(seed).permutation(len(sizes))]
+    fold_of, fold_sizes = {}, [0] * folds
+    for key in sorted(shuffled, key=lambda key: -sizes[key]):  # stable: equal sizes keep the shuffled order
+        fold_of[key] = fold_sizes.index(min(fold_sizes))
+        fold_sizes[fold_of[key]] += sizes[key]
+    return [[index for index, key in enumerate(keys) if fold_of[key] == fold] for fold in range(folds)]
+
+
+def selection_split(
+    rows: Dataset, train: list[int], split_by: str, fraction: float = 0.1, seed: int = 42
+) -> tuple[list[int], list[int]]:
+    """Split training rows `train` into (fit, selection): the selection rows are held out of fitting for early
+    stopping and model choice, so the validation rows are never used to choose anything.
+
+    `split_by` as in `build_paper_dataset`: `"random"` takes a stratified `fraction` of the rows, `"session"` whole
+    sessions (about `fraction` of them, at least one), so a selection session is never also fitted on.
+    """
+    _check_choice("split_by", split_by, SPLITS)
+    rng = np.random.default_rng(seed)
+    if split_by == "random":
+        held_out = _stratified_validation(train, rows["label"], fraction, rng)
+    else:
+        keys = _session_keys(rows)
+        corpora, sessions = [corpus for corpus, _ in keys], [session for _, session in keys]
+        held_out = _session_validation(train, corpora, sessions, fraction, rng)
+    return [index for index in train if index not in held_out], [index for index in train if index in held_out]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ import torch
 from datasets import Array2D, Dataset, DatasetDict
 from datasets.fingerprint import Hasher
 from huggingface_hub import try_to_load_from_cache
+from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_utils import PredictionOutput
 
 import processing_hyfuser
+from metrics_hyfuser import compute_metrics
 from processing_hyfuser import HyFusERProcessor
 
 logger = logging.getLogger(__name__)
@@ -155,3 +159,43 @@ def collate_scaled_features(examples: list[dict[str, torch.Tensor]], processor: 
     )
     labels = torch.stack([example["label"] for example in examples])
     return {"text_features": text_features, "speech_features": speech_features, "labels": labels}
+
+
+def trainer_dataset(features: Dataset) -> Dataset:
+    """Cached features and labels as torch tensors: the columns `collate_scaled_features` batches."""
+    return features.select_columns([*FEATURE_COLUMNS, "label"]).with_format("torch")
+
+
+def train_on_features(
+    model: PreTrainedModel,
+    training_args: TrainingArguments,
+    processor: HyFusERProcessor,
+    train_features: Dataset,
+    eval_features: Dataset,
+    early_stopping_patience: int = 3,
+    resume_from_checkpoint: str | bool | None = None,
+) -> tuple[Trainer, PredictionOutput]:
+    """Train `model` on cached features with the `Trainer` and predict `eval_features` with the restored best model.
+
+    Batches are scaled with `processor`'s fitted joint scaler; `eval_features` is evaluated every time
+    `training_args` says, picks the checkpoint restored at the end and stops training after `early_stopping_patience`
+    evaluations without improvement (0: never). Train and eval metrics and the trainer state go to `output_dir`.
+    """
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=trainer_dataset(train_features),
+        eval_dataset=trainer_dataset(eval_features),
+        data_collator=partial(collate_scaled_features, processor=processor),
+        compute_metrics=compute_metrics,
+        processing_class=processor,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience)] if early_stopping_patience else [],
+    )
+    train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+    trainer.log_metrics("eval", prediction.metrics)
+    trainer.save_metrics("eval", prediction.metrics)
+    return trainer, prediction

@@ -264,3 +264,9 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
 
 
 __all__ = ["HyFusERForEmotionRecognition", "HyFusERPreTrainedModel", "HyFusEROutput"]
+
+TRAINABLE_MODELS: dict[str, type[HyFusERPreTrainedModel]] = {"hyfuser": HyFusERForEmotionRecognition}
+"""Every model trained on the cached features, by the name the comparison runner (`reproduce.py`) uses."""
+
+COMPOSED_MODELS: dict[str, tuple[str, str]] = {}
+"""Models evaluated from two trained `TRAINABLE_MODELS` members' probabilities, without training of their own."""

@@ -27,7 +27,6 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,7 @@ import transformers
 from datasets import DatasetDict
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.constants import HF_HOME
-from transformers import (
-    EarlyStoppingCallback,
-    HfArgumentParser,
-    Trainer,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import PredictionOutput
 
 import features_hyfuser
@@ -51,14 +44,13 @@ from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE
 from data_hyfuser import LABEL_SOURCES, MULTI_LABEL_POLICIES, SPLITS, PaperDatasetReport, build_paper_dataset
 from demo_hyfuser import DEMO_SEQUENCE_LENGTH, DemoCorpus, demo_predictions_table, prepare_demo
 from features_hyfuser import (
-    FEATURE_COLUMNS,
     FEATURE_DTYPE,
     PAPER_TRAINING_DEFAULTS,
     cache_features,
-    collate_scaled_features,
     fit_scaler_on_cache,
+    train_on_features,
 )
-from metrics_hyfuser import METRIC_TITLES, compute_metrics, per_class_report, save_confusion_matrix
+from metrics_hyfuser import METRIC_TITLES, per_class_report, save_confusion_matrix
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from pipeline_hyfuser import save_hyfuser
 from processing_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER, HyFusERProcessor
@@ -499,33 +491,21 @@ def main() -> None:
     processor.check_compatible(config)
     model = HyFusERForEmotionRecognition(config)
 
-    # 7. Train
-    columns = [*FEATURE_COLUMNS, "label"]
-    patience = model_args.early_stopping_patience
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=features["train"].select_columns(columns).with_format("torch"),
-        eval_dataset=features["validation"].select_columns(columns).with_format("torch"),
-        data_collator=partial(collate_scaled_features, processor=processor),
-        compute_metrics=compute_metrics,
-        processing_class=processor,
-        callbacks=[EarlyStoppingCallback(patience)] if patience else [],
+    # 7. Train, then evaluate the restored best model: fused and per-head metrics
+    trainer, prediction = train_on_features(
+        model,
+        training_args,
+        processor,
+        features["train"],
+        features["validation"],
+        early_stopping_patience=model_args.early_stopping_patience,
+        resume_from_checkpoint=training_args.resume_from_checkpoint,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-
-    # 8. Evaluate the restored best model: fused and per-head metrics, per-class report, confusion matrix
-    prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
-    trainer.log_metrics("eval", prediction.metrics)
-    trainer.save_metrics("eval", prediction.metrics)
 
     if not trainer.is_world_process_zero():
         return
 
-    # 9. Save a self-contained directory, plus model card, reports and confusion matrix
+    # 8. Save a self-contained directory, plus model card, per-class report and confusion matrix
     output_dir = Path(training_args.output_dir)
     save_hyfuser(output_dir, trainer.model, processor, save_backbones=model_args.save_backbones)
     names = list(EMOTION_LABELS)
@@ -536,7 +516,7 @@ def main() -> None:
     write_model_card(output_dir, data_args, training_args, trainer.model, data_report, prediction, class_report)
     logger.info("Saved the model, processor, code, model card and reports to %s", output_dir)
 
-    # 10. Publish the final directory through the Trainer's hub arguments (Trainer.push_to_hub would re-save the
+    # 9. Publish the final directory through the Trainer's hub arguments (Trainer.push_to_hub would re-save the
     # model and processor over it and replace the model card)
     if training_args.push_to_hub:
         HfApi(token=training_args.hub_token).upload_folder(
@@ -547,7 +527,7 @@ def main() -> None:
             ignore_patterns=["_*", "checkpoint-*"],
         )
 
-    # 11. Demo: serve the saved directory on held-out items
+    # 10. Demo: serve the saved directory on held-out items
     if demo:
         print(demo_predictions_table(output_dir, demo))
 
