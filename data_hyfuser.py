@@ -790,6 +790,8 @@ def selection_split(
     rng = np.random.default_rng(seed)
     if split_by == "random":
         held_out = _stratified_validation(train, rows["label"], fraction, rng)
+        if not held_out:
+            raise ValueError(f"a selection fraction of {fraction} holds out no row of {len(train)}: raise it")
     else:
         keys = _session_keys(rows)
         corpora, sessions = [corpus for corpus, _ in keys], [session for _, session in keys]

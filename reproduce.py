@@ -327,12 +327,41 @@ def _sessions(rows: Dataset, indices: Sequence[int]) -> list[str] | None:
     return sorted({f"{corpus}/{session}" for corpus, session in zip(selected["corpus"], selected["session"])})
 
 
+RESULT_SETTINGS = (
+    "dataset", "kemdy19_dir", "kemdy20_dir", "aihub_dir", "protocol", "folds", "selection_fraction", "text_backbone",
+    "speech_backbone", "sequence_length", "config_overrides", "early_stopping_patience", "split_seed", "multi_label",
+    "label_source", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "weight_decay", "optim", "lr_scheduler_type", "metric_for_best_model",
+)  # fmt: skip
+"""Arguments that change a run's result: finished runs are only reused under the same values (models and seeds may
+be added)."""
+
+
 class RunStore:
     """`output_dir/runs/<run>.json` (the record) and `<run>.npz` (log-probabilities); a record exists only once its
     run has finished, so a restarted reproduction skips exactly those."""
 
     def __init__(self, output_dir: Path):
         self.folder = output_dir / "runs"
+
+    def check_settings(self, args: ReproduceArguments, training_args: TrainingArguments, write: bool) -> None:
+        """Refuse to mix runs made with different `RESULT_SETTINGS`; record them for the next invocation."""
+        values = {name: getattr(args if hasattr(args, name) else training_args, name) for name in RESULT_SETTINGS}
+        settings = {name: str(getattr(value, "value", value)) for name, value in values.items()}  # enums by value
+        path = self.folder / "settings.json"
+        if path.exists():
+            earlier = json.loads(path.read_text())
+            changed = {
+                name: (earlier.get(name), value) for name, value in settings.items() if earlier.get(name) != value
+            }
+            if changed:
+                raise ValueError(
+                    f"{self.folder} holds runs made with other settings {changed} (earlier, now): choose another "
+                    "--output_dir or repeat those settings"
+                )
+        elif write:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(settings, indent=2))
 
     def record_path(self, run: Run) -> Path:
         return self.folder / f"{run.name}.json"
@@ -585,6 +614,8 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [training_args.seed + offset for offset in range(args.seeds)]
     runs = plan_runs(args.model_names(), splits, seeds)
     store = RunStore(output_dir)
+    with training_args.main_process_first(desc="checking earlier runs"):
+        store.check_settings(args, training_args, write=training_args.process_index == 0)
     finished = {run for run in runs if store.finished(run)}
     logger.info(
         "%d runs planned, %d finished earlier (skipped), %d to go", len(runs), len(finished), len(runs) - len(finished)

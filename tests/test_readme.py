@@ -35,6 +35,7 @@ NOT_RUN = {
     "make demo": "builds .venv with pip from a package index (the demo's own command runs in test_train.py)",
     "make test": "builds .venv with pip from a package index, then runs this very suite",
     "hf upload": "uploads to the Hugging Face Hub: needs the network and a login",
+    "python reproduce.py": "trains every model on every split; tests/test_reproduce.py runs it on the fixture corpora",
 }
 """Commands, by their first two words, that only get an offline check: `make -n` or the program's `--help`."""
 
