@@ -179,7 +179,7 @@ def test_session_cv_runs_every_model_on_disjoint_session_folds(session_cv):
 
     fold_sessions = {entry["fold"]: set(entry["validation_sessions"]) for entry in results["runs"]}
     assert fold_sessions[0].isdisjoint(fold_sessions[1]) and fold_sessions[0] | fold_sessions[1] == FIXTURE_SESSIONS
-    for record_file in (output_dir / "runs").glob("*.json"):
+    for record_file in (output_dir / "runs").glob("*-seed*.json"):
         record = json.loads(record_file.read_text())
         training = set(record["training_sessions"]) | set(record["selection_sessions"])
         assert training.isdisjoint(record["validation_sessions"]), record_file.name
