@@ -159,10 +159,12 @@ class ReproduceArguments:
         },
     )
     text_backbone: str | None = field(
-        default=DEFAULT_TEXT_BACKBONE, metadata={"help": "Frozen text backbone (Hub id or local directory)."}
+        default=DEFAULT_TEXT_BACKBONE,
+        metadata={"help": "Frozen text backbone (Hub id or local directory); --dataset demo: its tiny one."},
     )
     speech_backbone: str | None = field(
-        default=DEFAULT_SPEECH_BACKBONE, metadata={"help": "Frozen speech backbone (Hub id or local directory)."}
+        default=DEFAULT_SPEECH_BACKBONE,
+        metadata={"help": "Frozen speech backbone (Hub id or local directory); --dataset demo: its tiny one."},
     )
     sequence_length: int = field(
         default=HyFusERConfig().sequence_length, metadata={"help": "Positions per modality (Table 3)."}
@@ -200,10 +202,14 @@ class ReproduceArguments:
 
 
 def parse_arguments(argv: list[str]) -> tuple[ReproduceArguments, TrainingArguments]:
-    """The paper's training settings as defaults, then the checks that need no data."""
+    """The paper's training settings as defaults, then the checks that need no data. The demo's backbones default
+    to the tiny ones it writes."""
+    dataset = HfArgumentParser(ReproduceArguments, add_help=False).parse_known_args(argv)[0].dataset
     parser = HfArgumentParser((ReproduceArguments, TrainingArguments))
     parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir="outputs/comparison")
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
+    if dataset == "demo":
+        parser.set_defaults(text_backbone=None, speech_backbone=None)
     args, training_args = parser.parse_args_into_dataclasses(argv)
     directories = {"kemdy": ("kemdy19_dir", "kemdy20_dir"), "aihub": ("aihub_dir",), "demo": ()}[args.dataset]
     if directories and not any(getattr(args, name) for name in directories):
@@ -345,11 +351,11 @@ class RunStore:
         self.folder = output_dir / "runs"
 
     def check_settings(self, args: ReproduceArguments, training_args: TrainingArguments, write: bool) -> None:
-        """Refuse to mix runs made with different `RESULT_SETTINGS`; record them for the next invocation."""
+        """Refuse to mix finished runs made with different `RESULT_SETTINGS`; record them for the next invocation."""
         values = {name: getattr(args if hasattr(args, name) else training_args, name) for name in RESULT_SETTINGS}
         settings = {name: str(getattr(value, "value", value)) for name, value in values.items()}  # enums by value
         path = self.folder / "settings.json"
-        if path.exists():
+        if path.exists() and any(self.folder.glob("*.npz")):  # settings of a run that finished nothing do not bind
             earlier = json.loads(path.read_text())
             changed = {
                 name: (earlier.get(name), value) for name, value in settings.items() if earlier.get(name) != value
@@ -442,7 +448,8 @@ def results_markdown(dataset: str, protocol: str, summary: dict) -> str:
         name = f"{PAPER_ROWS[model]} (`{model}`)" if model in PAPER_ROWS else f"`{model}`"
         cells = [cell(model, metric) for metric in [*TABLE_COLUMNS, "f1_macro"]]
         lines.append("| " + " | ".join([name, *cells]) + " |")
-    runs = {model: summary[model]["accuracy"]["n"] for model in order}
+    runs = ", ".join(f"{model} {summary[model]['accuracy']['n']}" for model in order)
+    reference = f"In parentheses: the paper's {table}." if paper else "The paper reports nothing on this dataset."
     split = {
         "paper": "the random stratified 8:2 split (speakers on both sides)",
         "session_cv": "session cross-validation (no session on both sides of a fold)",
@@ -452,7 +459,7 @@ def results_markdown(dataset: str, protocol: str, summary: dict) -> str:
             f"# Model comparison: `{dataset}`, {split}",
             "",
             f"Measured: mean ± sample std over runs (folds x seeds; runs per model: {runs}), on validation rows only. "
-            f"In parentheses: the paper's {table}" + (" (none for this dataset)." if not paper else "."),
+            + reference,
             "",
             *lines,
             "",
