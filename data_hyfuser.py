@@ -50,10 +50,13 @@ except ImportError:
 MULTI_LABEL_POLICIES = ("drop", "first")
 """KEMDy rows whose rater tie lists several emotions joined by ';': drop them, or keep the first label as written."""
 
-KEMDY19_ROWS = ("speaker", "listener", "both")
-"""KEMDy19 rows to keep. Each actor's file rates every segment of the session with that actor's emotion: on the
-actor's own segments it is the speaker's emotion ("speaker", the default), on the partner's segments the listener's
-reaction ("listener"); "both" keeps every row of both files. The paper does not say which rows it used."""
+KEMDY19_ROWS = {
+    "speaker": "each actor's own segments from the actor's own file: the speaker's emotion",
+    "listener": "each actor's partner's segments: the listener's reaction",
+    "both": "every row of both actors' files",
+}
+"""KEMDy19 rows to keep, and what they hold. Each actor's file rates every segment of the session with that actor's
+emotion, so the same segment has a speaker row and a listener row. The paper does not say which rows it used."""
 
 LABEL_SOURCES = ("situation", "majority")
 """AI-Hub 263 label: the scripted emotion `상황`, or the emotion that at least 3 of the 5 raters chose. The paper does
@@ -616,7 +619,7 @@ def load_kemdy19(
             then has the id `<Segment ID>:listener`.
         return_report: also return the `LoadReport`.
     """
-    _check_choice("rows", rows, KEMDY19_ROWS)
+    _check_choice("rows", rows, tuple(KEMDY19_ROWS))
     dataset, report = _load_kemdy(root, _KEMDY19, multi_label, rows)
     return (dataset, report) if return_report else dataset
 

@@ -118,7 +118,7 @@ CORPORA: dict[str, Corpus] = {
             "kemdy19_rows": args.kemdy19_rows,
         },
         label_policy=lambda args: f"KEMDy 'Total Evaluation' emotion; rater ties (';') policy: `{args.multi_label}`; "
-        f"KEMDy19 rows: `{args.kemdy19_rows}` (`speaker`: each actor's own segments from the actor's own file)",
+        f"KEMDy19 rows: `{args.kemdy19_rows}` ({KEMDY19_ROWS[args.kemdy19_rows]})",
     ),
     "aihub": Corpus(
         title="AI-Hub 263",
@@ -247,7 +247,7 @@ class DataTrainingArguments:
             "segments, the emotion of the person speaking; 'listener' the partner's segments, labelled with the "
             "listener's reaction; 'both' every row of both files. The paper does not say; Table 4 cannot be "
             "reached with speaker labels, and the logged report shows each choice's counts beside Table 4's.",
-            "choices": KEMDY19_ROWS,
+            "choices": tuple(KEMDY19_ROWS),
         },
     )
     label_source: str = field(
