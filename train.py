@@ -48,7 +48,14 @@ from transformers.trainer_utils import PredictionOutput
 
 import features_hyfuser
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS, HyFusERConfig
-from data_hyfuser import LABEL_SOURCES, MULTI_LABEL_POLICIES, SPLITS, PaperDatasetReport, build_paper_dataset
+from data_hyfuser import (
+    KEMDY19_ROWS,
+    LABEL_SOURCES,
+    MULTI_LABEL_POLICIES,
+    SPLITS,
+    PaperDatasetReport,
+    build_paper_dataset,
+)
 from demo_hyfuser import DEMO_SEQUENCE_LENGTH, DemoCorpus, demo_predictions_table, prepare_demo
 from features_hyfuser import (
     FEATURE_COLUMNS,
@@ -105,9 +112,13 @@ CORPORA: dict[str, Corpus] = {
         source="KEMDy19 + KEMDy20 (ETRI), merged",
         output_dir="outputs/hyfuser-kemdy",
         directory_flags=("kemdy19_dir", "kemdy20_dir"),
-        loader_arguments=lambda args, demo: {"kemdy19_dir": args.kemdy19_dir, "kemdy20_dir": args.kemdy20_dir},
+        loader_arguments=lambda args, demo: {
+            "kemdy19_dir": args.kemdy19_dir,
+            "kemdy20_dir": args.kemdy20_dir,
+            "kemdy19_rows": args.kemdy19_rows,
+        },
         label_policy=lambda args: f"KEMDy 'Total Evaluation' emotion; rater ties (';') policy: `{args.multi_label}`; "
-        "KEMDy19 speaker labels only (rows whose Segment ID gender matches the annotation file)",
+        f"KEMDy19 rows: `{args.kemdy19_rows}` ({KEMDY19_ROWS[args.kemdy19_rows]})",
     ),
     "aihub": Corpus(
         title="AI-Hub 263",
@@ -215,7 +226,8 @@ class DataTrainingArguments:
     split_by: str = field(
         default="random",
         metadata={
-            "help": "'random': stratified 8:2 utterance split, as the paper (speakers appear on both sides). "
+            "help": "'random': random 8:2 utterance split as the paper's, stratified by label (our choice; the paper "
+            "gives only the ratio; speakers appear on both sides). "
             "'session': hold out whole KEMDy sessions (about a fifth of them), a speaker-independent validation set.",
             "choices": SPLITS,
         },
@@ -228,10 +240,21 @@ class DataTrainingArguments:
             "choices": MULTI_LABEL_POLICIES,
         },
     )
+    kemdy19_rows: str = field(
+        default="speaker",
+        metadata={
+            "help": "KEMDy19 rows (each actor's file rates every segment): 'speaker' keeps each actor's own "
+            "segments, the emotion of the person speaking; 'listener' the partner's segments, labelled with the "
+            "listener's reaction; 'both' every row of both files. The paper does not say; Table 4 cannot be "
+            "reached with speaker labels, and the logged report shows each choice's counts beside Table 4's.",
+            "choices": tuple(KEMDY19_ROWS),
+        },
+    )
     label_source: str = field(
         default="situation",
         metadata={
-            "help": "AI-Hub 263 label: 'situation' (the scripted emotion, 상황) or 'majority' (>= 3 of 5 raters).",
+            "help": "AI-Hub 263 label: 'situation' (the scripted emotion, 상황) or 'majority' (>= 3 of 5 raters). "
+            "The paper does not say which it used.",
             "choices": LABEL_SOURCES,
         },
     )
@@ -376,12 +399,19 @@ def write_model_card(
         for name in EMOTION_LABELS
     ]  # fmt: skip
     split = (
-        "stratified random 8:2 utterance split (paper parity; speakers appear on both sides, so scores are optimistic "
-        "for unseen speakers)"
+        "random 8:2 utterance split as the paper's, stratified by label (our choice; speakers appear on both sides, "
+        "so scores are optimistic for unseen speakers)"
         if data_args.split_by == "random"
         else "whole sessions held out (~20%): speaker-independent validation"
     )
     limitation = f"\n- {corpus.limitation}" if corpus.limitation else ""
+    table_4 = (
+        ", with each column of the paper's Table 4 beside the stage it counts (its \"collected\" column equals its "
+        "\"final\" one for every class but neutral, so it counts rows after the duplicate and syllable filters, not "
+        "as loaded)"
+        if data_report.compares_to_table_4
+        else ""
+    )
     body = f"""
 # HyFusER ({corpus.title})
 
@@ -400,8 +430,7 @@ classifier({{"text": "정말 너무 화가 나요", "audio": "utterance.wav"}}, 
 ## Training data
 
 Corpus: {corpus.source}. Preprocessing as the paper's Section 5.1: merge, drop duplicate texts and texts under two
-Hangul syllables, downsample neutral to the largest other class. Rows per emotion after each stage ("collected" and
-"used" are the columns of the paper's Table 4):
+Hangul syllables, downsample neutral to the largest other class. Rows per emotion left after each stage{table_4}:
 
 {_markdown_table(header, rows)}
 
