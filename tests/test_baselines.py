@@ -20,7 +20,12 @@ from configuration_hyfuser import HyFusERConfig
 from metrics_hyfuser import ENSEMBLE_WEIGHT_GRID, choose_ensemble_weight, compute_metrics, fused_logits
 from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS, HyFusERAverageEnsemble
 from pipeline_hyfuser import save_hyfuser
-from test_modeling_hyfuser import random_features, reference_block, small_config
+from test_modeling_hyfuser import (
+    assert_every_parameter_has_a_finite_nonzero_gradient,
+    random_features,
+    reference_block,
+    small_config,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINES = [name for name in TRAINABLE_MODELS if name != "hyfuser"]
@@ -82,10 +87,14 @@ def test_parameter_counts_at_the_papers_sizes_equal_the_readme_table():
     block = 4 * (d * d + d) + 2 * (d * config.intermediate_size) + config.intermediate_size + d + 4 * d
     assert counts["text_lstm"] == 4 * (d * h + h * h + 2 * h) + h * c + c
     channels = config.cnn_channels
-    assert counts["speech_cnn"] == (d * channels * k + channels) + (channels * channels * k + channels) + channels * c + c
+    assert (
+        counts["speech_cnn"] == (d * channels * k + channels) + (channels * channels * k + channels) + channels * c + c
+    )
     assert counts["bicma"] == 2 * block + 2 * d * c + c
     assert counts["kohmt"] == counts["kohmt_speech"] == (2 * config.num_hidden_layers + 1) * block + d * c + c
-    assert counts["average_ensemble"] == counts["weighted_average_ensemble"] == counts["text_lstm"] + counts["speech_cnn"]
+    assert (
+        counts["average_ensemble"] == counts["weighted_average_ensemble"] == counts["text_lstm"] + counts["speech_cnn"]
+    )
     assert counts["hyfuser_separate"] == 2 * counts["kohmt"]
     assert readme_parameter_counts() == counts
 
@@ -165,7 +174,9 @@ def reference_conv1d_same(inputs: torch.Tensor, weight: torch.Tensor, bias: torc
 def reference_probabilities(name: str, weights: dict, text: torch.Tensor, speech: torch.Tensor, config) -> dict:
     """Each model's probabilities ("fused"), and its two sides' where it has them, from the state dict."""
     if name == "text_lstm":
-        return {"fused": torch.softmax(dense(reference_lstm(weights, "lstm", text).mean(1), weights, "classifier"), -1)}
+        return {
+            "fused": torch.softmax(dense(reference_lstm(weights, "lstm", text).mean(1), weights, "classifier"), -1)
+        }
     if name == "speech_cnn":
         states = speech
         for index in range(config.cnn_num_layers):
@@ -189,7 +200,9 @@ def reference_probabilities(name: str, weights: dict, text: torch.Tensor, speech
     composed = COMPOSED_MODELS[name]
     sides = {}
     for side, member in zip(("text", "speech"), composed.members):
-        member_weights = {key.split(".", 1)[1]: value for key, value in weights.items() if key.startswith(f"{side}_model.")}
+        member_weights = {
+            key.split(".", 1)[1]: value for key, value in weights.items() if key.startswith(f"{side}_model.")
+        }
         sides[side] = reference_probabilities(member, member_weights, text, speech, config)["fused"]
     text_weight = config.ensemble_text_weight
     return {"fused": text_weight * sides["text"] + (1 - text_weight) * sides["speech"], **sides}
@@ -255,19 +268,18 @@ def test_one_training_step_gives_every_parameter_a_finite_nonzero_gradient(name)
     model = TRAINABLE_MODELS[name](baseline_config()).train()
     text, speech = random_features(model.config, batch_size=6, seed=5)
     model(text, speech, labels=torch.tensor([0, 1, 2, 3, 4, 5])).loss.backward()
-    parameters = dict(model.named_parameters())
-    missing = [name for name, parameter in parameters.items() if parameter.grad is None]
-    assert not missing, f"no gradient reached {missing}"
-    not_finite = [name for name, parameter in parameters.items() if not torch.isfinite(parameter.grad).all()]
-    assert not not_finite, f"non-finite gradient in {not_finite}"
-    zero = [name for name, parameter in parameters.items() if not parameter.grad.abs().sum() > 0]
-    assert not zero, f"all-zero gradient in {zero}"
+    assert_every_parameter_has_a_finite_nonzero_gradient(model)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Saved with save_hyfuser, loaded through AutoModel as remote code, served by the pipeline
 
 ITEM = {"text": "정말 너무 화가 나서 참을 수가 없어요", "audio": voiced_tone(16_000, 0.7, 190.0, seed=7)}
+
+
+def in_label_order(result: list[dict], key: str, config: HyFusERConfig) -> list[float]:
+    by_label = {emotion["label"]: emotion[key] for emotion in result}
+    return [by_label[config.id2label[index]] for index in range(config.num_labels)]
 
 
 @pytest.mark.parametrize("name", [*BASELINES, *COMPOSED_MODELS])
@@ -297,17 +309,16 @@ def test_saved_model_loads_through_automodel_and_serves_through_the_pipeline(nam
     result = classifier(ITEM)
     assert sorted(emotion["label"] for emotion in result) == sorted(config.id2label.values())
     assert sum(emotion["score"] for emotion in result) == pytest.approx(1.0, abs=1e-5)
-    by_label = {emotion["label"]: emotion["score"] for emotion in result}
-    probabilities = expected.logits.softmax(-1)[0]
-    np.testing.assert_allclose([by_label[config.id2label[i]] for i in range(7)], probabilities, atol=1e-5)
+    np.testing.assert_allclose(in_label_order(result, "score", config), expected.logits.softmax(-1)[0], atol=1e-5)
     if name in TWO_HEADED:
         detailed = classifier(ITEM, return_modalities=True)
-        text_scores = {emotion["label"]: emotion["text_score"] for emotion in detailed}
         expected_text = expected.text_logits.softmax(-1)[0]
-        np.testing.assert_allclose([text_scores[config.id2label[i]] for i in range(7)], expected_text, atol=1e-5)
+        np.testing.assert_allclose(in_label_order(detailed, "text_score", config), expected_text, atol=1e-5)
     else:
         assert all(emotion.keys() == {"label", "score"} for emotion in result)
-        with pytest.raises(ValueError, match="return_modalities needs a model with a text-side and a speech-side head"):
+        with pytest.raises(
+            ValueError, match="return_modalities needs a model with a text-side and a speech-side head"
+        ):
             classifier(ITEM, return_modalities=True)
 
 
@@ -369,7 +380,7 @@ parse_arguments = runpy.run_path(str(REPO_ROOT / "train.py"))["parse_arguments"]
 def test_train_model_flag_picks_a_trainable_model_and_explains_composed_ones():
     assert parse_arguments(["--aihub_dir", "x", "--dataset", "aihub"])[0].model == "hyfuser"
     assert parse_arguments(["--dataset", "demo", "--model", "kohmt"])[0].model == "kohmt"
-    message = r"--model average_ensemble is not trained: it composes trained runs of --model text_lstm and --model speech_cnn"
+    message = "--model average_ensemble is not trained: it composes trained runs of --model text_lstm and --model"
     with pytest.raises(ValueError, match=message):
         parse_arguments(["--dataset", "demo", "--model", "average_ensemble"])
     with pytest.raises(SystemExit):
@@ -397,7 +408,9 @@ def test_train_script_trains_saves_and_reports_a_one_head_baseline(tiny_backbone
     assert config["auto_map"]["AutoModel"] == "modeling_hyfuser.HyFusERSpeechCNN"
     evaluated = json.loads((output_dir / "eval_results.json").read_text())
     assert "eval_accuracy" in evaluated and "eval_text_head_accuracy" not in evaluated
-    validation_rows = sum(json.loads((output_dir / "dataset_report.json").read_text())["stages"]["validation"].values())
+    validation_rows = sum(
+        json.loads((output_dir / "dataset_report.json").read_text())["stages"]["validation"].values()
+    )
     report = json.loads((output_dir / "classification_report.json").read_text())
     assert sum(map(sum, report["confusion_matrix"]["matrix"])) == validation_rows
     card = ModelCard.load(output_dir / "README.md")
