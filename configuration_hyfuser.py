@@ -19,7 +19,8 @@ class HyFusERConfig(PretrainedConfig):
     Configuration of [`HyFusERForEmotionRecognition`]: two transformer encoders over pre-extracted text and
     speech features, dual cross-modal attention, and an average ensemble of two softmax heads. The baselines of the
     paper's Tables 5 and 6 (`modeling_hyfuser.TRAINABLE_MODELS`, `COMPOSED_MODELS`) share it: the transformer ones
-    read the same fields, and the few sizes the paper does not give for the others are the last five arguments.
+    read the same fields; the few sizes the paper does not give for the others are the `lstm_*`, `cnn_*` and
+    `ensemble_*` arguments.
 
     Args:
         hidden_size (`int`, defaults to 768):

@@ -74,8 +74,9 @@ def choose_ensemble_weight(
 ) -> float:
     """The text weight w in `grid` whose ensemble `w * text + (1 - w) * speech` is most accurate on `labels`.
 
-    The rows must be held out from the members' training and from the validation split (an inner split of the
-    training data), or the weight is fitted to what it is then scored on. Ties go to the weight nearest 0.5, the
+    The rows must never be validation rows, or the weight is fitted to what it is then scored on. They are best
+    training rows that the members did not train on (an inner split held out of the training split): on rows a
+    member has fitted, the weight favours whichever member overfits more. Ties go to the weight nearest 0.5, the
     plain average, then to the smaller weight.
     """
     text_probabilities, speech_probabilities = np.asarray(text_probabilities), np.asarray(speech_probabilities)

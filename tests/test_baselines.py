@@ -124,11 +124,20 @@ def test_single_modality_models_read_only_their_own_modality(name):
     model = build(name, baseline_config())
     text, speech = random_features(model.config)
     base = model(text, speech).logits
-    own, other = (text, speech) if name == "text_lstm" else (speech, text)
-    other += 1.0
-    torch.testing.assert_close(model(text, speech).logits, base, rtol=0, atol=0)
-    own += 1.0
-    assert not torch.allclose(model(text, speech).logits, base)
+    moved_text, moved_speech = model(text + 1.0, speech).logits, model(text, speech + 1.0).logits
+    moved_own, moved_other = (moved_text, moved_speech) if name == "text_lstm" else (moved_speech, moved_text)
+    torch.testing.assert_close(moved_other, base, rtol=0, atol=0)
+    assert not torch.allclose(moved_own, base)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [({"lstm_hidden_size": 0}, "lstm_hidden_size"), ({"cnn_kernel_size": 1.5}, "cnn_kernel_size"),
+     ({"ensemble_text_weight": -0.1}, "ensemble_text_weight")],
+)  # fmt: skip
+def test_invalid_baseline_size_names_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        HyFusERConfig(**overrides)
 
 
 def test_wrong_feature_shape_is_rejected_with_expected_shape():
