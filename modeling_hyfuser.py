@@ -477,8 +477,8 @@ class HyFusERAverageEnsemble(HyFusERPreTrainedModel):
     `config.ensemble_text_weight` and 1 - that.
 
     The ensemble trains nothing itself: `from_members` composes two trained members. The plain ensemble weighs them
-    0.5/0.5; the weighted one takes the weight `metrics_hyfuser.choose_ensemble_weight` picks on training rows held
-    out from the members' training, never on the validation split. `text_logits`/`speech_logits` are the members'
+    0.5/0.5; the weighted one takes the weight `metrics_hyfuser.choose_ensemble_weight` picks on a held-out part of
+    the training split, never on the validation split. `text_logits`/`speech_logits` are the members'
     log-probabilities, so the pipeline's `return_modalities` shows each member's scores.
     """
 
