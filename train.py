@@ -65,8 +65,8 @@ from features_hyfuser import (
     collate_scaled_features,
     fit_scaler_on_cache,
 )
-from metrics_hyfuser import METRIC_TITLES, compute_metrics, per_class_report, save_confusion_matrix
-from modeling_hyfuser import HyFusERForEmotionRecognition
+from metrics_hyfuser import METRIC_TITLES, compute_metrics, fused_logits, per_class_report, save_confusion_matrix
+from modeling_hyfuser import COMPOSED_MODELS, MODEL_DESCRIPTIONS, TRAINABLE_MODELS, HyFusERForEmotionRecognition
 from pipeline_hyfuser import save_hyfuser
 from processing_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER, HyFusERProcessor
 
@@ -145,8 +145,17 @@ CORPORA: dict[str, Corpus] = {
 
 @dataclass
 class ModelArguments:
-    """Backbones and HyFusER architecture."""
+    """Which model, backbones and HyFusER architecture."""
 
+    model: str = field(
+        default="hyfuser",
+        metadata={
+            "help": "The model to train on the cached features (the paper's Tables 5/6 rows): "
+            + "; ".join(f"'{name}': {description}" for name, description in MODEL_DESCRIPTIONS.items())
+            + ". The ensembles and hyfuser_separate compose trained runs of their members and are not trained here.",
+            "choices": (*TRAINABLE_MODELS, *COMPOSED_MODELS),
+        },
+    )
     text_backbone: str | None = field(
         default=DEFAULT_TEXT_BACKBONE,
         metadata={
@@ -193,6 +202,15 @@ class ModelArguments:
             "is loaded."
         },
     )
+
+    def __post_init__(self):
+        if self.model in COMPOSED_MODELS:
+            composed = COMPOSED_MODELS[self.model]
+            raise ValueError(
+                f"--model {self.model} is not trained: it composes trained runs of --model {composed.members[0]} and "
+                f"--model {composed.members[1]} with {composed.model_class.__name__}.from_members "
+                "(the comparison runner, reproduce.py, does both)"
+            )
 
 
 @dataclass
@@ -373,6 +391,7 @@ def model_card_data(corpus: Corpus, data_args: DataTrainingArguments, metrics: d
                 metric_value=round(metrics[f"eval_{metric}"], 4),
             )
             for metric, title in METRIC_TITLES.items()
+            if f"eval_{metric}" in metrics
         ],
     )
 
@@ -391,7 +410,11 @@ def write_model_card(
     text_backbone = _backbone_description(config.text_backbone, output_dir, TEXT_BACKBONE_SUBFOLDER)
     speech_backbone = _backbone_description(config.speech_backbone, output_dir, SPEECH_BACKBONE_SUBFOLDER)
     header, rows = data_report.stage_table()
-    metric_rows = [[title, f"{prediction.metrics[f'eval_{name}']:.4f}"] for name, title in METRIC_TITLES.items()]
+    metric_rows = [
+        [title, f"{prediction.metrics[f'eval_{name}']:.4f}"]
+        for name, title in METRIC_TITLES.items()
+        if f"eval_{name}" in prediction.metrics
+    ]
     per_class = class_report["per_class"]
     class_rows = [
         [name, *(f"{per_class[name][key]:.4f}" for key in ("precision", "recall", "f1-score")),
@@ -526,7 +549,7 @@ def main() -> None:
     if model_args.config_overrides:
         config.update_from_string(model_args.config_overrides)
     processor.check_compatible(config)
-    model = HyFusERForEmotionRecognition(config)
+    model = TRAINABLE_MODELS[model_args.model](config)
 
     # 7. Train
     columns = [*FEATURE_COLUMNS, "label"]
@@ -558,7 +581,7 @@ def main() -> None:
     output_dir = Path(training_args.output_dir)
     save_hyfuser(output_dir, trainer.model, processor, save_backbones=model_args.save_backbones)
     names = list(EMOTION_LABELS)
-    class_report = per_class_report(prediction.label_ids, prediction.predictions[0].argmax(-1), names)
+    class_report = per_class_report(prediction.label_ids, fused_logits(prediction.predictions).argmax(-1), names)
     (output_dir / "classification_report.json").write_text(json.dumps(class_report, indent=2))
     (output_dir / "dataset_report.json").write_text(json.dumps(data_report.to_dict(), indent=2, ensure_ascii=False))
     save_confusion_matrix(class_report["confusion_matrix"]["matrix"], names, output_dir / "confusion_matrix.png")

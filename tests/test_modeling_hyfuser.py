@@ -308,6 +308,10 @@ def test_one_training_step_gives_every_parameter_a_finite_nonzero_gradient(use_m
     model = HyFusERForEmotionRecognition(small_config(use_modality_losses=use_modality_losses)).train()
     text, speech = random_features(model.config, batch_size=6, seed=5)
     model(text, speech, labels=torch.tensor([0, 1, 2, 3, 4, 5])).loss.backward()
+    assert_every_parameter_has_a_finite_nonzero_gradient(model)
+
+
+def assert_every_parameter_has_a_finite_nonzero_gradient(model: torch.nn.Module) -> None:
     trainable = dict(model.named_parameters())
     assert trainable and all(parameter.requires_grad for parameter in trainable.values())
     missing = [name for name, parameter in trainable.items() if parameter.grad is None]
