@@ -4,7 +4,6 @@ weight choice they need. HyFusER itself is covered by test_modeling_hyfuser.py."
 
 import json
 import re
-import runpy
 import sys
 from pathlib import Path
 
@@ -12,20 +11,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from huggingface_hub import ModelCard
-from transformers import AutoModel, EvalPrediction, pipeline
-
 from audio_files import voiced_tone
-from configuration_hyfuser import HyFusERConfig
-from metrics_hyfuser import ENSEMBLE_WEIGHT_GRID, choose_ensemble_weight, compute_metrics, fused_logits
-from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS, HyFusERAverageEnsemble
-from pipeline_hyfuser import save_hyfuser
+from huggingface_hub import ModelCard
 from test_modeling_hyfuser import (
     assert_every_parameter_has_a_finite_nonzero_gradient,
     random_features,
     reference_block,
     small_config,
 )
+from train_script import TRAIN
+from transformers import AutoModel, EvalPrediction, pipeline
+
+from configuration_hyfuser import HyFusERConfig
+from metrics_hyfuser import ENSEMBLE_WEIGHT_GRID, choose_ensemble_weight, compute_metrics, fused_logits
+from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS, HyFusERAverageEnsemble
+from pipeline_hyfuser import save_hyfuser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINES = [name for name in TRAINABLE_MODELS if name != "hyfuser"]
@@ -383,7 +383,7 @@ def test_ensemble_weight_refuses_mismatched_inputs():
 # --------------------------------------------------------------------------------------------------------------------
 # train.py --model
 
-parse_arguments = runpy.run_path(str(REPO_ROOT / "train.py"))["parse_arguments"]
+parse_arguments = TRAIN["parse_arguments"]
 
 
 def test_train_model_flag_picks_a_trainable_model_and_explains_composed_ones():
@@ -412,7 +412,7 @@ def test_train_script_trains_saves_and_reports_a_one_head_baseline(tiny_backbone
         "--report_to", "none",
     ]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(REPO_ROOT / "train.py"), run_name="__main__")
+    TRAIN["main"]()
     config = json.loads((output_dir / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_hyfuser.HyFusERSpeechCNN"
     evaluated = json.loads((output_dir / "eval_results.json").read_text())

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from audio_files import write_tone
 from datasets.fingerprint import Hasher
 from transformers import AutoProcessor
 
-from audio_files import write_tone
 from configuration_hyfuser import HyFusERConfig
 from demo_hyfuser import build_tiny_backbones
 from processing_hyfuser import FeatureStatistics, HyFusERProcessor

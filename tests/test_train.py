@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import re
-import runpy
 import socket
 import subprocess
 import sys
@@ -22,13 +21,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from corpora import KEMDY19_SEGMENTS, write_aihub263, write_kemdy19, write_kemdy20
 from datasets import Dataset
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
+from train_script import TRAIN
 from transformers import EvalPrediction
 
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS
-from corpora import KEMDY19_SEGMENTS, write_aihub263, write_kemdy19, write_kemdy20
 from data_hyfuser import build_paper_dataset
 from features_hyfuser import FEATURE_COLUMNS
 from metrics_hyfuser import METRIC_TITLES, compute_metrics, per_class_report
@@ -36,9 +36,6 @@ from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAIN_SCRIPT = REPO_ROOT / "train.py"
-TRAIN = runpy.run_path(str(TRAIN_SCRIPT))
-"""The script's namespace, run in process (nothing imports `train.py` as a module)."""
 parse_arguments, load_corpora = TRAIN["parse_arguments"], TRAIN["load_corpora"]
 STEPS_PER_EPOCH = 5
 """ceil(18 training utterances / batch 4) in one process."""
@@ -451,7 +448,7 @@ def glue_run(tmp_path_factory, tiny_backbones):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", argv)
         patch.setattr(HyFusERForEmotionRecognition, "forward", recording_forward)
-        runpy.run_path(str(TRAIN_SCRIPT), run_name="__main__")
+        TRAIN["main"]()
     splits = build_paper_dataset(aihub_dir=corpus, seed=42)
     caches = {
         split: Dataset.from_file(str(next((root / "cache" / "features").glob(f"{split}-*.arrow")))).with_format("numpy")[:]
