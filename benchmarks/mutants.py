@@ -74,13 +74,13 @@ GROUPS = (
         "training glue: feature cache",
         "features_hyfuser.py",
         ("*",),
-        ("tests/test_train.py",),
+        ("tests/test_features_hyfuser.py", "tests/test_train.py"),
     ),
     Group(
         "training glue: script",
         "train.py",
         ("build_parser", "parse_arguments", "load_corpora", "main"),
-        ("tests/test_train.py",),
+        ("tests/test_train.py", "tests/test_baselines.py"),
     ),
     Group(
         "metrics",
