@@ -17,7 +17,10 @@ DEFAULT_SPEECH_BACKBONE = "facebook/hubert-base-ls960"
 class HyFusERConfig(PretrainedConfig):
     r"""
     Configuration of [`HyFusERForEmotionRecognition`]: two transformer encoders over pre-extracted text and
-    speech features, dual cross-modal attention, and an average ensemble of two softmax heads.
+    speech features, dual cross-modal attention, and an average ensemble of two softmax heads. The baselines of the
+    paper's Tables 5 and 6 (`modeling_hyfuser.TRAINABLE_MODELS`, `COMPOSED_MODELS`) share it: the transformer ones
+    read the same fields; the few sizes the paper does not give for the others are the `lstm_*`, `cnn_*` and
+    `ensemble_*` arguments.
 
     Args:
         hidden_size (`int`, defaults to 768):
@@ -47,6 +50,19 @@ class HyFusERConfig(PretrainedConfig):
             If `False` the loss is the paper's: cross-entropy of the averaged probabilities (Eq. 9, Table 3
             "Sparse Categorical Crossentropy"). If `True`, each head's own cross-entropy is added, which keeps
             both directions discriminative on their own.
+        lstm_hidden_size (`int`, defaults to 128):
+            Units of the `text_lstm` baseline's single LSTM layer. The paper gives no size; 128 is the common
+            Keras choice (`LSTM(128, return_sequences=True)`).
+        cnn_channels (`int`, defaults to 128):
+            Filters of every convolution of the `speech_cnn` baseline (not in the paper; `Conv1D(128, 3)`).
+        cnn_kernel_size (`int`, defaults to 3):
+            Kernel width, in positions, of those convolutions ('same' padding keeps all positions).
+        cnn_num_layers (`int`, defaults to 2):
+            Convolutions stacked in the `speech_cnn` baseline (not in the paper).
+        ensemble_text_weight (`float`, defaults to 0.5):
+            Weight of the text member's probabilities in the average ensembles; the speech member gets the rest.
+            0.5 is the plain average (the paper's Eq. 9); the weighted ensemble's is chosen on held-out training
+            rows (`metrics_hyfuser.choose_ensemble_weight`).
         text_backbone (`str`, defaults to `"monologg/koelectra-base-v3-discriminator"`):
             Hub id or path of the frozen text backbone (Section 3.1). Informational: the processor loads it.
         speech_backbone (`str`, defaults to `"facebook/hubert-base-ls960"`):
@@ -70,6 +86,11 @@ class HyFusERConfig(PretrainedConfig):
         attention_dropout: float = 0.1,
         initializer_range: float = 0.02,
         use_modality_losses: bool = False,
+        lstm_hidden_size: int = 128,
+        cnn_channels: int = 128,
+        cnn_kernel_size: int = 3,
+        cnn_num_layers: int = 2,
+        ensemble_text_weight: float = 0.5,
         text_backbone: str = DEFAULT_TEXT_BACKBONE,
         speech_backbone: str = DEFAULT_SPEECH_BACKBONE,
         **kwargs,
@@ -89,13 +110,22 @@ class HyFusERConfig(PretrainedConfig):
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
         self.use_modality_losses = use_modality_losses
+        self.lstm_hidden_size = lstm_hidden_size
+        self.cnn_channels = cnn_channels
+        self.cnn_kernel_size = cnn_kernel_size
+        self.cnn_num_layers = cnn_num_layers
+        self.ensemble_text_weight = ensemble_text_weight
         self.text_backbone = text_backbone
         self.speech_backbone = speech_backbone
         self._validate()
 
     def _validate(self) -> None:
         """Fail early, naming the field, instead of deep inside a matmul."""
-        for name in ("hidden_size", "sequence_length", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        sizes = (
+            "hidden_size", "sequence_length", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "lstm_hidden_size", "cnn_channels", "cnn_kernel_size", "cnn_num_layers",
+        )  # fmt: skip
+        for name in sizes:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"HyFusERConfig.{name} must be a positive integer, got {value!r}")
@@ -103,6 +133,10 @@ class HyFusERConfig(PretrainedConfig):
             raise ValueError(
                 f"HyFusERConfig.hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if not 0.0 <= self.ensemble_text_weight <= 1.0:
+            raise ValueError(
+                f"HyFusERConfig.ensemble_text_weight must be in [0, 1], got {self.ensemble_text_weight!r}"
             )
         for name in ("hidden_dropout_prob", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:

@@ -25,7 +25,8 @@ Transcript cleaning (`clean_transcript`):
 
 `build_paper_dataset` applies Section 5.1 of the paper: merge KEMDy19 + KEMDy20 (or take AI-Hub 263 alone), drop
 duplicate texts, drop texts under two Hangul syllables, downsample neutral to the largest other class, split 8:2
-stratified by label; it reports the counts after each stage in the shape of the paper's Table 4.
+(stratified by label: our choice, the paper only gives the ratio); it reports the counts after each stage beside the
+paper's Table 4.
 """
 
 import csv
@@ -49,11 +50,21 @@ except ImportError:
 MULTI_LABEL_POLICIES = ("drop", "first")
 """KEMDy rows whose rater tie lists several emotions joined by ';': drop them, or keep the first label as written."""
 
+KEMDY19_ROWS = {
+    "speaker": "each actor's own segments from the actor's own file: the speaker's emotion",
+    "listener": "each actor's partner's segments: the listener's reaction",
+    "both": "every row of both actors' files",
+}
+"""KEMDy19 rows to keep, and what they hold. Each actor's file rates every segment of the session with that actor's
+emotion, so the same segment has a speaker row and a listener row. The paper does not say which rows it used."""
+
 LABEL_SOURCES = ("situation", "majority")
-"""AI-Hub 263 label: the scripted emotion `상황`, or the emotion that at least 3 of the 5 raters chose."""
+"""AI-Hub 263 label: the scripted emotion `상황`, or the emotion that at least 3 of the 5 raters chose. The paper does
+not say which label it used."""
 
 SPLITS = ("random", "session")
-"""Validation split: random utterances stratified by label (the paper's), or whole held-out sessions (KEMDy)."""
+"""Validation split: random utterances stratified by label (the paper gives only the 8:2 ratio; stratifying is our
+choice), or whole held-out sessions (KEMDy)."""
 
 AIHUB_RELEASES = ("4차년도", "5차년도", "5차년도_2차")
 """AI-Hub 263 releases: `<release>.csv` next to the folder `<release>/` that its zip extracts to."""
@@ -80,8 +91,21 @@ FEATURES = Features(
     }
 )
 
-PAPER_STAGES = ("collected", "deduplicated", ">= 2 syllables", "used", "train", "validation")
-"""Stages of `build_paper_dataset`; "collected" and "used" are the two columns of the paper's Table 4."""
+PAPER_STAGES = ("loaded", "deduplicated", ">= 2 syllables", "used", "train", "validation")
+"""Stages of `build_paper_dataset`, each counting the rows left after it."""
+
+TABLE_4 = {
+    # The paper's Table 4, "KEMDy data number by emotion" (KEMDy19 + KEMDy20 merged), column by column.
+    "collected": {"angry": 1352, "disgust": 446, "fear": 840, "happy": 2643, "neutral": 15082, "sad": 1028,
+                  "surprise": 1429},
+    "final": {"angry": 1352, "disgust": 446, "fear": 840, "happy": 2643, "neutral": 2643, "sad": 1028,
+              "surprise": 1429},
+}  # fmt: skip
+
+TABLE_4_STAGES = {"collected": ">= 2 syllables", "final": "used"}
+"""The stage each Table 4 column counts. "Collected Data" equals "Final Data Used" for every class but neutral, so it
+counts rows after the duplicate and syllable filters, not as loaded; "Final Data Used" follows the neutral
+downsampling."""
 
 _LABEL_ALIASES = {"disqust": "disgust", "anger": "angry", "sadness": "sad", "happiness": "happy"}
 """KEMDy20 misspells disgust; AI-Hub 263 says anger (4차년도), sadness and happiness."""
@@ -134,6 +158,11 @@ class LoadReport:
     def kept(self) -> int:
         return sum(self.labels.values())
 
+    @property
+    def options_text(self) -> str:
+        """The loader options as "name='value', ...", for titles."""
+        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
+
     def to_dict(self) -> dict:
         """JSON-serialisable form, with `kept` spelled out."""
         return {
@@ -150,19 +179,19 @@ class LoadReport:
         }
 
     def __str__(self) -> str:
-        options = ", ".join(f"{name}={value!r}" for name, value in self.options.items())
         rows = [("rows read", self.rows_read), ("kept", self.kept)]
         rows += [(f"skipped: {reason}", count) for reason, count in self.skipped.most_common()]
         rows += [(f"label {label}", count) for label, count in self.labels.items()]
         rows += [(f"audio {audio_format}", count) for audio_format, count in self.audio_formats.most_common()]
         rows += [("orphan audio files (no row)", self.orphan_audio)]
         rows += [(f"note: {note}", count) for note, count in self.notes.most_common()]
-        return _table(f"{self.corpus} load report ({self.root}; {options})", ("", "rows"), rows)
+        return _table(f"{self.corpus} load report ({self.root}; {self.options_text})", ("", "rows"), rows)
 
 
 @dataclass
 class PaperDatasetReport:
-    """Label counts after each stage of `build_paper_dataset` (the paper's Table 4, plus the split) and its loads."""
+    """Label counts after each stage of `build_paper_dataset` (beside the paper's Table 4 for a KEMDy19 + KEMDy20
+    merge, plus the split) and its loads."""
 
     loads: list[LoadReport]
     stages: dict[str, dict[str, int]]
@@ -170,32 +199,70 @@ class PaperDatasetReport:
     seed: int
     validation_fraction: float
 
-    def to_dict(self) -> dict:
-        """JSON-serialisable form."""
+    @property
+    def compares_to_table_4(self) -> bool:
+        """Table 4 counts the KEMDy19 + KEMDy20 merge; any other data has nothing to compare with."""
+        return sorted(report.corpus for report in self.loads) == ["KEMDy19", "KEMDy20"]
+
+    def table_4_differences(self) -> dict[str, int]:
+        """Per Table 4 column, the sum over emotions of |this run's count - the paper's|: how far this run is."""
         return {
+            column: sum(abs(self.stages[TABLE_4_STAGES[column]][label] - count) for label, count in paper.items())
+            for column, paper in TABLE_4.items()
+        }
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form; for a KEMDy19 + KEMDy20 merge, each Table 4 column beside the stage it counts."""
+        result = {
             "loads": [report.to_dict() for report in self.loads],
             "stages": {stage: dict(counts) for stage, counts in self.stages.items()},
             "split_by": self.split_by,
             "seed": self.seed,
             "validation_fraction": self.validation_fraction,
         }
+        if self.compares_to_table_4:
+            differences = self.table_4_differences()
+            result["table_4"] = {
+                column: {
+                    "stage": stage,
+                    "paper": dict(TABLE_4[column]),
+                    "this_run": dict(self.stages[stage]),
+                    "absolute_difference": differences[column],
+                }
+                for column, stage in TABLE_4_STAGES.items()
+            }
+        return result
 
     def stage_table(self) -> tuple[tuple[str, ...], list[tuple]]:
-        """(header, rows) of the per-emotion counts after each stage, with a total row: what `str(report)` and the
-        model card render."""
-        rows = [(label, *(self.stages[stage][label] for stage in PAPER_STAGES)) for label in EMOTION_LABELS]
-        rows.append(("total", *(sum(self.stages[stage].values()) for stage in PAPER_STAGES)))
-        return ("emotion", *PAPER_STAGES), rows
+        """(header, rows) of the per-emotion counts after each stage, with a total row, and for a KEMDy19 + KEMDy20
+        merge each Table 4 column right after the stage it counts: what `str(report)` and the model card render."""
+        columns = []
+        for stage in PAPER_STAGES:
+            columns.append((stage, self.stages[stage]))
+            columns += [
+                (f"Table 4 {column}", TABLE_4[column])
+                for column, counted in TABLE_4_STAGES.items()
+                if counted == stage and self.compares_to_table_4
+            ]
+        rows = [(label, *(counts[label] for _, counts in columns)) for label in EMOTION_LABELS]
+        rows.append(("total", *(sum(counts.values()) for _, counts in columns)))
+        return ("emotion", *(name for name, _ in columns)), rows
 
     def __str__(self) -> str:
-        corpora = " + ".join(report.corpus for report in self.loads)
+        corpora = " + ".join(f"{report.corpus} ({report.options_text})" for report in self.loads)
         split = (
-            "random utterances stratified by label (paper parity)"
+            "random utterances stratified by label"
             if self.split_by == "random"
             else "whole sessions held out (speaker-independent)"
         )
-        title = f"{corpora}: rows per emotion after each stage (paper Table 4: collected -> used)"
+        title = f"{corpora}: rows per emotion"
         footer = f"split: {split}, validation_fraction={self.validation_fraction}, seed={self.seed}"
+        if self.compares_to_table_4:
+            title += " after each stage, beside the paper's Table 4"
+            differences = ", ".join(f"{column} {count}" for column, count in self.table_4_differences().items())
+            footer += f"\nsum of |this run - Table 4| over emotions: {differences}"
+        else:
+            title += " after each stage"
         return _table(title, *self.stage_table()) + "\n" + footer
 
 
@@ -461,15 +528,22 @@ def _parse_kemdy_row(
     )
 
 
-def _speaker_label(row: _KemdyRow, file_gender: str | None, multi_label: str, collector: _Collector) -> str | None:
-    """The row's label under the loader's label policy, or None when the row is skipped (reason counted).
+def _row_label(
+    row: _KemdyRow, file_gender: str | None, rows: str, multi_label: str, collector: _Collector
+) -> str | None:
+    """The row's label under the loader's row selection and tie policy, or None when the row is skipped (reason
+    counted).
 
     A KEMDy19 actor's file labels every segment of the session with that actor's emotion: on the partner's segments
-    it is the listener's reaction, so only the actor's own segments give speaker labels. Rater ties list several
-    emotions joined by ';' and follow `multi_label`.
+    it is the listener's reaction, so only the actor's own segments give speaker labels; `rows` (`KEMDY19_ROWS`)
+    chooses. Rater ties list several emotions joined by ';' and follow `multi_label`.
     """
-    if file_gender and row.gender != file_gender:
+    own_segment = row.gender == file_gender
+    if file_gender and rows == "speaker" and not own_segment:
         collector.skip("partner's segment (listener label)")
+        return None
+    if file_gender and rows == "listener" and own_segment:
+        collector.skip("own segment (speaker label)")
         return None
     labels = [part.strip() for part in row.emotion.split(";") if part.strip()]
     if not labels:
@@ -483,7 +557,10 @@ def _speaker_label(row: _KemdyRow, file_gender: str | None, multi_label: str, co
     return collector.label(labels[0])
 
 
-def _load_kemdy(root: str | os.PathLike, layout: _KemdyLayout, multi_label: str) -> tuple[Dataset, LoadReport]:
+def _load_kemdy(
+    root: str | os.PathLike, layout: _KemdyLayout, multi_label: str, rows: str | None = None
+) -> tuple[Dataset, LoadReport]:
+    """Either KEMDy; `rows` (`KEMDY19_ROWS`) applies where each actor has an annotation file, i.e. KEMDy19."""
     _check_choice("multi_label", multi_label, MULTI_LABEL_POLICIES)
     root = os.path.abspath(root)
     annotations = _annotation_files(root, layout)
@@ -491,7 +568,8 @@ def _load_kemdy(root: str | os.PathLike, layout: _KemdyLayout, multi_label: str)
     if not os.path.isdir(wav_folder):
         raise FileNotFoundError(f"no wav/Session{{NN}}/ folders under {root}: not a {layout.corpus} root")
     files = _index_files(wav_folder, depth=2 if layout.dialogue_folders else 1)
-    collector = _Collector(layout.corpus, root, {"multi_label": multi_label})
+    options = {"multi_label": multi_label} if rows is None else {"rows": rows, "multi_label": multi_label}
+    collector = _Collector(layout.corpus, root, options)
     segment_ids = set()
     for path, number, file_gender in annotations:
         for line, cells in _read_kemdy_annotation(path, layout):
@@ -501,15 +579,17 @@ def _load_kemdy(root: str | os.PathLike, layout: _KemdyLayout, multi_label: str)
                 continue
             row = _parse_kemdy_row(cells, path, line, number, layout, collector)
             segment_ids.add(row.segment_id)
-            label = _speaker_label(row, file_gender, multi_label, collector)
+            label = _row_label(row, file_gender, rows, multi_label, collector)
             if label is None:
                 continue
+            # "both" keeps two rows per KEMDy19 segment; the listener's gets its own id.
+            listener_row = rows == "both" and row.gender != file_gender
             folder = os.path.join(wav_folder, f"Session{number}")
             if layout.dialogue_folders:
                 folder = os.path.join(folder, f"{row.session}_{row.dialogue}")
             audio, transcript = (os.path.join(folder, row.segment_id + suffix) for suffix in (".wav", ".txt"))
             collector.add(
-                id=row.segment_id,
+                id=f"{row.segment_id}:listener" if listener_row else row.segment_id,
                 label=label,
                 audio=audio if audio in files else None,
                 raw_text=_read_transcript(transcript, collector) if transcript in files else None,
@@ -523,20 +603,24 @@ def _load_kemdy(root: str | os.PathLike, layout: _KemdyLayout, multi_label: str)
 
 
 def load_kemdy19(
-    root: str | os.PathLike, multi_label: str = "drop", *, return_report: bool = False
+    root: str | os.PathLike, multi_label: str = "drop", *, rows: str = "speaker", return_report: bool = False
 ) -> Dataset | tuple[Dataset, LoadReport]:
-    """Load KEMDy19 (ETRI; 20 sessions of acted dialogues by 40 voice actors) with speaker labels.
+    """Load KEMDy19 (ETRI; 20 sessions of acted dialogues by 40 voice actors), by default with speaker labels.
 
     Expects `annotation/Session{NN}_{F,M}_res.csv` and `wav/Session{NN}/Sess{NN}_{script,impro}{NN}/<id>.wav|.txt`
     (UTF-8 transcripts). Both annotation files of a session list every segment, each with its own actor's emotions;
-    only the rows for that actor's own segments are speaker labels and kept (see docs/datasets.md, KEMDy19).
+    only the rows for that actor's own segments are speaker labels (see docs/datasets.md, KEMDy19).
 
     Args:
         root: the KEMDy19 folder (also released as `KEMDy19_v1_3`).
         multi_label: rater ties are written 'neutral;happy'; `"drop"` skips them, `"first"` keeps the first label.
+        rows: `"speaker"` keeps each actor's own segments from the actor's file, `"listener"` the partner's segments
+            (labelled with the listener's reaction), `"both"` every row of both files; the listener row of a segment
+            then has the id `<Segment ID>:listener`.
         return_report: also return the `LoadReport`.
     """
-    dataset, report = _load_kemdy(root, _KEMDY19, multi_label)
+    _check_choice("rows", rows, tuple(KEMDY19_ROWS))
+    dataset, report = _load_kemdy(root, _KEMDY19, multi_label, rows)
     return (dataset, report) if return_report else dataset
 
 
@@ -590,8 +674,9 @@ def load_aihub263(
 
     Args:
         root: the folder holding the release CSVs and folders.
-        label_source: `"situation"` takes the scripted emotion `상황` (the paper's choice, as most loaders);
-            `"majority"` takes the emotion chosen by at least 3 of the 5 raters and skips rows without one.
+        label_source: `"situation"` takes the scripted emotion `상황` (as most public loaders do; the paper does not
+            say which label it used); `"majority"` takes the emotion chosen by at least 3 of the 5 raters and skips
+            rows without one.
         return_report: also return the `LoadReport`.
     """
     _check_choice("label_source", label_source, LABEL_SOURCES)
@@ -688,10 +773,12 @@ def build_paper_dataset(
     validation_fraction: float = 0.2,
     split_by: str = "random",
     multi_label: str = "drop",
+    kemdy19_rows: str = "speaker",
     label_source: str = "situation",
     return_report: bool = False,
 ) -> DatasetDict | tuple[DatasetDict, PaperDatasetReport]:
-    """The paper's data (Section 5.1) as `DatasetDict(train, validation)`; its report holds the Table 4 counts.
+    """The paper's data (Section 5.1) as `DatasetDict(train, validation)`; its report holds the per-stage counts,
+    beside Table 4's for a KEMDy19 + KEMDy20 merge.
 
     Steps: load and merge KEMDy19 + KEMDy20 (either alone works), or AI-Hub 263 on its own (the paper's second,
     separate experiment); drop rows whose cleaned text already occurred (the first, in load order, stays); drop texts
@@ -701,9 +788,12 @@ def build_paper_dataset(
         kemdy19_dir, kemdy20_dir, aihub_dir: corpus roots, see `load_kemdy19`, `load_kemdy20`, `load_aihub263`.
         seed: seeds the neutral downsampling and the split; the same seed gives the same split.
         validation_fraction: share of rows held out (the paper's 8:2 is 0.2).
-        split_by: `"random"` (paper parity): each class split to within one row of the fraction. `"session"`
-            (speaker-independent, KEMDy only): whole sessions held out, about `validation_fraction` of them.
+        split_by: `"random"` (a random 8:2 split like the paper's, stratified by our choice): each class split to
+            within one row of the fraction. `"session"` (speaker-independent, KEMDy only): whole sessions held out,
+            about `validation_fraction` of them.
         multi_label: KEMDy tie policy, see `load_kemdy19`.
+        kemdy19_rows: KEMDy19 row selection (`KEMDY19_ROWS`), see `load_kemdy19`. Table 4 cannot be reached with
+            speaker labels, and the report shows how close each selection comes.
         label_source: AI-Hub 263 label, see `load_aihub263`.
         return_report: also return the `PaperDatasetReport` (counts per stage and the load reports).
     """
@@ -714,7 +804,7 @@ def build_paper_dataset(
         raise ValueError("AI-Hub 263 is the paper's separate experiment: pass aihub_dir alone, or the KEMDy dirs")
     loaded = []
     if kemdy19_dir is not None:
-        loaded.append(load_kemdy19(kemdy19_dir, multi_label, return_report=True))
+        loaded.append(load_kemdy19(kemdy19_dir, multi_label, rows=kemdy19_rows, return_report=True))
     if kemdy20_dir is not None:
         loaded.append(load_kemdy20(kemdy20_dir, multi_label, return_report=True))
     if aihub_dir is not None:

@@ -2,7 +2,7 @@
 alone, the per-emotion report with its confusion matrix, and that matrix drawn like the paper's Fig. 7.
 
 Shared by the training script and anything else that evaluates HyFusER-style (logits, text_logits, speech_logits)
-predictions.
+predictions, or the fused logits alone of a one-head baseline. Also picks the weighted ensemble's weight.
 """
 
 from __future__ import annotations
@@ -32,19 +32,30 @@ METRIC_TITLES = {
 """What `compute_metrics` reports, as the model card titles it (Table 5's four metrics first)."""
 
 
-def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-    """The paper's metrics on the fused prediction (Table 5: accuracy, weighted P/R/F1), plus macro-F1 and the
-    accuracy of each direction's head alone, which shows what fusion adds.
+ENSEMBLE_WEIGHT_GRID: tuple[float, ...] = tuple(step / 20 for step in range(21))
+"""Text weights `choose_ensemble_weight` tries by default: 0, 0.05, ..., 1."""
 
-    Predictions are (logits, text_logits, speech_logits): `logits` is the log of the averaged probabilities (Eq. 9).
+
+def fused_logits(predictions: np.ndarray | tuple[np.ndarray, ...]) -> np.ndarray:
+    """The fused prediction's logits among the `Trainer`'s predictions: (logits, text_logits, speech_logits) for a
+    two-head model, the logits array alone for a one-head one (the `Trainer` unwraps a single output)."""
+    return predictions[0] if isinstance(predictions, tuple) else predictions
+
+
+def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """The paper's metrics on the fused prediction (Table 5: accuracy, weighted P/R/F1), plus macro-F1 and, for a
+    model with two heads, the accuracy of each direction's head alone, which shows what fusion adds.
+
+    Predictions are (logits, text_logits, speech_logits), or a one-head model's logits alone: `logits` is the log
+    of the averaged probabilities (Eq. 9).
     """
-    fused, text_head, speech_head = (np.argmax(logits, axis=-1) for logits in prediction.predictions)
     labels = prediction.label_ids
-    return {
-        **prediction_metrics(labels, fused),
-        "text_head_accuracy": float(accuracy_score(labels, text_head)),
-        "speech_head_accuracy": float(accuracy_score(labels, speech_head)),
-    }
+    metrics = prediction_metrics(labels, np.argmax(fused_logits(prediction.predictions), axis=-1))
+    if isinstance(prediction.predictions, tuple):
+        _, text_logits, speech_logits = prediction.predictions
+        metrics["text_head_accuracy"] = float(accuracy_score(labels, np.argmax(text_logits, axis=-1)))
+        metrics["speech_head_accuracy"] = float(accuracy_score(labels, np.argmax(speech_logits, axis=-1)))
+    return metrics
 
 
 def prediction_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -61,6 +72,38 @@ def prediction_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str,
         "f1_macro": f1_score(labels, predictions, average="macro", zero_division=0),
     }
     return {name: float(value) for name, value in metrics.items()}
+
+
+def choose_ensemble_weight(
+    text_probabilities: np.ndarray,
+    speech_probabilities: np.ndarray,
+    labels: np.ndarray,
+    grid: tuple[float, ...] = ENSEMBLE_WEIGHT_GRID,
+) -> float:
+    """The text weight w in `grid` whose ensemble `w * text + (1 - w) * speech` is most accurate on `labels`.
+
+    The rows must never be validation rows, or the weight is fitted to what it is then scored on. They are best
+    training rows that the members did not train on (an inner split held out of the training split): on rows a
+    member has fitted, the weight favours whichever member overfits more. Ties go to the weight nearest 0.5, the
+    plain average, then to the smaller weight.
+    """
+    text_probabilities, speech_probabilities = np.asarray(text_probabilities), np.asarray(speech_probabilities)
+    labels = np.asarray(labels)
+    if text_probabilities.shape != speech_probabilities.shape or text_probabilities.ndim != 2:
+        raise ValueError(
+            "text_probabilities and speech_probabilities must both have shape (rows, num_labels), got "
+            f"{text_probabilities.shape} and {speech_probabilities.shape}"
+        )
+    if labels.shape != text_probabilities.shape[:1]:
+        raise ValueError(f"labels must have shape ({text_probabilities.shape[0]},), got {labels.shape}")
+    if not grid or any(not 0.0 <= weight <= 1.0 for weight in grid):
+        raise ValueError(f"grid must hold weights in [0, 1], got {grid!r}")
+    accuracies = {}
+    for weight in grid:
+        ensemble = weight * text_probabilities + (1 - weight) * speech_probabilities
+        accuracies[weight] = accuracy_score(labels, np.argmax(ensemble, axis=-1))
+    best = [weight for weight, accuracy in accuracies.items() if accuracy == max(accuracies.values())]
+    return min(best, key=lambda weight: (abs(weight - 0.5), weight))
 
 
 def per_class_report(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> dict:

@@ -11,10 +11,14 @@ Yi, Kwak, Shin, *Applied Sciences* 2025, 15, 1053, Section 4.3 and Algorithm 1. 
 
 Like the Keras encoder the paper describes, the blocks are post-norm and add no positional encoding of their own:
 both backbones' features already carry position (ELECTRA's position embeddings, HuBERT's convolutional ones).
+
+The comparison models of the paper's Tables 5 and 6 follow HyFusER, on the same features and with the same blocks:
+`TRAINABLE_MODELS` and `COMPOSED_MODELS` name them all.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -35,21 +39,24 @@ except ImportError:
 @dataclass
 class HyFusEROutput(ModelOutput):
     r"""
-    Output of [`HyFusERForEmotionRecognition`].
+    Output of [`HyFusERForEmotionRecognition`] and of the baselines (`TRAINABLE_MODELS`, `COMPOSED_MODELS`).
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
             Cross-entropy of the ensemble probabilities, plus each head's own cross-entropy when
-            `config.use_modality_losses` is set.
+            `config.use_modality_losses` is set. For the baselines: the cross-entropy of their prediction.
         logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
-            Log of the averaged probabilities (Eq. 9): `softmax(logits)` is exactly `(Y_T + Y_S) / 2`.
-        text_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
-            Pre-softmax scores of the text-centric head (Step 1, text queries speech).
-        speech_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
-            Pre-softmax scores of the speech-centric head (Step 2, speech queries text).
+            Log of the averaged probabilities (Eq. 9): `softmax(logits)` is exactly `(Y_T + Y_S) / 2`. For every
+            model, the log-probabilities of its final prediction.
+        text_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
+            Pre-softmax scores of the text-centric head (Step 1, text queries speech); an ensemble's text member's
+            log-probabilities. `None` for the one-head baselines.
+        speech_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
+            Pre-softmax scores of the speech-centric head (Step 2, speech queries text); an ensemble's speech
+            member's log-probabilities. `None` for the one-head baselines.
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
             Attention maps of shape `(batch_size, num_heads, sequence_length, sequence_length)`: the text encoder
-            layers, then the speech encoder layers, then Step 1 and Step 2.
+            layers, then the speech encoder layers, then Step 1 and Step 2 (each model's forward says its order).
     """
 
     loss: torch.FloatTensor | None = None
@@ -170,16 +177,37 @@ LEGACY_KEY_MAPPING = {r"^text_to_speech\.": "text_queries_speech.", r"^speech_to
 
 
 class HyFusERPreTrainedModel(PreTrainedModel):
-    """Loading plumbing shared by HyFusER models.
+    """Loading plumbing and output conventions shared by HyFusER and its baselines.
 
-    The library's default initialisation is the right one: normal(0, `initializer_range`) linears with zero bias and
-    unit LayerNorms, and HyFusER has no other parameters.
+    The library's default initialisation is the right one: normal(0, `initializer_range`) linears and convolutions
+    with zero bias, unit LayerNorms, and Glorot-uniform LSTM weights with zero biases (Keras's LSTM default for the
+    input kernel); the models have no other parameters.
     """
 
     config_class = HyFusERConfig
     base_model_prefix = "hyfuser"
     main_input_name = "text_features"
     _no_split_modules = ["HyFusEREncoderLayer"]
+    has_modality_heads = False
+    """Whether the output also holds `text_logits` and `speech_logits`: a text-side and a speech-side prediction
+    whose probabilities the fused one averages (HyFusER's two heads, an ensemble's two members)."""
+
+    def _check_features(self, name: str, features: torch.Tensor) -> None:
+        expected = self.config.feature_shape
+        if features.dim() != 3 or tuple(features.shape[1:]) != expected:
+            raise ValueError(
+                f"{name} must have shape (batch_size, {expected[0]}, {expected[1]}) to match the config's "
+                f"(sequence_length, hidden_size), got {tuple(features.shape)}"
+            )
+
+    @staticmethod
+    def _one_head_output(
+        scores: torch.Tensor, labels: torch.LongTensor | None, attentions: tuple[torch.Tensor, ...] | None = None
+    ) -> HyFusEROutput:
+        """A single softmax head's output: `logits` are its log-probabilities and the loss their cross-entropy."""
+        logits = scores.log_softmax(-1)
+        loss = F.nll_loss(logits, labels) if labels is not None else None
+        return HyFusEROutput(loss=loss, logits=logits, attentions=attentions)
 
     @classmethod
     def from_pretrained(cls, *args, key_mapping: dict[str, str] | None = None, **kwargs):
@@ -194,6 +222,8 @@ class HyFusERPreTrainedModel(PreTrainedModel):
 class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
     """HyFusER with its two emotion heads and the average-ensemble Last Fusion (Algorithm 1)."""
 
+    has_modality_heads = True
+
     def __init__(self, config: HyFusERConfig):
         super().__init__(config)
         self.text_encoder = HyFusEREncoder(config)
@@ -204,14 +234,6 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         self.text_classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.speech_classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
-
-    def _check_features(self, name: str, features: torch.Tensor) -> None:
-        expected = self.config.feature_shape
-        if features.dim() != 3 or tuple(features.shape[1:]) != expected:
-            raise ValueError(
-                f"{name} must have shape (batch_size, {expected[0]}, {expected[1]}) to match the config's "
-                f"(sequence_length, hidden_size), got {tuple(features.shape)}"
-            )
 
     @can_return_tuple
     def forward(
@@ -263,10 +285,324 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         )
 
 
-__all__ = ["HyFusERForEmotionRecognition", "HyFusERPreTrainedModel", "HyFusEROutput"]
+# --------------------------------------------------------------------------------------------------------------------
+# The baselines of the paper's Tables 5 and 6. The paper names them but gives no architecture; each is built as its
+# authors would most plausibly have built it in Keras, from the same scaled features and with HyFusER's blocks.
 
-TRAINABLE_MODELS: dict[str, type[HyFusERPreTrainedModel]] = {"hyfuser": HyFusERForEmotionRecognition}
-"""Every model trained on the cached features, by the name the comparison runner (`reproduce.py`) uses."""
 
-COMPOSED_MODELS: dict[str, tuple[str, str]] = {}
-"""Models evaluated from two trained `TRAINABLE_MODELS` members' probabilities, without training of their own."""
+class HyFusERTextLSTM(HyFusERPreTrainedModel):
+    """`text_lstm`, the paper's "LSTM (Text)": text features only, one LSTM over the positions, average-pooled, a
+    softmax head.
+
+    In Keras: `LSTM(lstm_hidden_size, return_sequences=True)`, `GlobalAveragePooling1D`, `Dropout`, `Dense(softmax)`.
+    PyTorch's LSTM keeps two bias vectors (`bias_ih`, `bias_hh`) where Keras keeps one: 4 x `lstm_hidden_size` more
+    parameters for the same function. `speech_features` is accepted, so every model takes the same batch, and ignored.
+    """
+
+    def __init__(self, config: HyFusERConfig):
+        super().__init__(config)
+        self.lstm = nn.LSTM(config.hidden_size, config.lstm_hidden_size, batch_first=True)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.lstm_hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        text_features: torch.Tensor,
+        speech_features: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+    ) -> HyFusEROutput:
+        r"""
+        text_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Scaled KoELECTRA features X'_T from [`HyFusERProcessor`].
+        speech_features (*optional*): ignored.
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Emotion ids in `[0, config.num_labels)`.
+        """
+        self._check_features("text_features", text_features)
+        states, _ = self.lstm(text_features)
+        return self._one_head_output(self.classifier(self.dropout(states.mean(dim=1))), labels)
+
+
+class HyFusERSpeechCNN(HyFusERPreTrainedModel):
+    """`speech_cnn`, the paper's "CNN (Speech)": speech features only, `cnn_num_layers` 1-D convolutions over time
+    with ReLU and 'same' padding, average-pooled, a softmax head.
+
+    In Keras: `Conv1D(cnn_channels, cnn_kernel_size, padding="same", activation="relu")` x `cnn_num_layers`,
+    `GlobalAveragePooling1D`, `Dropout`, `Dense(softmax)`. `text_features` is accepted and ignored.
+    """
+
+    main_input_name = "speech_features"
+
+    def __init__(self, config: HyFusERConfig):
+        super().__init__(config)
+        in_channels = [config.hidden_size] + [config.cnn_channels] * (config.cnn_num_layers - 1)
+        self.convolutions = nn.ModuleList(
+            nn.Conv1d(channels, config.cnn_channels, config.cnn_kernel_size, padding="same")
+            for channels in in_channels
+        )
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.cnn_channels, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        text_features: torch.Tensor | None = None,
+        speech_features: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+    ) -> HyFusEROutput:
+        r"""
+        text_features (*optional*): ignored.
+        speech_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Scaled, time-interpolated HuBERT features X'_S from [`HyFusERProcessor`].
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Emotion ids in `[0, config.num_labels)`.
+        """
+        if speech_features is None:
+            raise ValueError("HyFusERSpeechCNN needs speech_features")
+        self._check_features("speech_features", speech_features)
+        states = speech_features.transpose(1, 2)  # Conv1d convolves the last axis: (batch, hidden, time)
+        for convolution in self.convolutions:
+            states = F.relu(convolution(states))
+        return self._one_head_output(self.classifier(self.dropout(states.mean(dim=-1))), labels)
+
+
+class HyFusERBidirectionalCrossModalAttention(HyFusERPreTrainedModel):
+    """`bicma`, the paper's "Bidirectional Cross Modal Attention": both cross-modal steps straight on the scaled
+    features, without per-modality encoders, each direction average-pooled, the two pooled vectors concatenated into
+    one softmax head.
+
+    What it lacks against HyFusER is what the paper credits: the modality encoders (Intermediate Layer Fusion) and
+    the two heads' average (Last Fusion). The steps are HyFusER's blocks under HyFusER's names.
+    """
+
+    def __init__(self, config: HyFusERConfig):
+        super().__init__(config)
+        self.text_queries_speech = HyFusEREncoderLayer(config)
+        self.speech_queries_text = HyFusEREncoderLayer(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        text_features: torch.Tensor,
+        speech_features: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+    ) -> HyFusEROutput:
+        r"""
+        text_features, speech_features, labels: as [`HyFusERForEmotionRecognition`].
+        output_attentions (`bool`, *optional*): return the text-queries-speech and speech-queries-text maps.
+        """
+        self._check_features("text_features", text_features)
+        self._check_features("speech_features", speech_features)
+        output_attentions = bool(output_attentions)
+        text_centric, text_map = self.text_queries_speech(text_features, speech_features, output_attentions)
+        speech_centric, speech_map = self.speech_queries_text(speech_features, text_features, output_attentions)
+        pooled = torch.cat([text_centric.mean(dim=1), speech_centric.mean(dim=1)], dim=-1)
+        attentions = (text_map, speech_map) if output_attentions else None
+        return self._one_head_output(self.classifier(self.dropout(pooled)), labels, attentions)
+
+
+class HyFusERKoHMT(HyFusERPreTrainedModel):
+    """`kohmt`: KoHMT (Yi, Kwak, Shin, *Electronics* 2024, 13(23), 4674), the authors' earlier model. A transformer
+    encoder per modality, then one cross-modal attention with text as query and speech as key/value, average-pooled,
+    one softmax head: HyFusER's Step 1 branch alone, the "Step 1 Model" of the paper's Table 2.
+
+    `HyFusERKoHMTSpeechQueries` is its mirror. Both keep their step as `cross_modal_step`.
+    """
+
+    query_modality = "text"
+    """Which modality's encoder states are the queries of the cross-modal step; the other gives keys and values."""
+
+    def __init__(self, config: HyFusERConfig):
+        super().__init__(config)
+        self.text_encoder = HyFusEREncoder(config)
+        self.speech_encoder = HyFusEREncoder(config)
+        self.cross_modal_step = HyFusEREncoderLayer(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        text_features: torch.Tensor,
+        speech_features: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+    ) -> HyFusEROutput:
+        r"""
+        text_features, speech_features, labels: as [`HyFusERForEmotionRecognition`].
+        output_attentions (`bool`, *optional*): return the text encoder's, the speech encoder's, then the cross-modal
+            step's maps.
+        """
+        self._check_features("text_features", text_features)
+        self._check_features("speech_features", speech_features)
+        output_attentions = bool(output_attentions)
+        text_states, text_attentions = self.text_encoder(text_features, output_attentions)
+        speech_states, speech_attentions = self.speech_encoder(speech_features, output_attentions)
+        if self.query_modality == "text":
+            queries, keys_values = text_states, speech_states
+        else:
+            queries, keys_values = speech_states, text_states
+        attended, step_attention = self.cross_modal_step(queries, keys_values, output_attentions)
+        attentions = text_attentions + speech_attentions + (step_attention,) if output_attentions else None
+        return self._one_head_output(self.classifier(self.dropout(attended.mean(dim=1))), labels, attentions)
+
+
+class HyFusERKoHMTSpeechQueries(HyFusERKoHMT):
+    """`kohmt_speech`: KoHMT mirrored, speech queries text: HyFusER's Step 2 branch alone, the "Step 2 Model" of the
+    paper's Table 2. Not a row of the paper's tables; trained for `hyfuser_separate`."""
+
+    query_modality = "speech"
+
+
+def weighted_average_log_probabilities(
+    text_log_probabilities: torch.Tensor, speech_log_probabilities: torch.Tensor, text_weight: float
+) -> torch.Tensor:
+    """log(w Y_T + (1 - w) Y_S) from log Y_T and log Y_S, in log space so that it never underflows."""
+    weights = torch.tensor([text_weight, 1.0 - text_weight], dtype=text_log_probabilities.dtype)
+    log_weights = weights.log().to(text_log_probabilities.device).view(2, 1, 1)  # log 0 = -inf drops a member
+    return torch.logsumexp(torch.stack([text_log_probabilities, speech_log_probabilities]) + log_weights, dim=0)
+
+
+class HyFusERAverageEnsemble(HyFusERPreTrainedModel):
+    """`average_ensemble` and `weighted_average_ensemble`, the paper's "Single modality (weighted) average
+    ensemble": the probabilities of a trained `text_lstm` and a trained `speech_cnn`, averaged with weights
+    `config.ensemble_text_weight` and 1 - that.
+
+    The ensemble trains nothing itself: `from_members` composes two trained members. The plain ensemble weighs them
+    0.5/0.5; the weighted one takes the weight `metrics_hyfuser.choose_ensemble_weight` picks on a held-out part of
+    the training split, never on the validation split. `text_logits`/`speech_logits` are the members'
+    log-probabilities, so the pipeline's `return_modalities` shows each member's scores.
+    """
+
+    text_member_class: type[HyFusERPreTrainedModel] = HyFusERTextLSTM
+    speech_member_class: type[HyFusERPreTrainedModel] = HyFusERSpeechCNN
+    has_modality_heads = True
+
+    def __init__(self, config: HyFusERConfig):
+        super().__init__(config)
+        self.text_model = self.text_member_class(config)
+        self.speech_model = self.speech_member_class(config)
+        self.post_init()
+
+    @classmethod
+    def from_members(
+        cls, text_model: HyFusERPreTrainedModel, speech_model: HyFusERPreTrainedModel, text_weight: float = 0.5
+    ) -> HyFusERAverageEnsemble:
+        """The ensemble of two trained members, their weights copied in. Its config is the text member's with
+        `ensemble_text_weight=text_weight`, so both members must have been built with the same configuration."""
+        for member, expected in ((text_model, cls.text_member_class), (speech_model, cls.speech_member_class)):
+            # By name: a member loaded as remote code is a copy of the class, not the class itself.
+            if type(member).__name__ != expected.__name__:
+                raise TypeError(f"{cls.__name__} composes a {expected.__name__}, got a {type(member).__name__}")
+        for field in ("feature_shape", "id2label"):
+            if getattr(text_model.config, field) != getattr(speech_model.config, field):
+                raise ValueError(
+                    f"The members' configs differ in {field}: {getattr(text_model.config, field)} (text) vs "
+                    f"{getattr(speech_model.config, field)} (speech)"
+                )
+        config = copy.deepcopy(text_model.config)
+        config.ensemble_text_weight = text_weight
+        config._validate()
+        ensemble = cls(config)
+        ensemble.text_model.load_state_dict(text_model.state_dict())
+        ensemble.speech_model.load_state_dict(speech_model.state_dict())
+        return ensemble.to(text_model.device).eval()
+
+    @can_return_tuple
+    def forward(
+        self,
+        text_features: torch.Tensor,
+        speech_features: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+    ) -> HyFusEROutput:
+        r"""
+        text_features, speech_features, labels: as [`HyFusERForEmotionRecognition`]; `loss` is the cross-entropy of
+        the weighted average.
+        """
+        text_logits = self.text_model(text_features, speech_features).logits
+        speech_logits = self.speech_model(text_features, speech_features).logits
+        logits = weighted_average_log_probabilities(text_logits, speech_logits, self.config.ensemble_text_weight)
+        loss = F.nll_loss(logits, labels) if labels is not None else None
+        return HyFusEROutput(loss=loss, logits=logits, text_logits=text_logits, speech_logits=speech_logits)
+
+
+class HyFusERSeparateSteps(HyFusERAverageEnsemble):
+    """`hyfuser_separate` (an ablation, in no table of the paper): Algorithm 1 read literally, as Table 2's "Step 1
+    Model" and "Step 2 Model" suggest. A `kohmt` (text queries speech) and a `kohmt_speech` (speech queries text),
+    each with its own encoders and trained on its own, their probabilities averaged (Eq. 9, weight 0.5). HyFusER
+    trains the same two branches jointly, on shared encoders, through the averaged output."""
+
+    text_member_class = HyFusERKoHMT
+    speech_member_class = HyFusERKoHMTSpeechQueries
+
+
+TRAINABLE_MODELS: dict[str, type[HyFusERPreTrainedModel]] = {
+    "hyfuser": HyFusERForEmotionRecognition,
+    "text_lstm": HyFusERTextLSTM,
+    "speech_cnn": HyFusERSpeechCNN,
+    "bicma": HyFusERBidirectionalCrossModalAttention,
+    "kohmt": HyFusERKoHMT,
+    "kohmt_speech": HyFusERKoHMTSpeechQueries,
+}
+"""Every model that trains on the cached features by itself (`train.py --model NAME`), by name."""
+
+
+@dataclass(frozen=True)
+class ComposedModel:
+    """A model composed of two trained `TRAINABLE_MODELS` (`model_class.from_members`), trained no further."""
+
+    model_class: type[HyFusERAverageEnsemble]
+    members: tuple[str, str]
+    """Names of the text-side and the speech-side member in `TRAINABLE_MODELS`."""
+    weighted: bool
+    """Whether the text member's weight is chosen on held-out training rows; otherwise it is 0.5."""
+
+
+COMPOSED_MODELS: dict[str, ComposedModel] = {
+    "average_ensemble": ComposedModel(HyFusERAverageEnsemble, ("text_lstm", "speech_cnn"), weighted=False),
+    "weighted_average_ensemble": ComposedModel(HyFusERAverageEnsemble, ("text_lstm", "speech_cnn"), weighted=True),
+    "hyfuser_separate": ComposedModel(HyFusERSeparateSteps, ("kohmt", "kohmt_speech"), weighted=False),
+}
+"""The ensembles, by name: which trained members each composes and how it weighs them."""
+
+MODEL_DESCRIPTIONS: dict[str, str] = {
+    "hyfuser": "HyFusER: per-modality encoders, dual cross-modal attention, two heads averaged (the paper's model)",
+    "text_lstm": "Table 5/6 'LSTM (Text)': an LSTM over the text features, average-pooled, one softmax head",
+    "speech_cnn": "Table 5/6 'CNN (Speech)': 1-D convolutions over the speech features, average-pooled, one head",
+    "bicma": "Table 5/6 'Bidirectional Cross Modal Attention': both cross-modal steps on the features, no "
+    "encoders, pooled directions concatenated into one head",
+    "kohmt": "Table 5/6 'KoHMT': per-modality encoders, text queries speech, one head (HyFusER's Step 1 branch)",
+    "kohmt_speech": "KoHMT mirrored, speech queries text (HyFusER's Step 2 branch); a member of hyfuser_separate",
+    "average_ensemble": "Table 5/6 'Single modality average ensemble': mean of the probabilities of a trained "
+    "text_lstm and a trained speech_cnn",
+    "weighted_average_ensemble": "Table 5/6 'Single modality weighted average ensemble': the same with the text "
+    "weight chosen on training rows held out from the members' training",
+    "hyfuser_separate": "ablation: a trained kohmt and a trained kohmt_speech, each with its own encoders, averaged",
+}
+"""One line per model name, for `train.py --help` and anything that lists the models."""
+
+
+__all__ = [
+    "COMPOSED_MODELS",
+    "MODEL_DESCRIPTIONS",
+    "TRAINABLE_MODELS",
+    "ComposedModel",
+    "HyFusERAverageEnsemble",
+    "HyFusERBidirectionalCrossModalAttention",
+    "HyFusERForEmotionRecognition",
+    "HyFusERKoHMT",
+    "HyFusERKoHMTSpeechQueries",
+    "HyFusEROutput",
+    "HyFusERPreTrainedModel",
+    "HyFusERSeparateSteps",
+    "HyFusERSpeechCNN",
+    "HyFusERTextLSTM",
+]

@@ -31,7 +31,8 @@ class HyFusERPipeline(Pipeline):
     Call options:
         top_k (`int`, *optional*): return only the `top_k` most likely emotions (default: all of them).
         return_modalities (`bool`, defaults to `False`): add `text_score` (Step 1, text-centric head) and
-            `speech_score` (Step 2, speech-centric head) to each emotion, as in the paper's Table 2.
+            `speech_score` (Step 2, speech-centric head) to each emotion, as in the paper's Table 2. An ensemble
+            baseline gives its members' scores; a one-head baseline refuses it.
         sampling_rate (`int`, *optional*): rate of raw numpy audio that carries no rate of its own.
     """
 
@@ -57,6 +58,11 @@ class HyFusERPipeline(Pipeline):
                 raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
             postprocess_params["top_k"] = top_k
         if return_modalities is not None:
+            if return_modalities and not self.model.has_modality_heads:
+                raise ValueError(
+                    f"return_modalities needs a model with a text-side and a speech-side head; "
+                    f"{type(self.model).__name__} makes one prediction only"
+                )
             postprocess_params["return_modalities"] = return_modalities
         return preprocess_params, {}, postprocess_params
 
@@ -79,7 +85,10 @@ class HyFusERPipeline(Pipeline):
             text_features=text_features.to(self.device, self.model.dtype),
             speech_features=speech_features.to(self.device, self.model.dtype),
         )
-        return {"logits": output.logits, "text_logits": output.text_logits, "speech_logits": output.speech_logits}
+        outputs = {"logits": output.logits}
+        if self.model.has_modality_heads:
+            outputs.update(text_logits=output.text_logits, speech_logits=output.speech_logits)
+        return outputs
 
     def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None, return_modalities=False):
         probabilities = {name: model_outputs[name][0].float().softmax(-1).tolist() for name in model_outputs}

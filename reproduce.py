@@ -41,7 +41,14 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 import features_hyfuser
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS, HyFusERConfig
-from data_hyfuser import LABEL_SOURCES, MULTI_LABEL_POLICIES, build_paper_dataset, selection_split, session_folds
+from data_hyfuser import (
+    KEMDY19_ROWS,
+    LABEL_SOURCES,
+    MULTI_LABEL_POLICIES,
+    build_paper_dataset,
+    selection_split,
+    session_folds,
+)
 from demo_hyfuser import prepare_demo
 from features_hyfuser import (
     FEATURE_COLUMNS,
@@ -51,8 +58,14 @@ from features_hyfuser import (
     train_on_features,
     trainer_dataset,
 )
-from metrics_hyfuser import per_class_report, prediction_metrics, save_confusion_matrix
-from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS
+from metrics_hyfuser import (
+    choose_ensemble_weight,
+    fused_logits,
+    per_class_report,
+    prediction_metrics,
+    save_confusion_matrix,
+)
+from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS, ComposedModel
 from processing_hyfuser import HyFusERProcessor
 
 logger = logging.getLogger(__name__)
@@ -112,12 +125,6 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
     },
 }
 """The paper's reported numbers (accuracy as a fraction here), per `--dataset`."""
-
-WEIGHTED_ENSEMBLES = frozenset({"weighted_average_ensemble"})
-"""Composed models whose first member's weight is searched on the model-selection set; the others average evenly."""
-
-ENSEMBLE_WEIGHT_GRID = tuple(round(weight, 2) for weight in np.linspace(0.0, 1.0, 21))
-"""Candidate weights of the first member, in steps of 0.05."""
 
 
 @dataclass
@@ -181,6 +188,10 @@ class ReproduceArguments:
     multi_label: str = field(
         default="drop",
         metadata={"help": "KEMDy rater ties: 'drop' or keep the 'first'.", "choices": MULTI_LABEL_POLICIES},
+    )
+    kemdy19_rows: str = field(
+        default="speaker",
+        metadata={"help": "KEMDy19 rows kept (see train.py --help).", "choices": tuple(KEMDY19_ROWS)},
     )
     label_source: str = field(
         default="situation", metadata={"help": "AI-Hub 263 label source.", "choices": LABEL_SOURCES}
@@ -262,6 +273,7 @@ def load_rows(args: ReproduceArguments) -> tuple[Dataset, int, str | None, str |
         **corpora,
         seed=args.split_seed,
         multi_label=args.multi_label,
+        kemdy19_rows=args.kemdy19_rows,
         label_source=args.label_source,
         return_report=True,
     )
@@ -291,38 +303,25 @@ def plan_splits(rows: Dataset, paper_train_rows: int, args: ReproduceArguments) 
 def plan_runs(models: Sequence[str], splits: Sequence[Split], seeds: Sequence[int]) -> list[Run]:
     """Every run, split by split and seed by seed: the trainable models (with the members the composed ones need,
     each trained once) before the composed models."""
-    members = [member for model in models if model in COMPOSED_MODELS for member in COMPOSED_MODELS[model]]
+    members = [member for model in models if model in COMPOSED_MODELS for member in COMPOSED_MODELS[model].members]
     trained = [name for name in TRAINABLE_MODELS if name in models or name in members]
     composed = [name for name in models if name in COMPOSED_MODELS]
     return [Run(model, split.fold, seed) for split in splits for seed in seeds for model in [*trained, *composed]]
 
 
-def choose_ensemble_weight(
-    first_probs: np.ndarray, second_probs: np.ndarray, labels: np.ndarray, grid: Sequence[float] = ENSEMBLE_WEIGHT_GRID
-) -> float:
-    """The weight w of `w * first + (1 - w) * second` with the best accuracy on (model-selection) `labels`; among
-    equally accurate weights, the one closest to the plain average 0.5, then the smaller."""
-    scores = {
-        weight: np.mean(np.argmax(weight * first_probs + (1 - weight) * second_probs, -1) == labels) for weight in grid
-    }
-    return min(grid, key=lambda weight: (-scores[weight], abs(weight - 0.5), weight))
-
-
 def compose(
-    model: str, selection: Sequence[np.ndarray], validation: Sequence[np.ndarray], selection_labels: np.ndarray
+    composed: ComposedModel,
+    selection: Sequence[np.ndarray],
+    validation: Sequence[np.ndarray],
+    selection_labels: np.ndarray,
 ) -> tuple[np.ndarray, float]:
     """A composed model's validation log-probabilities from its two members' log-probabilities, and the first
-    member's weight (searched on the model-selection set for `WEIGHTED_ENSEMBLES`, else 0.5)."""
+    member's weight: chosen on the model-selection set when the model is weighted, else 0.5."""
     weight = 0.5
-    if model in WEIGHTED_ENSEMBLES:
+    if composed.weighted:
         weight = choose_ensemble_weight(*(np.exp(log_probs) for log_probs in selection), selection_labels)
     first, second = (np.exp(log_probs) for log_probs in validation)
     return np.log(weight * first + (1 - weight) * second), weight
-
-
-def _fused_log_probs(predictions: np.ndarray | tuple[np.ndarray, ...]) -> np.ndarray:
-    """The fused log-probabilities: the first output, or the only one of a one-head model."""
-    return predictions[0] if isinstance(predictions, tuple) else predictions
 
 
 def _sessions(rows: Dataset, indices: Sequence[int]) -> list[str] | None:
@@ -336,7 +335,7 @@ def _sessions(rows: Dataset, indices: Sequence[int]) -> list[str] | None:
 RESULT_SETTINGS = (
     "dataset", "kemdy19_dir", "kemdy20_dir", "aihub_dir", "protocol", "folds", "selection_fraction", "text_backbone",
     "speech_backbone", "sequence_length", "config_overrides", "early_stopping_patience", "split_seed", "multi_label",
-    "label_source", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "kemdy19_rows", "label_source", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
     "gradient_accumulation_steps", "weight_decay", "optim", "lr_scheduler_type", "metric_for_best_model",
 )  # fmt: skip
 """Arguments that change a run's result: finished runs are only reused under the same values (models and seeds may
@@ -564,8 +563,8 @@ def train_member(
         for checkpoint in run_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
     return {
-        "selection": _fused_log_probs(selection.predictions),
-        "validation": _fused_log_probs(validation.predictions),
+        "selection": fused_logits(selection.predictions),
+        "validation": fused_logits(validation.predictions),
     }
 
 
@@ -658,9 +657,10 @@ def main(argv: list[str] | None = None) -> None:
         if run.model in COMPOSED_MODELS:
             if training_args.process_index != 0:
                 continue
-            members = [store.log_probs(Run(member, run.fold, run.seed)) for member in COMPOSED_MODELS[run.model]]
+            composed = COMPOSED_MODELS[run.model]
+            members = [store.log_probs(Run(member, run.fold, run.seed)) for member in composed.members]
             validation, weight = compose(
-                run.model,
+                composed,
                 [member["selection"] for member in members],
                 [member["validation"] for member in members],
                 labels[split.selection],

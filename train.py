@@ -41,7 +41,14 @@ from transformers.trainer_utils import PredictionOutput
 
 import features_hyfuser
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS, HyFusERConfig
-from data_hyfuser import LABEL_SOURCES, MULTI_LABEL_POLICIES, SPLITS, PaperDatasetReport, build_paper_dataset
+from data_hyfuser import (
+    KEMDY19_ROWS,
+    LABEL_SOURCES,
+    MULTI_LABEL_POLICIES,
+    SPLITS,
+    PaperDatasetReport,
+    build_paper_dataset,
+)
 from demo_hyfuser import DEMO_SEQUENCE_LENGTH, DemoCorpus, demo_predictions_table, prepare_demo
 from features_hyfuser import (
     FEATURE_DTYPE,
@@ -50,8 +57,8 @@ from features_hyfuser import (
     fit_scaler_on_cache,
     train_on_features,
 )
-from metrics_hyfuser import METRIC_TITLES, per_class_report, save_confusion_matrix
-from modeling_hyfuser import HyFusERForEmotionRecognition
+from metrics_hyfuser import METRIC_TITLES, fused_logits, per_class_report, save_confusion_matrix
+from modeling_hyfuser import COMPOSED_MODELS, MODEL_DESCRIPTIONS, TRAINABLE_MODELS, HyFusERForEmotionRecognition
 from pipeline_hyfuser import save_hyfuser
 from processing_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER, HyFusERProcessor
 
@@ -97,9 +104,13 @@ CORPORA: dict[str, Corpus] = {
         source="KEMDy19 + KEMDy20 (ETRI), merged",
         output_dir="outputs/hyfuser-kemdy",
         directory_flags=("kemdy19_dir", "kemdy20_dir"),
-        loader_arguments=lambda args, demo: {"kemdy19_dir": args.kemdy19_dir, "kemdy20_dir": args.kemdy20_dir},
+        loader_arguments=lambda args, demo: {
+            "kemdy19_dir": args.kemdy19_dir,
+            "kemdy20_dir": args.kemdy20_dir,
+            "kemdy19_rows": args.kemdy19_rows,
+        },
         label_policy=lambda args: f"KEMDy 'Total Evaluation' emotion; rater ties (';') policy: `{args.multi_label}`; "
-        "KEMDy19 speaker labels only (rows whose Segment ID gender matches the annotation file)",
+        f"KEMDy19 rows: `{args.kemdy19_rows}` ({KEMDY19_ROWS[args.kemdy19_rows]})",
     ),
     "aihub": Corpus(
         title="AI-Hub 263",
@@ -126,8 +137,17 @@ CORPORA: dict[str, Corpus] = {
 
 @dataclass
 class ModelArguments:
-    """Backbones and HyFusER architecture."""
+    """Which model, backbones and HyFusER architecture."""
 
+    model: str = field(
+        default="hyfuser",
+        metadata={
+            "help": "The model to train on the cached features (the paper's Tables 5/6 rows): "
+            + "; ".join(f"'{name}': {description}" for name, description in MODEL_DESCRIPTIONS.items())
+            + ". The ensembles and hyfuser_separate compose trained runs of their members and are not trained here.",
+            "choices": (*TRAINABLE_MODELS, *COMPOSED_MODELS),
+        },
+    )
     text_backbone: str | None = field(
         default=DEFAULT_TEXT_BACKBONE,
         metadata={
@@ -175,6 +195,15 @@ class ModelArguments:
         },
     )
 
+    def __post_init__(self):
+        if self.model in COMPOSED_MODELS:
+            composed = COMPOSED_MODELS[self.model]
+            raise ValueError(
+                f"--model {self.model} is not trained: it composes trained runs of --model {composed.members[0]} and "
+                f"--model {composed.members[1]} with {composed.model_class.__name__}.from_members "
+                "(the comparison runner, reproduce.py, does both)"
+            )
+
 
 @dataclass
 class DataTrainingArguments:
@@ -207,7 +236,8 @@ class DataTrainingArguments:
     split_by: str = field(
         default="random",
         metadata={
-            "help": "'random': stratified 8:2 utterance split, as the paper (speakers appear on both sides). "
+            "help": "'random': random 8:2 utterance split as the paper's, stratified by label (our choice; the paper "
+            "gives only the ratio; speakers appear on both sides). "
             "'session': hold out whole KEMDy sessions (about a fifth of them), a speaker-independent validation set.",
             "choices": SPLITS,
         },
@@ -220,10 +250,21 @@ class DataTrainingArguments:
             "choices": MULTI_LABEL_POLICIES,
         },
     )
+    kemdy19_rows: str = field(
+        default="speaker",
+        metadata={
+            "help": "KEMDy19 rows (each actor's file rates every segment): 'speaker' keeps each actor's own "
+            "segments, the emotion of the person speaking; 'listener' the partner's segments, labelled with the "
+            "listener's reaction; 'both' every row of both files. The paper does not say; Table 4 cannot be "
+            "reached with speaker labels, and the logged report shows each choice's counts beside Table 4's.",
+            "choices": tuple(KEMDY19_ROWS),
+        },
+    )
     label_source: str = field(
         default="situation",
         metadata={
-            "help": "AI-Hub 263 label: 'situation' (the scripted emotion, 상황) or 'majority' (>= 3 of 5 raters).",
+            "help": "AI-Hub 263 label: 'situation' (the scripted emotion, 상황) or 'majority' (>= 3 of 5 raters). "
+            "The paper does not say which it used.",
             "choices": LABEL_SOURCES,
         },
     )
@@ -342,6 +383,7 @@ def model_card_data(corpus: Corpus, data_args: DataTrainingArguments, metrics: d
                 metric_value=round(metrics[f"eval_{metric}"], 4),
             )
             for metric, title in METRIC_TITLES.items()
+            if f"eval_{metric}" in metrics
         ],
     )
 
@@ -360,7 +402,11 @@ def write_model_card(
     text_backbone = _backbone_description(config.text_backbone, output_dir, TEXT_BACKBONE_SUBFOLDER)
     speech_backbone = _backbone_description(config.speech_backbone, output_dir, SPEECH_BACKBONE_SUBFOLDER)
     header, rows = data_report.stage_table()
-    metric_rows = [[title, f"{prediction.metrics[f'eval_{name}']:.4f}"] for name, title in METRIC_TITLES.items()]
+    metric_rows = [
+        [title, f"{prediction.metrics[f'eval_{name}']:.4f}"]
+        for name, title in METRIC_TITLES.items()
+        if f"eval_{name}" in prediction.metrics
+    ]
     per_class = class_report["per_class"]
     class_rows = [
         [name, *(f"{per_class[name][key]:.4f}" for key in ("precision", "recall", "f1-score")),
@@ -368,12 +414,19 @@ def write_model_card(
         for name in EMOTION_LABELS
     ]  # fmt: skip
     split = (
-        "stratified random 8:2 utterance split (paper parity; speakers appear on both sides, so scores are optimistic "
-        "for unseen speakers)"
+        "random 8:2 utterance split as the paper's, stratified by label (our choice; speakers appear on both sides, "
+        "so scores are optimistic for unseen speakers)"
         if data_args.split_by == "random"
         else "whole sessions held out (~20%): speaker-independent validation"
     )
     limitation = f"\n- {corpus.limitation}" if corpus.limitation else ""
+    table_4 = (
+        ", with each column of the paper's Table 4 beside the stage it counts (its \"collected\" column equals its "
+        "\"final\" one for every class but neutral, so it counts rows after the duplicate and syllable filters, not "
+        "as loaded)"
+        if data_report.compares_to_table_4
+        else ""
+    )
     body = f"""
 # HyFusER ({corpus.title})
 
@@ -392,8 +445,7 @@ classifier({{"text": "정말 너무 화가 나요", "audio": "utterance.wav"}}, 
 ## Training data
 
 Corpus: {corpus.source}. Preprocessing as the paper's Section 5.1: merge, drop duplicate texts and texts under two
-Hangul syllables, downsample neutral to the largest other class. Rows per emotion after each stage ("collected" and
-"used" are the columns of the paper's Table 4):
+Hangul syllables, downsample neutral to the largest other class. Rows per emotion left after each stage{table_4}:
 
 {_markdown_table(header, rows)}
 
@@ -489,7 +541,7 @@ def main() -> None:
     if model_args.config_overrides:
         config.update_from_string(model_args.config_overrides)
     processor.check_compatible(config)
-    model = HyFusERForEmotionRecognition(config)
+    model = TRAINABLE_MODELS[model_args.model](config)
 
     # 7. Train, then evaluate the restored best model: fused and per-head metrics
     trainer, prediction = train_on_features(
@@ -509,7 +561,7 @@ def main() -> None:
     output_dir = Path(training_args.output_dir)
     save_hyfuser(output_dir, trainer.model, processor, save_backbones=model_args.save_backbones)
     names = list(EMOTION_LABELS)
-    class_report = per_class_report(prediction.label_ids, prediction.predictions[0].argmax(-1), names)
+    class_report = per_class_report(prediction.label_ids, fused_logits(prediction.predictions).argmax(-1), names)
     (output_dir / "classification_report.json").write_text(json.dumps(class_report, indent=2))
     (output_dir / "dataset_report.json").write_text(json.dumps(data_report.to_dict(), indent=2, ensure_ascii=False))
     save_confusion_matrix(class_report["confusion_matrix"]["matrix"], names, output_dir / "confusion_matrix.png")

@@ -51,6 +51,7 @@ def tiny_config(tiny_backbones):
 def tiny_processor(tiny_backbones):
     """A processor over the tiny backbones whose joint scaler is fitted on a few real utterances."""
     from audio_files import voiced_tone
+
     from processing_hyfuser import HyFusERProcessor
 
     processor = HyFusERProcessor.from_backbones(

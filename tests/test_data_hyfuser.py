@@ -125,6 +125,69 @@ def test_kemdy19_keeps_only_speaker_rows(kemdy19):
     assert rows["Sess02_script01_F001"]["session"] == "Sess02"
 
 
+def test_kemdy19_listener_rows_take_each_segment_from_the_partners_file(corpora_dir):
+    dataset, report = load_kemdy19(corpora_dir["kemdy19"], rows="listener", return_report=True)
+    rows = rows_by_id(dataset)
+    expected = {  # the partner's labels in KEMDY19_SEGMENTS, for the rows whose audio and text are usable
+        "Sess01_script01_F001": "neutral",
+        "Sess01_script01_M001": "happy",
+        "Sess01_script01_F002": "neutral",  # a tie in the speaker's own file, a single label in the partner's
+        "Sess01_script01_M002": "neutral",
+        "Sess01_impro01_F001": "neutral",
+        "Sess01_impro01_M001": "fear",
+        "Sess01_impro01_F002": "neutral",
+        "Sess02_script01_F001": "happy",
+        "Sess02_script01_M001": "neutral",
+        "Sess02_script01_F002": "sad",
+        "Sess02_script01_M002": "angry",
+    }
+    assert {segment_id: row["label"] for segment_id, row in rows.items()} == expected
+    assert dict(report.skipped) == {
+        "own segment (speaker label)": 14, "missing audio": 1, "empty text": 1, "missing transcript": 1
+    }  # fmt: skip
+    assert report.rows_read == report.kept + sum(report.skipped.values())
+    assert all(row["valence"] == 2.1 and row["arousal"] == 3.9 for row in rows.values())  # the partner's file
+    assert rows["Sess01_script01_M001"]["speaker"] == "Sess01M"  # still the person speaking
+
+
+def test_kemdy19_both_keeps_every_row_of_both_files_the_listeners_under_its_own_id(corpora_dir, kemdy19):
+    dataset, report = load_kemdy19(corpora_dir["kemdy19"], rows="both", return_report=True)
+    rows = rows_by_id(dataset)
+    assert len(rows) == len(dataset) == 21  # 10 speaker rows + 11 listener rows
+    assert report.labels == {
+        "angry": 2, "disgust": 1, "fear": 2, "happy": 4, "neutral": 9, "sad": 2, "surprise": 1
+    }  # fmt: skip
+    assert dict(report.skipped) == {"multi-label": 1, "missing audio": 2, "empty text": 2, "missing transcript": 2}
+    speaker, listener = rows["Sess01_script01_M001"], rows["Sess01_script01_M001:listener"]
+    assert (speaker["label"], listener["label"]) == ("angry", "happy")
+    assert speaker["audio"] == listener["audio"] and speaker["text"] == listener["text"]
+    assert "Sess01_script01_F002" not in rows and "Sess01_script01_F002:listener" in rows  # the tie is dropped
+    assert {segment_id for segment_id in rows if ":" not in segment_id} == set(kemdy19[0]["id"])
+
+
+@pytest.mark.parametrize(
+    "rows, loaded, deduplicated, neutral",
+    [
+        # 10 KEMDy19 + 15 KEMDy20 rows; KEMDy20 repeats one KEMDy19 text. Neutral: 3 + 7 loaded, minus that
+        # repeat and the one-syllable '네.' and '응'.
+        ("speaker", 25, 24, 7),
+        ("listener", 26, 25, 10),  # 11 + 15; neutral 6 + 7 loaded, minus the same three
+        ("both", 36, 25, 10),  # 21 + 15; the second row of each of 10 segments repeats the first's text
+    ],
+)
+def test_paper_dataset_reports_each_kemdy19_row_selection_beside_table_4(
+    corpora_dir, rows, loaded, deduplicated, neutral
+):
+    _, report = build_paper_dataset(
+        corpora_dir["kemdy19"], corpora_dir["kemdy20"], kemdy19_rows=rows, return_report=True
+    )
+    assert sum(report.stages["loaded"].values()) == loaded
+    assert sum(report.stages["deduplicated"].values()) == deduplicated
+    lines = str(report).splitlines()
+    assert f"KEMDy19 (rows={rows!r}, multi_label='drop')" in lines[0]
+    assert lines[2 + EMOTION_LABELS.index("neutral")].split()[3:5] == [str(neutral), "15082"]
+
+
 def test_kemdy19_reads_audio_from_the_dialogue_folder_never_from_converted(kemdy19, corpora_dir):
     dataset, report = kemdy19
     for row in dataset:
@@ -301,6 +364,8 @@ def test_malformed_annotation_names_file_line_and_field(corpora_dir, tmp_path, o
 def test_loaders_reject_unknown_options(corpora_dir):
     with pytest.raises(ValueError, match="multi_label must be one of"):
         load_kemdy19(corpora_dir["kemdy19"], multi_label="vote")
+    with pytest.raises(ValueError, match="rows must be one of"):
+        load_kemdy19(corpora_dir["kemdy19"], rows="rater")
     with pytest.raises(ValueError, match="label_source must be one of"):
         load_aihub263(corpora_dir["aihub"], label_source="intensity")
 
@@ -310,8 +375,8 @@ def test_paper_dataset_drops_duplicate_texts_keeping_the_first(paper):
     ids, texts = both_splits(splits, "id"), both_splits(splits, "text")
     assert len(set(texts)) == len(texts)
     assert "Sess01_script01_User001F_001" not in ids  # KEMDy20's '아 친구들도?' repeats KEMDy19's Sess02_script01_F001
-    collected, deduplicated = report.stages["collected"], report.stages["deduplicated"]
-    assert Counter(collected) - Counter(deduplicated) == Counter(neutral=1)
+    loaded, deduplicated = report.stages["loaded"], report.stages["deduplicated"]
+    assert Counter(loaded) - Counter(deduplicated) == Counter(neutral=1)
 
 
 def test_paper_dataset_drops_texts_under_two_hangul_syllables(paper):
@@ -380,12 +445,30 @@ def test_paper_dataset_keeps_aihub_separate_from_kemdy(corpora_dir):
         build_paper_dataset(corpora_dir["kemdy19"], aihub_dir=corpora_dir["aihub"])
 
 
-def test_paper_report_renders_table_4_and_serialises_to_json(corpora_dir, capsys):
+def test_paper_report_renders_the_stages_beside_table_4_and_serialises_to_json(corpora_dir, capsys):
     _, report = build_paper_dataset(corpora_dir["kemdy19"], corpora_dir["kemdy20"], return_report=True)
     assert capsys.readouterr().out == ""  # the caller decides where the report goes
-    table = str(report)
-    assert "collected" in table and "used" in table and "paper parity" in table
-    assert table.splitlines()[-2].split()[:5] == ["total", "25", "24", "22", "20"]
+    lines = str(report).splitlines()
+    assert "KEMDy19 (rows='speaker', multi_label='drop') + KEMDy20 (multi_label='drop')" in lines[0]
+    assert lines[1].split() == [
+        "emotion", "loaded", "deduplicated", ">=", "2", "syllables", "Table", "4", "collected", "used", "Table", "4",
+        "final", "train", "validation",
+    ]  # fmt: skip
+    assert lines[2 + EMOTION_LABELS.index("fear")].split()[:6] == ["fear", "2", "2", "2", "840", "2"]
+    assert lines[9].split()[:7] == ["total", "25", "24", "22", "22820", "20", "10381"]
+    assert lines[-1] == "sum of |this run - Table 4| over emotions: collected 22798, final 10361"
     saved = json.loads(json.dumps(report.to_dict()))
     assert [load["corpus"] for load in saved["loads"]] == ["KEMDy19", "KEMDy20"]
     assert saved["stages"]["used"] == report.stages["used"]
+    assert saved["table_4"]["collected"]["stage"] == ">= 2 syllables"
+    assert saved["table_4"]["collected"]["this_run"] == report.stages[">= 2 syllables"]
+    assert saved["table_4"]["final"]["paper"]["neutral"] == 2643
+    assert saved["table_4"]["final"]["absolute_difference"] == 10361
+
+
+def test_paper_report_has_no_table_4_columns_for_data_table_4_does_not_count(corpora_dir):
+    for roots in ({"kemdy20_dir": corpora_dir["kemdy20"]}, {"aihub_dir": corpora_dir["aihub"]}):
+        _, report = build_paper_dataset(**roots, return_report=True)
+        assert "Table 4" not in str(report) and "table_4" not in report.to_dict()
+        assert report.stage_table()[0] == ("emotion", "loaded", "deduplicated", ">= 2 syllables", "used", "train",
+                                           "validation")  # fmt: skip

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
-from modeling_hyfuser import HyFusERForEmotionRecognition
+from modeling_hyfuser import HyFusERAttention, HyFusERForEmotionRecognition
 
 
 @pytest.fixture(autouse=True)
@@ -136,10 +136,21 @@ def test_output_attentions_returns_every_layer_without_changing_logits():
     model = HyFusERForEmotionRecognition(config).eval()
     features = random_features(config)
     plain = model(*features)
+    assert plain.attentions is None
     with_maps = model(*features, output_attentions=True)
     assert len(with_maps.attentions) == 2 * config.num_hidden_layers + 2
-    assert with_maps.attentions[-1].shape == (3, config.num_attention_heads, config.sequence_length, config.sequence_length)
+    shape = (3, config.num_attention_heads, config.sequence_length, config.sequence_length)
+    for attention_map in with_maps.attentions:
+        assert isinstance(attention_map, torch.Tensor) and attention_map.shape == shape
+        torch.testing.assert_close(attention_map.sum(-1), torch.ones(shape[:-1]))  # each query's weights sum to 1
     torch.testing.assert_close(with_maps.logits, plain.logits)
+
+
+def test_attention_block_returns_weights_only_when_asked():
+    attention = HyFusERAttention(small_config()).eval()
+    states = torch.randn(2, 5, 16)
+    assert attention(states)[1] is None
+    assert attention(states, output_attentions=True)[1].shape == (2, 2, 5, 5)
 
 
 def test_return_dict_false_gives_a_tuple():
@@ -153,6 +164,8 @@ def test_wrong_feature_shape_is_rejected_with_expected_shape():
     text, speech = random_features(model.config)
     with pytest.raises(ValueError, match=r"speech_features must have shape \(batch_size, 5, 16\)"):
         model(text, speech[:, :4])
+    with pytest.raises(ValueError, match=r"text_features must have shape \(batch_size, 5, 16\)"):
+        model(text[:, :, :8], speech)
 
 
 def test_forward_takes_no_var_kwargs():
@@ -248,10 +261,14 @@ def reference_forward(model: HyFusERForEmotionRecognition, text: torch.Tensor, s
     }
 
 
-@pytest.mark.parametrize("num_attention_heads", [1, 2], ids=["paper_one_head", "two_heads"])
-def test_forward_equals_the_papers_equations_computed_by_hand(num_attention_heads):
+@pytest.mark.parametrize(
+    "num_attention_heads, layer_norm_eps",
+    [(1, 1e-6), (2, 1e-6), (1, 0.5)],
+    ids=["paper_one_head", "two_heads", "large_layer_norm_eps"],
+)
+def test_forward_equals_the_papers_equations_computed_by_hand(num_attention_heads, layer_norm_eps):
     torch.manual_seed(1)
-    config = small_config(num_attention_heads=num_attention_heads, num_hidden_layers=2)
+    config = small_config(num_attention_heads=num_attention_heads, num_hidden_layers=2, layer_norm_eps=layer_norm_eps)
     model = HyFusERForEmotionRecognition(config).eval()
     text, speech = random_features(config, batch_size=4, seed=3)
     with torch.no_grad():
@@ -291,6 +308,10 @@ def test_one_training_step_gives_every_parameter_a_finite_nonzero_gradient(use_m
     model = HyFusERForEmotionRecognition(small_config(use_modality_losses=use_modality_losses)).train()
     text, speech = random_features(model.config, batch_size=6, seed=5)
     model(text, speech, labels=torch.tensor([0, 1, 2, 3, 4, 5])).loss.backward()
+    assert_every_parameter_has_a_finite_nonzero_gradient(model)
+
+
+def assert_every_parameter_has_a_finite_nonzero_gradient(model: torch.nn.Module) -> None:
     trainable = dict(model.named_parameters())
     assert trainable and all(parameter.requires_grad for parameter in trainable.values())
     missing = [name for name, parameter in trainable.items() if parameter.grad is None]
@@ -319,3 +340,32 @@ def test_checkpoint_saved_under_the_old_step_names_loads_into_the_renamed_steps(
         assert torch.equal(reloaded.state_dict()[name], tensor), name
     features = random_features(model.config)
     torch.testing.assert_close(reloaded(*features).logits, model(*features).logits, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Dropout: the config's rates, in training only
+
+
+@pytest.mark.parametrize("output_attentions", [False, True], ids=["fused_kernel", "explicit_softmax"])
+def test_attention_dropout_acts_in_training_only(output_attentions):
+    model = HyFusERForEmotionRecognition(small_config(hidden_dropout_prob=0.0, attention_dropout=0.3))
+    features = random_features(model.config)
+    model.train()
+    first, second = (model(*features, output_attentions=output_attentions).logits for _ in range(2))
+    assert not torch.allclose(first, second)  # fresh attention-dropout masks each pass
+    model.eval()
+    torch.testing.assert_close(model(*features, output_attentions=output_attentions).logits, model(*features).logits)
+
+
+@pytest.mark.parametrize("output_attentions", [False, True], ids=["fused_kernel", "explicit_softmax"])
+def test_zero_dropout_rates_make_training_mode_equal_evaluation_mode(output_attentions):
+    model = HyFusERForEmotionRecognition(small_config(hidden_dropout_prob=0.0, attention_dropout=0.0))
+    features = random_features(model.config)
+    trained_mode = model.train()(*features, output_attentions=output_attentions).logits
+    torch.testing.assert_close(trained_mode, model.eval()(*features).logits)
+
+
+def test_from_pretrained_passes_loading_options_through(tmp_path):
+    HyFusERForEmotionRecognition(small_config()).save_pretrained(tmp_path)
+    reloaded = HyFusERForEmotionRecognition.from_pretrained(tmp_path, dtype=torch.float64)
+    assert {parameter.dtype for parameter in reloaded.parameters()} == {torch.float64}

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from audio_files import voiced_tone, write_tone
 from safetensors.torch import load_file, save_file
 from transformers import AutoFeatureExtractor, AutoModel, AutoProcessor, AutoTokenizer, pipeline
 
-from audio_files import voiced_tone, write_tone
 from pipeline_hyfuser import TASK
 
 ITEM_TEXTS = ["정말 너무 화가 나서 참을 수가 없어요", "오늘 날씨가 좋아서 기분이 좋네요", "그 소식을 듣고 깜짝 놀랐어"]

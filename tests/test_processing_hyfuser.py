@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from audio_files import write_tone
 from datasets.fingerprint import Hasher
 from transformers import AutoProcessor
 
-from audio_files import write_tone
 from configuration_hyfuser import HyFusERConfig
 from demo_hyfuser import build_tiny_backbones
 from processing_hyfuser import FeatureStatistics, HyFusERProcessor
@@ -218,8 +218,30 @@ def test_windowed_frames_match_each_window_run_alone(processor):
 def test_audio_shorter_than_receptive_field_is_zero_padded_to_one_frame(processor):
     frames = processor.speech_frames(noise(0.005))  # 80 samples < 400
     assert frames.shape == (1, 32)
+    # The normalised samples, then zeros after them up to the 400-sample receptive field, in one HuBERT pass.
+    values = processor.feature_extractor(noise(0.005), sampling_rate=RATE, return_tensors="np").input_values[0]
+    padded = torch.from_numpy(np.pad(values, (0, 400 - len(values))))[None]
+    with torch.no_grad():
+        expected = processor.speech_backbone_model(input_values=padded).last_hidden_state[0]
+    torch.testing.assert_close(frames, expected)
     features = processor.encode_speech([noise(0.005)])[0]
     torch.testing.assert_close(features, frames.expand(SEQUENCE_LENGTH, -1))
+
+
+def test_one_frame_windows_compute_each_frame_from_its_own_samples(tiny_backbones):
+    """With a window of one frame (20 ms) and no overlap, frame i is HuBERT run on samples [320 i, 320 i + 400)."""
+    processor = HyFusERProcessor.from_backbones(
+        tiny_backbones.text, tiny_backbones.speech, speech_window_seconds=0.02, speech_window_overlap_seconds=0.0
+    )
+    waveform = noise(0.1)
+    frames = processor.speech_frames(waveform)
+    values = processor.feature_extractor(waveform, sampling_rate=RATE, return_tensors="np").input_values[0]
+    assert frames.shape == ((len(values) - 400) // 320 + 1, 32)
+    for index in range(len(frames)):
+        samples = torch.from_numpy(values[320 * index : 320 * index + 400])[None]
+        with torch.no_grad():
+            expected = processor.speech_backbone_model(input_values=samples).last_hidden_state[0, 0]
+        torch.testing.assert_close(frames[index], expected, msg=f"frame {index}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -252,6 +274,23 @@ def test_statistics_merged_from_shards_equal_one_pass():
     np.testing.assert_allclose(merged.std, everything.std(axis=0), rtol=1e-6)
 
 
+def test_statistics_of_one_row_merge_and_empty_statistics_refuse_to_report():
+    rows = np.arange(12, dtype=np.float32).reshape(4, 3)
+    merged = FeatureStatistics().merge(FeatureStatistics().update(rows[:1])).merge(FeatureStatistics())
+    merged.merge(FeatureStatistics().update(rows[1:]))
+    np.testing.assert_allclose(merged.mean, rows.mean(axis=0))
+    assert merged.count == 4
+    with pytest.raises(ValueError, match="^no features were added to these statistics$"):
+        FeatureStatistics().mean  # noqa: B018
+    with pytest.raises(ValueError, match="^cannot combine features of hidden size 2 with hidden size 3$"):
+        merged.merge(FeatureStatistics().update(np.ones((1, 2))))
+
+
+def test_fitting_on_nothing_is_refused(processor):
+    with pytest.raises(ValueError, match=r"^fit_scaler got no features: pass an iterable of \(text_features, "):
+        copy.deepcopy(processor).fit_scaler([])
+
+
 def test_scale_uses_one_mean_and_std_for_both_modalities(fitted):
     text, speech = np.full((1, 2, 32), 3.0, np.float32), np.full((1, 2, 32), 3.0, np.float32)
     scaled_text, scaled_speech = fitted.scale(text, speech)
@@ -277,11 +316,38 @@ def test_constant_dimension_is_centred_not_divided_by_zero(processor):
     scaler = copy.deepcopy(processor).fit_scaler([(features, features)])
     scaled, _ = scaler.scale(features, features)
     assert np.isfinite(scaled).all() and np.all(scaled[..., 0] == 0.0)
+    shifted = features.copy()
+    shifted[..., 0] = 9.5  # unseen values of the constant dimension: centred, divided by 1
+    assert np.all(scaler.scale(shifted, shifted)[0][..., 0] == 2.5)
+
+
+def test_scale_returns_float32_whatever_the_input_precision(fitted):
+    features = np.random.default_rng(3).normal(size=(2, SEQUENCE_LENGTH, 32))
+    for dtype in (np.float16, np.float64):
+        scaled = fitted.scale(features.astype(dtype), features.astype(dtype))
+        assert [array.dtype for array in scaled] == [np.float32, np.float32], dtype
 
 
 def test_unfitted_processor_refuses_to_scale(processor):
-    with pytest.raises(ValueError, match="scaler is not fitted: call processor.fit_scaler"):
+    message = (
+        r"^this HyFusERProcessor's scaler is not fitted: call processor.fit_scaler\(...\) on the unscaled training "
+        r"features \(processor\(..., scale=False\)\) first, or pass scale=False$"
+    )
+    with pytest.raises(ValueError, match=message):
         processor(text=TEXTS[0], audio=noise(0.5), sampling_rate=RATE)
+
+
+@pytest.mark.parametrize("missing", ["text", "audio"])
+def test_text_and_audio_are_both_required(processor, missing):
+    inputs = {"text": TEXTS[0], "audio": noise(0.5), "sampling_rate": RATE, "scale": False}
+    del inputs[missing]
+    with pytest.raises(ValueError, match="^HyFusERProcessor needs both text= and audio=$"):
+        processor(**inputs)
+
+
+def test_return_tensors_np_gives_numpy_arrays(processor):
+    features = processor(text=TEXTS[0], audio=noise(0.5), sampling_rate=RATE, scale=False, return_tensors="np")
+    assert all(isinstance(features[name], np.ndarray) for name in ("text_features", "speech_features"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

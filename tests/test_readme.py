@@ -10,7 +10,6 @@ nor listed fails `test_every_fenced_block_is_run_or_listed`, so the README canno
 import ast
 import json
 import re
-import runpy
 import shlex
 import subprocess
 import sys
@@ -18,15 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from audio_files import write_tone
-from configuration_hyfuser import EMOTION_LABELS
 from corpora import write_aihub263, write_kemdy19, write_kemdy20
 from test_train import OVERRIDES, run
+from train_script import TRAIN
 
+from configuration_hyfuser import EMOTION_LABELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CORPORA = runpy.run_path(str(REPO_ROOT / "train.py"))["CORPORA"]
+CORPORA = TRAIN["CORPORA"]
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHELL = "bash"

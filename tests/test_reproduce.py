@@ -16,7 +16,7 @@ from datasets import concatenate_datasets
 from corpora import write_aihub263, write_kemdy19, write_kemdy20
 from data_hyfuser import build_paper_dataset, selection_split, session_folds
 from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS
-from reproduce import PAPER_RESULTS, choose_ensemble_weight, compose, main, parse_arguments, results_markdown
+from reproduce import PAPER_RESULTS, compose, main, parse_arguments, results_markdown
 from test_train import OVERRIDES, run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,22 +79,15 @@ def test_the_selection_set_comes_from_the_training_rows_only(kemdy_rows):
         selection_split(kemdy_rows, train, "random", 0.01)
 
 
-def test_ensemble_weight_is_the_most_accurate_one_closest_to_an_even_average():
-    first = np.array([[0.6, 0.4], [0.6, 0.4], [0.2, 0.8]])
-    second = np.array([[0.3, 0.7], [0.1, 0.9], [0.4, 0.6]])
-    # Item 0 needs w > 2/3, item 1 needs w < 0.8, item 2 is right for every w: 0.7 and 0.75 are perfect.
-    assert choose_ensemble_weight(first, second, np.array([0, 1, 1])) == 0.7
-    assert choose_ensemble_weight(first, first, np.array([0, 0, 1])) == 0.5  # every weight equally good
-
-
 def test_weighted_ensemble_weight_is_chosen_on_the_selection_set_never_on_validation():
     first, second = np.log([[0.6, 0.4]]), np.log([[0.05, 0.95]])
     # On the selection set the first member is right: w > 0.818 fixes the second's mistake, 0.85 is closest to 0.5.
     # On validation the second member is right, which a weight chosen there would favour.
-    log_probs, weight = compose("weighted_average_ensemble", [first, second], [first, second], np.array([0]))
+    weighted, average = COMPOSED_MODELS["weighted_average_ensemble"], COMPOSED_MODELS["average_ensemble"]
+    log_probs, weight = compose(weighted, [first, second], [first, second], np.array([0]))
     assert weight == 0.85
     np.testing.assert_allclose(np.exp(log_probs), [[0.85 * 0.6 + 0.15 * 0.05, 0.85 * 0.4 + 0.15 * 0.95]])
-    log_probs, weight = compose("average_ensemble", [first, second], [first, second], np.array([0]))
+    log_probs, weight = compose(average, [first, second], [first, second], np.array([0]))
     assert weight == 0.5
     np.testing.assert_allclose(np.exp(log_probs), [[0.325, 0.675]])
 

@@ -8,10 +8,10 @@ is 5 optimisation steps per epoch in one process.
 
 import functools
 import json
+import logging
 import math
 import os
 import re
-import runpy
 import socket
 import subprocess
 import sys
@@ -21,13 +21,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from corpora import KEMDY19_SEGMENTS, write_aihub263, write_kemdy19, write_kemdy20
 from datasets import Dataset
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
+from train_script import TRAIN
 from transformers import EvalPrediction
 
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS
-from corpora import write_aihub263, write_kemdy19, write_kemdy20
 from data_hyfuser import build_paper_dataset
 from features_hyfuser import FEATURE_COLUMNS
 from metrics_hyfuser import METRIC_TITLES, compute_metrics, per_class_report
@@ -35,9 +36,7 @@ from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAIN_SCRIPT = REPO_ROOT / "train.py"
-parse_arguments = runpy.run_path(str(TRAIN_SCRIPT))["parse_arguments"]
-"""The script's own argument parsing, run in process (nothing imports `train.py` as a module)."""
+parse_arguments, load_corpora = TRAIN["parse_arguments"], TRAIN["load_corpora"]
 STEPS_PER_EPOCH = 5
 """ceil(18 training utterances / batch 4) in one process."""
 
@@ -180,6 +179,20 @@ def test_help_shows_the_paper_s_defaults_and_the_demo_s_only_under_dataset_demo(
 def test_a_dataset_without_its_directory_is_refused():
     with pytest.raises(ValueError, match="--kemdy19_dir and/or --kemdy20_dir"):
         parse_arguments(["--dataset", "kemdy"])
+
+
+def test_kemdy19_rows_flag_selects_the_rows_and_logs_them_beside_table_4(corpora, caplog):
+    kemdy19, kemdy20 = map(str, corpora)
+    _, data_args, _ = parse_arguments(["--kemdy19_dir", kemdy19, "--kemdy20_dir", kemdy20])
+    assert data_args.kemdy19_rows == "speaker"
+    _, data_args, _ = parse_arguments(
+        ["--kemdy19_dir", kemdy19, "--kemdy20_dir", kemdy20, "--kemdy19_rows", "listener"]
+    )
+    with caplog.at_level(logging.INFO):
+        _, report = load_corpora(data_args, None)
+    assert report.loads[0].options["rows"] == "listener"
+    assert report.loads[0].skipped["own segment (speaker label)"] == len(KEMDY19_SEGMENTS)
+    assert "Table 4 collected" in caplog.text and "KEMDy19 (rows='listener'" in caplog.text
 
 
 def test_metrics_report_each_head_next_to_the_fusion():
@@ -435,7 +448,7 @@ def glue_run(tmp_path_factory, tiny_backbones):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", argv)
         patch.setattr(HyFusERForEmotionRecognition, "forward", recording_forward)
-        runpy.run_path(str(TRAIN_SCRIPT), run_name="__main__")
+        TRAIN["main"]()
     splits = build_paper_dataset(aihub_dir=corpus, seed=42)
     caches = {
         split: Dataset.from_file(str(next((root / "cache" / "features").glob(f"{split}-*.arrow")))).with_format("numpy")[:]
@@ -507,4 +520,4 @@ def test_model_card_header_holds_the_validation_metrics_and_the_stage_counts(glu
     report = json.loads((glue_run.output_dir / "dataset_report.json").read_text())
     train_rows = sum(report["stages"]["train"].values())
     assert train_rows == len(glue_run.splits["train"])
-    assert f"| total | {sum(report['stages']['collected'].values())} |" in card.text
+    assert f"| total | {sum(report['stages']['loaded'].values())} |" in card.text

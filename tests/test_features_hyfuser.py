@@ -1,0 +1,130 @@
+"""The feature cache on real tiny backbones and real wav files: what it stores, when it extracts, what its key sees."""
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+from huggingface_hub import constants
+
+from audio_files import write_tone
+from features_hyfuser import FEATURE_COLUMNS, _backbone_key, cache_features, feature_cache_key, fit_scaler_on_cache
+from processing_hyfuser import HyFusERProcessor
+
+SEQUENCE_LENGTH = 8
+UTTERANCES = 17
+"""One more than the default extraction batch of 16, so the batch size shows in the number of backbone calls."""
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_backbones) -> HyFusERProcessor:
+    return HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, sequence_length=SEQUENCE_LENGTH)
+
+
+@pytest.fixture
+def split(tmp_path) -> Dataset:
+    paths = [
+        str(write_tone(tmp_path / f"utterance{index:02d}.wav", seconds=0.3 + 0.05 * index, frequency=120 + 20 * index))
+        for index in range(UTTERANCES)
+    ]
+    texts = [f"{index}번째 문장이에요" for index in range(UTTERANCES)]
+    return Dataset.from_dict({"id": [Path(path).stem for path in paths], "text": texts, "audio": paths,
+                              "label": [index % 7 for index in range(UTTERANCES)]})  # fmt: skip
+
+
+@pytest.fixture
+def text_backbone_batches(processor):
+    """The number of texts in each call of the text backbone (a forward hook on the real model)."""
+    batches = []
+    handle = processor.text_backbone_model.register_forward_hook(
+        lambda module, inputs, output: batches.append(len(output.last_hidden_state))
+    )
+    yield batches
+    handle.remove()
+
+
+def test_cache_stores_the_unscaled_features_in_float16_and_is_reused(
+    processor, split, tmp_path, caplog, text_backbone_batches
+):
+    caplog.set_level(logging.INFO, logger="features_hyfuser")
+    key = feature_cache_key(split, processor)
+    cache_file = tmp_path / "cache" / "features" / f"train-{key}.arrow"
+
+    expected = processor(split["text"], split["audio"], scale=False)
+    cached = cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache")["train"]
+    assert caplog.messages == [f"Extracting train features for {UTTERANCES} utterances into {cache_file}"]
+    assert cache_file.is_file() and cached._fingerprint == key
+    assert text_backbone_batches[-2:] == [16, 1]  # the default batch (`datasets` may first try a sample of its own)
+    calls = len(text_backbone_batches)
+    for column in FEATURE_COLUMNS:
+        assert cached.features[column].dtype == "float16"
+        assert cached.features[column].shape == (SEQUENCE_LENGTH, 32)
+    stored = cached.with_format("numpy")[:]
+    for column in FEATURE_COLUMNS:
+        np.testing.assert_array_equal(stored[column], expected[column].numpy().astype(np.float16))
+    assert stored["label"].tolist() == split["label"]
+
+    caplog.clear()
+    again = cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache")["train"]
+    assert caplog.messages == [f"Reusing cached train features from {cache_file} (no extraction)"]
+    assert len(text_backbone_batches) == calls  # no backbone ran the second time
+    np.testing.assert_array_equal(again.with_format("numpy")["text_features"], stored["text_features"])
+
+
+def test_extraction_batch_size_is_the_number_of_utterances_per_backbone_call(
+    processor, split, tmp_path, text_backbone_batches
+):
+    cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache", batch_size=5)
+    assert text_backbone_batches[-4:] == [5, 5, 5, 2]
+
+
+def test_cache_key_changes_with_everything_the_features_depend_on(processor, split, tiny_backbones, tmp_path):
+    key = feature_cache_key(split, processor)
+    assert feature_cache_key(split, processor) == key  # deterministic
+
+    edited_text = split.map(lambda row, index: {"text": row["text"] + "!" if index == 3 else row["text"]},
+                            with_indices=True)  # fmt: skip
+    assert feature_cache_key(edited_text, processor) != key
+
+    write_tone(split[5]["audio"], seconds=0.9, frequency=333.0)  # the same path, re-recorded
+    rewritten = feature_cache_key(split, processor)
+    assert rewritten != key
+
+    longer = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, sequence_length=16)
+    assert feature_cache_key(split, longer) != rewritten
+
+    copied = Path(shutil.copytree(Path(tiny_backbones.text), tmp_path / "text"))
+    retrained = HyFusERProcessor.from_backbones(str(copied), tiny_backbones.speech, sequence_length=SEQUENCE_LENGTH)
+    before = feature_cache_key(split, retrained)
+    weights = copied / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # new weights, same size
+    assert feature_cache_key(split, retrained) != before
+
+
+def test_a_hub_backbone_is_identified_by_its_cached_snapshot(tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert _backbone_key("org/not-downloaded") == "org/not-downloaded"
+    repo = tmp_path / "models--org--backbone"
+    for revision in ("1111111111111111111111111111111111111111", "2222222222222222222222222222222222222222"):
+        (repo / "snapshots" / revision).mkdir(parents=True)
+        (repo / "snapshots" / revision / "config.json").write_text("{}")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(revision)
+        assert _backbone_key("org/backbone") == str(repo / "snapshots" / revision / "config.json")
+
+
+def test_scaler_on_cache_streams_every_training_position(processor, split, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="features_hyfuser")
+    cached = cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache")["train"]
+    fitted = HyFusERProcessor.from_backbones(processor.text_backbone, processor.speech_backbone, SEQUENCE_LENGTH)
+    fit_scaler_on_cache(fitted, cached, batch_size=4)
+    stored = cached.with_format("numpy")[:]
+    positions = np.concatenate([stored[column].astype(np.float64).reshape(-1, 32) for column in FEATURE_COLUMNS])
+    assert fitted.scaler_count == UTTERANCES * 2 * SEQUENCE_LENGTH
+    np.testing.assert_allclose(fitted.scaler_mean, positions.mean(axis=0), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fitted.scaler_std, positions.std(axis=0), rtol=0, atol=1e-9)
+    assert caplog.messages[-1] == f"Joint scaler fitted on {UTTERANCES * 2 * SEQUENCE_LENGTH} training feature positions"
