@@ -489,7 +489,7 @@ def plot_comparison(summary: dict, path: Path) -> None:
     axes.set_ylim(0, 1)
     axes.set_ylabel("score (weighted)")
     axes.set_title("Comparison of performance metrics across models")
-    axes.legend(fontsize="small", loc="lower right")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     figure.tight_layout()
     figure.savefig(path, dpi=150)
     plt.close(figure)

@@ -199,7 +199,8 @@ def prepare_source(source: str, functions: list[str]) -> str:
 
 
 def prepare_project(group: Group, functions: list[str]) -> Path:
-    """A fresh mutmut project for `group`: the repo's flat modules, tests and pyproject.toml, plus mutmut's config."""
+    """A fresh mutmut project for `group`: the repo's flat modules, tests, README and pyproject.toml, plus mutmut's
+    config."""
     project = WORK_DIR / group.name.replace(" ", "-").replace("+", "-")
     shutil.rmtree(project, ignore_errors=True)
     project.mkdir(parents=True)
@@ -207,12 +208,13 @@ def prepare_project(group: Group, functions: list[str]) -> Path:
     for name in modules:
         shutil.copy2(REPO_ROOT / name, project / name)
     shutil.copytree(REPO_ROOT / "tests", project / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO_ROOT / "README.md", project / "README.md")  # tests check its tables against the code
     target = project / group.source
     target.write_text(prepare_source(target.read_text(), functions))
     settings = {
         "source_paths": [group.source],
         # The other modules must sit next to the mutated one: mutmut's copy of the tests imports from there only.
-        "also_copy": [name for name in modules if name != group.source],
+        "also_copy": [*(name for name in modules if name != group.source), "README.md"],
         "pytest_add_cli_args": list(PYTEST_ARGS),
         "pytest_add_cli_args_test_selection": list(group.tests),
         "use_git_change_detection": False,

@@ -140,11 +140,45 @@ def test_invalid_baseline_size_names_the_field(overrides, field):
         HyFusERConfig(**overrides)
 
 
-def test_wrong_feature_shape_is_rejected_with_expected_shape():
+READ_MODALITIES = {"text_lstm": ("text",), "speech_cnn": ("speech",), "bicma": ("text", "speech"),
+                   "kohmt": ("text", "speech"), "kohmt_speech": ("text", "speech")}  # fmt: skip
+"""The inputs each trainable baseline checks (and reads)."""
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_wrong_feature_shape_is_rejected_naming_the_input_and_its_expected_shape(name):
+    assert set(READ_MODALITIES) == set(BASELINES)
+    model = build(name, baseline_config())
+    features = dict(zip(("text", "speech"), random_features(model.config)))
+    for modality in READ_MODALITIES[name]:
+        wrong = {**features, modality: features[modality][:, :4]}
+        with pytest.raises(ValueError, match=rf"^{modality}_features must have shape \(batch_size, 5, 16\)"):
+            model(wrong["text"], wrong["speech"])
+
+
+def test_speech_cnn_without_speech_features_is_refused():
     model = build("speech_cnn", baseline_config())
-    text, speech = random_features(model.config)
-    with pytest.raises(ValueError, match=r"speech_features must have shape \(batch_size, 5, 16\)"):
-        model(text, speech[:, :4])
+    with pytest.raises(ValueError, match="^HyFusERSpeechCNN needs speech_features$"):
+        model(random_features(model.config)[0])
+
+
+@pytest.mark.parametrize("name, maps", [("bicma", 2), ("kohmt", 2 + 2 + 1), ("kohmt_speech", 2 + 2 + 1)])
+def test_output_attentions_returns_every_map_without_changing_logits(name, maps):
+    """`bicma`: both steps; KoHMT: the text encoder's layers, the speech encoder's, then its cross-modal step."""
+    model = build(name, baseline_config())
+    features = random_features(model.config)
+    plain = model(*features)
+    assert plain.attentions is None
+    with_maps = model(*features, output_attentions=True)
+    assert len(with_maps.attentions) == maps
+    for attention_map in with_maps.attentions:
+        assert isinstance(attention_map, torch.Tensor) and attention_map.shape == (3, 2, 5, 5)
+    torch.testing.assert_close(with_maps.logits, plain.logits)
+    if name.startswith("kohmt"):  # the encoder maps are the encoders' own, in order: text, then speech
+        text_maps = model.text_encoder(features[0], output_attentions=True)[1]
+        speech_maps = model.speech_encoder(features[1], output_attentions=True)[1]
+        for got, expected in zip(with_maps.attentions[:4], (*text_maps, *speech_maps)):
+            torch.testing.assert_close(got, expected)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -266,6 +300,21 @@ def test_ensemble_refuses_members_of_the_wrong_kind():
         HyFusERAverageEnsemble.from_members(
             TRAINABLE_MODELS["text_lstm"](config), TRAINABLE_MODELS["speech_cnn"](config), text_weight=1.5
         )
+    other_labels = baseline_config(id2label={0: "calm", 1: "upset"}, label2id={"calm": 0, "upset": 1})
+    message = (
+        r"^The members' configs differ in id2label: \{0: 'angry', .*\} \(text\) vs "
+        r"\{0: 'calm', 1: 'upset'\} \(speech\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        HyFusERAverageEnsemble.from_members(TRAINABLE_MODELS["text_lstm"](config), TRAINABLE_MODELS["speech_cnn"](other_labels))
+
+
+def test_ensemble_weight_defaults_to_the_plain_average_and_leaves_the_members_config_alone():
+    config = baseline_config()
+    text_member, speech_member = TRAINABLE_MODELS["text_lstm"](config), TRAINABLE_MODELS["speech_cnn"](config)
+    ensemble = HyFusERAverageEnsemble.from_members(text_member, speech_member)
+    assert ensemble.config.ensemble_text_weight == 0.5
+    assert ensemble.config is not text_member.config and text_member.config.ensemble_text_weight == 0.5
 
 
 # --------------------------------------------------------------------------------------------------------------------

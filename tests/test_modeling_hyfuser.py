@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
-from modeling_hyfuser import HyFusERAttention, HyFusERForEmotionRecognition
+from modeling_hyfuser import HyFusERAttention, HyFusEREncoder, HyFusEREncoderLayer, HyFusERForEmotionRecognition
 
 
 @pytest.fixture(autouse=True)
@@ -146,11 +146,15 @@ def test_output_attentions_returns_every_layer_without_changing_logits():
     torch.testing.assert_close(with_maps.logits, plain.logits)
 
 
-def test_attention_block_returns_weights_only_when_asked():
-    attention = HyFusERAttention(small_config()).eval()
+def test_blocks_return_attention_maps_only_when_asked():
+    config = small_config()
     states = torch.randn(2, 5, 16)
-    assert attention(states)[1] is None
-    assert attention(states, output_attentions=True)[1].shape == (2, 2, 5, 5)
+    for block in (HyFusERAttention(config), HyFusEREncoderLayer(config)):
+        assert block.eval()(states)[1] is None
+        assert block(states, output_attentions=True)[1].shape == (2, 2, 5, 5)
+    encoder = HyFusEREncoder(config).eval()
+    assert encoder(states)[1] == ()
+    assert len(encoder(states, output_attentions=True)[1]) == config.num_hidden_layers
 
 
 def test_return_dict_false_gives_a_tuple():
