@@ -49,7 +49,7 @@ from data_hyfuser import (
     selection_split,
     session_folds,
 )
-from demo_hyfuser import prepare_demo
+from demo_hyfuser import DEMO_DEFAULTS, prepare_demo
 from features_hyfuser import (
     FEATURE_COLUMNS,
     PAPER_TRAINING_DEFAULTS,
@@ -135,7 +135,8 @@ class ReproduceArguments:
         default="kemdy",
         metadata={
             "help": "'kemdy': KEMDy19 + KEMDy20 (Table 5); 'aihub': AI-Hub 263 (Table 6); 'demo': the generated "
-            "offline corpus with tiny random backbones.",
+            "offline corpus, with tiny random backbones and the demo's training settings (`--dataset demo --help` "
+            "shows them).",
             "choices": DATASETS,
         },
     )
@@ -213,14 +214,14 @@ class ReproduceArguments:
 
 
 def parse_arguments(argv: list[str]) -> tuple[ReproduceArguments, TrainingArguments]:
-    """The paper's training settings as defaults, then the checks that need no data. The demo's backbones default
-    to the tiny ones it writes."""
+    """The paper's training settings as defaults (the demo's under `--dataset demo`, as in train.py), then the checks
+    that need no data."""
     dataset = HfArgumentParser(ReproduceArguments, add_help=False).parse_known_args(argv)[0].dataset
     parser = HfArgumentParser((ReproduceArguments, TrainingArguments))
     parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir="outputs/comparison")
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
     if dataset == "demo":
-        parser.set_defaults(text_backbone=None, speech_backbone=None)
+        parser.set_defaults(**DEMO_DEFAULTS)
     args, training_args = parser.parse_args_into_dataclasses(argv)
     directories = {"kemdy": ("kemdy19_dir", "kemdy20_dir"), "aihub": ("aihub_dir",), "demo": ()}[args.dataset]
     if directories and not any(getattr(args, name) for name in directories):

@@ -49,7 +49,7 @@ from data_hyfuser import (
     PaperDatasetReport,
     build_paper_dataset,
 )
-from demo_hyfuser import DEMO_SEQUENCE_LENGTH, DemoCorpus, demo_predictions_table, prepare_demo
+from demo_hyfuser import DEMO_DEFAULTS, DemoCorpus, demo_predictions_table, prepare_demo
 from features_hyfuser import (
     FEATURE_DTYPE,
     PAPER_TRAINING_DEFAULTS,
@@ -63,17 +63,6 @@ from pipeline_hyfuser import save_hyfuser
 from processing_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER, HyFusERProcessor
 
 logger = logging.getLogger(__name__)
-
-DEMO_DEFAULTS: dict[str, Any] = {
-    "text_backbone": None,
-    "speech_backbone": None,
-    "learning_rate": 1e-3,
-    "sequence_length": DEMO_SEQUENCE_LENGTH,
-    "config_overrides": "intermediate_size=64",
-}
-"""What --dataset demo changes on top of the paper's defaults: the tiny random backbones it writes (None until they
-exist under --cache_dir), and, for a model over them and a ~700-item corpus to learn within a minute on a CPU, a 10x
-learning rate and a narrower feed-forward (at lr 1e-4 it barely moves in 30 epochs)."""
 
 
 @dataclass(frozen=True)
