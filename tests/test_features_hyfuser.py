@@ -102,7 +102,13 @@ def test_cache_key_changes_with_everything_the_features_depend_on(processor, spl
     before = feature_cache_key(split, retrained)
     weights = copied / "model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # new weights, same size
-    assert feature_cache_key(split, retrained) != before
+    touched = feature_cache_key(split, retrained)
+    assert touched != before
+    vocabulary = copied / "tokenizer.json"
+    stamp = vocabulary.stat()
+    vocabulary.rename(copied / "tokenizer-old.json")  # a file renamed, keeping its size and time
+    os.utime(copied / "tokenizer-old.json", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert feature_cache_key(split, retrained) != touched
 
 
 def test_a_hub_backbone_is_identified_by_its_cached_snapshot(tmp_path, monkeypatch):

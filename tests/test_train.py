@@ -417,14 +417,15 @@ def test_per_class_report_and_confusion_matrix_equal_counts_by_hand():
 # --------------------------------------------------------------------------------------------------------------------
 # The training glue, in process: scaler, collator and final evaluation of a real `train.main()` run
 
-GLUE_EPOCHS = 3
+GLUE_EPOCHS = 4
+GLUE_PATIENCE = 2
 GLUE_LEARNING_RATE = "3e-3"
-"""At this rate the fixture AI-Hub model's validation accuracy stays flat for three epochs while its loss moves, so the
-best checkpoint (epoch 1) and the last one (epoch 3) give different validation losses."""
+"""At this rate the fixture AI-Hub model's validation accuracy stays flat while its loss moves: epoch 1 stays best,
+patience 2 stops the run after epoch 3 of 4, and the best checkpoint and the last one give different validation
+losses."""
 
 
-@pytest.fixture(scope="module")
-def glue_run(tmp_path_factory, tiny_backbones):
+def run_main_in_process(tmp_path_factory, tiny_backbones) -> SimpleNamespace:
     """`train.main()` on the fixture AI-Hub 263 corpus, recording every batch the model trains on."""
     corpus = write_aihub263(tmp_path_factory.mktemp("aihub"))
     root = tmp_path_factory.mktemp("glue")
@@ -432,7 +433,8 @@ def glue_run(tmp_path_factory, tiny_backbones):
         "train.py", "--dataset", "aihub", "--aihub_dir", str(corpus),
         "--text_backbone", tiny_backbones.text, "--speech_backbone", tiny_backbones.speech,
         "--sequence_length", "8", "--config_overrides", OVERRIDES, "--num_train_epochs", str(GLUE_EPOCHS),
-        "--learning_rate", GLUE_LEARNING_RATE, "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
+        "--learning_rate", GLUE_LEARNING_RATE, "--early_stopping_patience", str(GLUE_PATIENCE),
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
         "--cache_dir", str(root / "cache"), "--output_dir", str(root / "out"), "--disable_tqdm", "true",
         "--report_to", "none",
     ]  # fmt: skip
@@ -457,7 +459,7 @@ def glue_run(tmp_path_factory, tiny_backbones):
     return SimpleNamespace(output_dir=root / "out", splits=splits, caches=caches, training_batches=training_batches)
 
 
-def test_scaler_is_fitted_on_the_training_split_only(glue_run):
+def check_scaler_is_fitted_on_the_training_split_only(glue_run):
     saved = json.loads((glue_run.output_dir / "processor_config.json").read_text())
     train_rows = len(glue_run.splits["train"])
     assert len(glue_run.caches["train"]["label"]) == train_rows
@@ -469,7 +471,7 @@ def test_scaler_is_fitted_on_the_training_split_only(glue_run):
     np.testing.assert_allclose(saved["scaler_std"], positions.std(axis=0), rtol=0, atol=1e-9)
 
 
-def test_training_batches_are_the_scaled_cached_features_of_every_training_row(glue_run):
+def check_training_batches_are_the_scaled_cached_features_of_every_training_row(glue_run):
     processor = HyFusERProcessor.from_pretrained(glue_run.output_dir)
     cache = glue_run.caches["train"]
     expected = dict(zip(FEATURE_COLUMNS, processor.scale(*(torch.from_numpy(cache[c]) for c in FEATURE_COLUMNS))))
@@ -488,10 +490,13 @@ def test_training_batches_are_the_scaled_cached_features_of_every_training_row(g
     assert sorted(seen_rows) == list(range(rows))  # one epoch sees every training row once
 
 
-def test_final_evaluation_uses_the_restored_best_checkpoint(glue_run):
+def check_final_evaluation_uses_the_restored_best_checkpoint(glue_run):
     state = json.loads((glue_run.output_dir / "trainer_state.json").read_text())
     best, last = Path(state["best_model_checkpoint"]), glue_run.output_dir / f"checkpoint-{state['global_step']}"
-    assert best.name != last.name, "precondition: the best epoch must not be the last one"
+    steps_per_epoch = math.ceil(len(glue_run.splits["train"]) / 4)
+    assert best.name == f"checkpoint-{steps_per_epoch}"  # epoch 1 ...
+    assert state["global_step"] == (1 + GLUE_PATIENCE) * steps_per_epoch  # ... then `patience` epochs, then stop
+    assert (best / "processor_config.json").is_file()  # every checkpoint carries its processor and scaler
     processor = HyFusERProcessor.from_pretrained(glue_run.output_dir)
     cache = glue_run.caches["validation"]
     features = processor.scale(*(torch.from_numpy(cache[column]) for column in FEATURE_COLUMNS))
@@ -502,6 +507,7 @@ def test_final_evaluation_uses_the_restored_best_checkpoint(glue_run):
         with torch.no_grad():
             return model(*features, labels=labels).loss.item()
 
+    assert "train_loss" in json.loads((glue_run.output_dir / "train_results.json").read_text())
     evaluated = json.loads((glue_run.output_dir / "eval_results.json").read_text())["eval_loss"]
     assert abs(validation_loss(last) - validation_loss(best)) > 1e-3
     assert evaluated == pytest.approx(validation_loss(best), abs=1e-5)
@@ -510,7 +516,7 @@ def test_final_evaluation_uses_the_restored_best_checkpoint(glue_run):
         assert torch.equal(final[name], tensor), name
 
 
-def test_model_card_header_holds_the_validation_metrics_and_the_stage_counts(glue_run):
+def check_model_card_header_holds_the_validation_metrics_and_the_stage_counts(glue_run):
     card = ModelCard.load(glue_run.output_dir / "README.md")
     evaluated = json.loads((glue_run.output_dir / "eval_results.json").read_text())
     assert card.data.language == "ko" and "custom_code" in card.data.tags
@@ -521,3 +527,15 @@ def test_model_card_header_holds_the_validation_metrics_and_the_stage_counts(glu
     train_rows = sum(report["stages"]["train"].values())
     assert train_rows == len(glue_run.splits["train"])
     assert f"| total | {sum(report['stages']['loaded'].values())} |" in card.text
+
+
+def test_train_main_fits_on_train_only_trains_on_scaled_batches_evaluates_the_best_checkpoint_and_reports(
+    tmp_path_factory, tiny_backbones
+):
+    """One in-process `train.py` run checked four ways. One test rather than four sharing a fixture, so that a tool
+    asking which tests reach `main()` (mutation testing) gets every check."""
+    glue_run = run_main_in_process(tmp_path_factory, tiny_backbones)
+    check_scaler_is_fitted_on_the_training_split_only(glue_run)
+    check_training_batches_are_the_scaled_cached_features_of_every_training_row(glue_run)
+    check_final_evaluation_uses_the_restored_best_checkpoint(glue_run)
+    check_model_card_header_holds_the_validation_metrics_and_the_stage_counts(glue_run)
