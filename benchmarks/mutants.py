@@ -11,6 +11,7 @@ mutant ids the summary prints; they are merged into every new summary.
 
     make mutants                                  # = python benchmarks/mutants.py, all groups
     python benchmarks/mutants.py --group metrics  # one group, e.g. after writing a test for it
+    python benchmarks/mutants.py --render         # only the summary again, e.g. after writing a verdict
 """
 
 from __future__ import annotations
@@ -433,13 +434,19 @@ def main() -> None:
         action="append",
         help="run only this group (repeatable); the others keep their results from the last summary",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: rewrite the summary from the last run's results with the current verdicts file",
+    )
     args = parser.parse_args()
     verdicts = load_verdicts()
     summary_file = SUMMARY_STEM.with_suffix(".json")
-    previous = json.loads(summary_file.read_text())["groups"] if args.group and summary_file.exists() else {}
+    keep = args.group or args.render
+    previous = json.loads(summary_file.read_text())["groups"] if keep and summary_file.exists() else {}
     results = {}
     for group in GROUPS:
-        if args.group and group.name not in args.group:
+        if args.render or (args.group and group.name not in args.group):
             if group.name in previous:
                 results[group.name] = previous[group.name]
             continue

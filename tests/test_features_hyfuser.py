@@ -1,5 +1,7 @@
 """The feature cache on real tiny backbones and real wav files: what it stores, when it extracts, what its key sees."""
 
+import functools
+import json
 import logging
 import os
 import shutil
@@ -8,11 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import Array2D, Dataset, DatasetDict, Features, Value
 from huggingface_hub import constants
+from transformers import TrainingArguments
 
 from audio_files import write_tone
-from features_hyfuser import FEATURE_COLUMNS, _backbone_key, cache_features, feature_cache_key, fit_scaler_on_cache
+from features_hyfuser import (
+    FEATURE_COLUMNS,
+    PAPER_TRAINING_DEFAULTS,
+    _backbone_key,
+    cache_features,
+    feature_cache_key,
+    fit_scaler_on_cache,
+    train_on_features,
+)
+from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
 
 SEQUENCE_LENGTH = 8
@@ -134,3 +146,75 @@ def test_scaler_on_cache_streams_every_training_position(processor, split, tmp_p
     np.testing.assert_allclose(fitted.scaler_mean, positions.mean(axis=0), rtol=0, atol=1e-9)
     np.testing.assert_allclose(fitted.scaler_std, positions.std(axis=0), rtol=0, atol=1e-9)
     assert caplog.messages[-1] == f"Joint scaler fitted on {UTTERANCES * 2 * SEQUENCE_LENGTH} training feature positions"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# train_on_features: the Trainer on cached features, without backbones (random features stored like the cache)
+
+ROWS, BATCH = 12, 4
+STEPS_PER_EPOCH = ROWS // BATCH
+
+
+def random_cache(seed: int, sequence_length: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    shape = (ROWS, sequence_length, 32)
+    columns = {name: rng.standard_normal(shape).astype(np.float16) for name in FEATURE_COLUMNS}
+    schema = Features({**{name: Array2D(shape[1:], "float16") for name in FEATURE_COLUMNS}, "label": Value("int64")})
+    return Dataset.from_dict({**columns, "label": (np.arange(ROWS) % 7).tolist()}, features=schema)
+
+
+def training_arguments(output_dir: Path, **overrides) -> TrainingArguments:
+    settings = {**PAPER_TRAINING_DEFAULTS, "learning_rate": 1e-7, "per_device_train_batch_size": BATCH,
+                "per_device_eval_batch_size": BATCH, "num_train_epochs": 3, "use_cpu": True, "report_to": "none",
+                "disable_tqdm": True, "optim": "adamw_torch"}  # fmt: skip
+    return TrainingArguments(output_dir=str(output_dir), **{**settings, **overrides})
+
+
+@pytest.fixture
+def tiny_fusion(tiny_config):
+    torch.manual_seed(0)
+    return HyFusERForEmotionRecognition(tiny_config)
+
+
+@pytest.fixture
+def training_forwards(monkeypatch) -> list[int]:
+    """The size of every training batch the model sees (a wrapper that records and calls the real forward)."""
+    sizes, forward = [], HyFusERForEmotionRecognition.forward
+
+    @functools.wraps(forward)
+    def recording_forward(self, *args, **kwargs):
+        if self.training:
+            sizes.append(len(kwargs["text_features"]))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(HyFusERForEmotionRecognition, "forward", recording_forward)
+    return sizes
+
+
+def test_patience_zero_trains_every_epoch(tiny_fusion, tiny_processor, tiny_config, tmp_path):
+    """At lr 1e-7 no prediction flips, so validation accuracy never improves after epoch 1: only the absence of early
+    stopping lets the run reach epoch 3."""
+    train, validation = (random_cache(seed, tiny_config.sequence_length) for seed in (1, 2))
+    trainer, prediction = train_on_features(
+        tiny_fusion, training_arguments(tmp_path), tiny_processor, train, validation, early_stopping_patience=0
+    )
+    assert trainer.state.global_step == 3 * STEPS_PER_EPOCH
+    assert prediction.metrics["eval_accuracy"] == json.loads((tmp_path / "eval_results.json").read_text())[
+        "eval_accuracy"
+    ]
+
+
+def test_resuming_from_a_checkpoint_trains_only_the_remaining_epochs(
+    tiny_fusion, tiny_processor, tiny_config, tmp_path, training_forwards
+):
+    train, validation = (random_cache(seed, tiny_config.sequence_length) for seed in (1, 2))
+    arguments = training_arguments(tmp_path, num_train_epochs=2)
+    train_on_features(tiny_fusion, training_arguments(tmp_path, num_train_epochs=2, max_steps=STEPS_PER_EPOCH),
+                      tiny_processor, train, validation)  # fmt: skip
+    assert len(training_forwards) == STEPS_PER_EPOCH
+    trainer, _ = train_on_features(
+        tiny_fusion, arguments, tiny_processor, train, validation,
+        resume_from_checkpoint=str(tmp_path / f"checkpoint-{STEPS_PER_EPOCH}"),
+    )  # fmt: skip
+    assert trainer.state.global_step == 2 * STEPS_PER_EPOCH
+    assert len(training_forwards) == 2 * STEPS_PER_EPOCH  # epoch 1 was not trained again
