@@ -486,6 +486,18 @@ utterances of acted or elicited dialogue, 16 kHz speech with its transcript).
     ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}").save(output_dir / "README.md")
 
 
+def publish(output_dir: Path, repo_id: str, training_args: TrainingArguments) -> None:
+    """Upload the finished directory, without the training checkpoints, to `repo_id` with the Trainer's hub token and
+    revision (Trainer.push_to_hub would re-save the model and processor over it and replace the model card)."""
+    HfApi(token=training_args.hub_token).upload_folder(
+        repo_id=repo_id,
+        folder_path=output_dir,
+        commit_message="End of training",
+        revision=training_args.hub_revision,
+        ignore_patterns=["_*", "checkpoint-*"],
+    )
+
+
 def main() -> None:
     # 1. Arguments and logging
     model_args, data_args, training_args = parse_arguments(sys.argv[1:])
@@ -557,16 +569,9 @@ def main() -> None:
     write_model_card(output_dir, data_args, training_args, trainer.model, data_report, prediction, class_report)
     logger.info("Saved the model, processor, code, model card and reports to %s", output_dir)
 
-    # 9. Publish the final directory through the Trainer's hub arguments (Trainer.push_to_hub would re-save the
-    # model and processor over it and replace the model card)
+    # 9. Publish the final directory
     if training_args.push_to_hub:
-        HfApi(token=training_args.hub_token).upload_folder(
-            repo_id=trainer.hub_model_id,
-            folder_path=output_dir,
-            commit_message="End of training",
-            revision=training_args.hub_revision,
-            ignore_patterns=["_*", "checkpoint-*"],
-        )
+        publish(output_dir, trainer.hub_model_id, training_args)
 
     # 10. Demo: serve the saved directory on held-out items
     if demo:

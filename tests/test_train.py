@@ -195,6 +195,31 @@ def test_kemdy19_rows_flag_selects_the_rows_and_logs_them_beside_table_4(corpora
     assert "Table 4 collected" in caplog.text and "KEMDy19 (rows='listener'" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--split_by", "session", "--split_seed", "7", "--multi_label", "first"],
+         {"split_by": "session", "seed": 7, "multi_label": "first"}),
+        (["--dataset", "aihub", "--label_source", "majority"], {"label_source": "majority"}),
+    ],
+    ids=["kemdy_session_split_seed_7_first_label", "aihub_majority_labels"],
+)  # fmt: skip
+def test_every_data_flag_reaches_the_loaders(corpora, tmp_path, flags, expected):
+    """The splits `load_corpora` builds from the flags equal `build_paper_dataset` called with those values."""
+    kemdy19, kemdy20 = map(str, corpora)
+    aihub = str(write_aihub263(tmp_path))
+    directories = ["--aihub_dir", aihub] if "aihub" in flags else ["--kemdy19_dir", kemdy19, "--kemdy20_dir", kemdy20]
+    _, data_args, _ = parse_arguments([*flags, *directories])
+    splits, report = load_corpora(data_args, None)
+    corpus = {"aihub_dir": aihub} if "aihub" in flags else {"kemdy19_dir": kemdy19, "kemdy20_dir": kemdy20}
+    direct = build_paper_dataset(**corpus, **expected)
+    for name in ("train", "validation"):
+        assert splits[name]["id"] == direct[name]["id"], name
+    assert {key: value for key, value in report.to_dict().items() if key in ("split_by", "seed")} == {
+        "split_by": expected.get("split_by", "random"), "seed": expected.get("seed", 42)
+    }
+
+
 def test_metrics_report_each_head_next_to_the_fusion():
     labels = np.array([0, 1, 2, 3])
     right, wrong = np.eye(7)[labels], np.eye(7)[(labels + 1) % 7]
@@ -436,7 +461,7 @@ def run_main_in_process(tmp_path_factory, tiny_backbones) -> SimpleNamespace:
         "--learning_rate", GLUE_LEARNING_RATE, "--early_stopping_patience", str(GLUE_PATIENCE),
         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
         "--cache_dir", str(root / "cache"), "--output_dir", str(root / "out"), "--disable_tqdm", "true",
-        "--report_to", "none",
+        "--report_to", "none", "--save_backbones", "false",
     ]  # fmt: skip
     training_batches = []
     forward = HyFusERForEmotionRecognition.forward
@@ -529,12 +554,39 @@ def check_model_card_header_holds_the_validation_metrics_and_the_stage_counts(gl
     assert f"| total | {sum(report['stages']['loaded'].values())} |" in card.text
 
 
+def check_reports_and_log_account_for_every_row(glue_run, log: str):
+    validation_rows = len(glue_run.splits["validation"])
+    class_report = json.loads((glue_run.output_dir / "classification_report.json").read_text())
+    assert class_report["confusion_matrix"]["labels"] == list(EMOTION_LABELS)
+    assert np.asarray(class_report["confusion_matrix"]["matrix"]).sum() == validation_rows
+    assert sum(class_report["per_class"][name]["support"] for name in EMOTION_LABELS) == validation_rows
+    assert (glue_run.output_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data_report = json.loads((glue_run.output_dir / "dataset_report.json").read_text(encoding="utf-8"))
+    assert (data_report["split_by"], data_report["seed"]) == ("random", 42)
+    assert [load["corpus"] for load in data_report["loads"]] == ["AI-Hub 263"]
+    assert "Loaded:\nAI-Hub 263 load report" in log  # rows read, kept and skipped by reason
+    assert "Paper preprocessing:\nAI-Hub 263 (label_source='situation'): rows per emotion after each stage" in log
+    assert f"Saved the model, processor, code, model card and reports to {glue_run.output_dir}" in log
+
+
+def check_backbones_are_referenced_not_copied_when_told(glue_run, backbones):
+    """`--save_backbones false`: the directory names the local backbones instead of carrying copies."""
+    assert not (glue_run.output_dir / "text_backbone").exists()
+    saved = json.loads((glue_run.output_dir / "processor_config.json").read_text())
+    config = json.loads((glue_run.output_dir / "config.json").read_text())
+    assert saved["text_backbone"] == config["text_backbone"] == backbones.text
+    assert saved["speech_backbone"] == config["speech_backbone"] == backbones.speech
+
+
 def test_train_main_fits_on_train_only_trains_on_scaled_batches_evaluates_the_best_checkpoint_and_reports(
-    tmp_path_factory, tiny_backbones
+    tmp_path_factory, tiny_backbones, caplog
 ):
-    """One in-process `train.py` run checked four ways. One test rather than four sharing a fixture, so that a tool
+    """One in-process `train.py` run checked six ways. One test rather than six sharing a fixture, so that a tool
     asking which tests reach `main()` (mutation testing) gets every check."""
+    caplog.set_level(logging.INFO, logger="train")
     glue_run = run_main_in_process(tmp_path_factory, tiny_backbones)
+    check_reports_and_log_account_for_every_row(glue_run, caplog.text)
+    check_backbones_are_referenced_not_copied_when_told(glue_run, tiny_backbones)
     check_scaler_is_fitted_on_the_training_split_only(glue_run)
     check_training_batches_are_the_scaled_cached_features_of_every_training_row(glue_run)
     check_final_evaluation_uses_the_restored_best_checkpoint(glue_run)
