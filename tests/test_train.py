@@ -533,6 +533,12 @@ def check_final_evaluation_uses_the_restored_best_checkpoint(glue_run):
             return model(*features, labels=labels).loss.item()
 
     assert "train_loss" in json.loads((glue_run.output_dir / "train_results.json").read_text())
+    with torch.no_grad():
+        best_predictions = HyFusERForEmotionRecognition.from_pretrained(best).eval()(*features).logits.argmax(-1)
+    class_report = json.loads((glue_run.output_dir / "classification_report.json").read_text())
+    matrix = np.zeros((7, 7), dtype=int)
+    np.add.at(matrix, (labels.numpy(), best_predictions.numpy()), 1)
+    assert class_report["confusion_matrix"]["matrix"] == matrix.tolist()  # the best model's predictions, counted
     evaluated = json.loads((glue_run.output_dir / "eval_results.json").read_text())["eval_loss"]
     assert abs(validation_loss(last) - validation_loss(best)) > 1e-3
     assert evaluated == pytest.approx(validation_loss(best), abs=1e-5)
@@ -579,7 +585,7 @@ def check_backbones_are_referenced_not_copied_when_told(glue_run, backbones):
 
 
 def test_train_main_fits_on_train_only_trains_on_scaled_batches_evaluates_the_best_checkpoint_and_reports(
-    tmp_path_factory, tiny_backbones, caplog
+    tmp_path_factory, tiny_backbones, caplog, capsys
 ):
     """One in-process `train.py` run checked six ways. One test rather than six sharing a fixture, so that a tool
     asking which tests reach `main()` (mutation testing) gets every check."""
@@ -587,6 +593,8 @@ def test_train_main_fits_on_train_only_trains_on_scaled_batches_evaluates_the_be
     glue_run = run_main_in_process(tmp_path_factory, tiny_backbones)
     check_reports_and_log_account_for_every_row(glue_run, caplog.text)
     check_backbones_are_referenced_not_copied_when_told(glue_run, tiny_backbones)
+    assert "Held-out demo items" not in capsys.readouterr().out  # the demo's own step stays the demo's
+    assert not (glue_run.output_dir.parent / "cache" / "demo").exists()
     check_scaler_is_fitted_on_the_training_split_only(glue_run)
     check_training_batches_are_the_scaled_cached_features_of_every_training_row(glue_run)
     check_final_evaluation_uses_the_restored_best_checkpoint(glue_run)
