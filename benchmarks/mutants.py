@@ -359,10 +359,14 @@ def score(counts: dict) -> str:
     return f"{100 * counts.get('killed', 0) / tested:.0f}%" if tested else "-"
 
 
+VERDICT_KINDS = {"equivalent": "equivalent", "killed_by": "killed by", "out_of_reach": "out of reach"}
+"""What a verdict may say: no test can tell the mutant from the original; a slow test (outside the score) kills it;
+or no test here can reach it (the Hub, a GPU), which leaves it a survivor in the score."""
+
+
 def verdict_text(verdict: dict) -> str:
-    if "equivalent" in verdict:
-        return f"equivalent: {verdict['equivalent']}"
-    return f"killed by {verdict['killed_by']}"
+    (kind, reason), = verdict.items()
+    return f"{VERDICT_KINDS[kind]}: {reason}"
 
 
 def render_markdown(summary: dict) -> str:
@@ -421,8 +425,8 @@ def render_markdown(summary: dict) -> str:
 def load_verdicts() -> dict[str, dict]:
     verdicts = tomllib.loads(VERDICTS_FILE.read_text()) if VERDICTS_FILE.exists() else {}
     for key, verdict in verdicts.items():
-        if len(set(verdict) & {"equivalent", "killed_by"}) != 1:
-            raise SystemExit(f"{VERDICTS_FILE}: [{key}] needs exactly one of `equivalent` or `killed_by`")
+        if len(verdict) != 1 or not set(verdict) <= set(VERDICT_KINDS):
+            raise SystemExit(f"{VERDICTS_FILE}: [{key}] needs exactly one of {', '.join(VERDICT_KINDS)}")
     return verdicts
 
 

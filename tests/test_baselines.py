@@ -421,7 +421,8 @@ def test_ensemble_weight_is_the_most_accurate_grid_weight():
 
 def test_ensemble_weight_refuses_mismatched_inputs():
     probabilities = np.full((3, 7), 1 / 7)
-    with pytest.raises(ValueError, match="both have shape"):
+    message = r"^text_probabilities and speech_probabilities must both have shape \(rows, num_labels\), got \(3, 7\) and \(2, 7\)$"
+    with pytest.raises(ValueError, match=message):
         choose_ensemble_weight(probabilities, probabilities[:2], np.zeros(3))
     with pytest.raises(ValueError, match=r"labels must have shape \(3,\)"):
         choose_ensemble_weight(probabilities, probabilities, np.zeros(4))
