@@ -351,11 +351,12 @@ def _backbone_description(backbone: str, output_dir: Path, subfolder: str) -> st
     return f"`{backbone}`"
 
 
-def model_card_data(corpus: Corpus, data_args: DataTrainingArguments, metrics: dict[str, float]) -> ModelCardData:
+def model_card_data(
+    model_title: str, corpus: Corpus, data_args: DataTrainingArguments, metrics: dict[str, float]
+) -> ModelCardData:
     """The card's YAML header: language, library, tags, and the validation metrics as Hub evaluation results."""
-    name = f"HyFusER ({corpus.title})"
     return ModelCardData(
-        model_name=name,
+        model_name=f"{model_title} ({corpus.title})",
         language="ko",
         library_name="transformers",
         tags=["hyfuser", "emotion-recognition", "multimodal", "speech", "text", "custom_code"],
@@ -388,6 +389,9 @@ def write_model_card(
 ) -> None:
     """README.md for the Hub: data, label policy, split, training setup, metrics, intended use and limitations."""
     corpus, config = CORPORA[data_args.dataset], model.config
+    name = next(name for name, model_class in TRAINABLE_MODELS.items() if type(model).__name__ == model_class.__name__)
+    title = "HyFusER" if name == "hyfuser" else name
+    description = MODEL_DESCRIPTIONS[name]
     text_backbone = _backbone_description(config.text_backbone, output_dir, TEXT_BACKBONE_SUBFOLDER)
     speech_backbone = _backbone_description(config.speech_backbone, output_dir, SPEECH_BACKBONE_SUBFOLDER)
     header, rows = data_report.stage_table()
@@ -417,12 +421,11 @@ def write_model_card(
         else ""
     )
     body = f"""
-# HyFusER ({corpus.title})
+# {title} ({corpus.title})
 
-HyFusER (Yi, Kwak, Shin, *Applied Sciences* 2025, 15, 1053) recognises seven emotions ({", ".join(EMOTION_LABELS)})
-from Korean text and speech: frozen {text_backbone} and {speech_backbone} features, one transformer
-encoder per modality, dual cross-modal attention (text queries speech, speech queries text) and the average of the two
-heads' probabilities. {model.num_parameters():,} trainable parameters.
+{description}, from the HyFusER repository (Yi, Kwak, Shin, *Applied Sciences* 2025, 15, 1053). It recognises seven
+emotions ({", ".join(EMOTION_LABELS)}) from Korean text and speech, on frozen {text_backbone} and {speech_backbone}
+features. {model.num_parameters():,} trainable parameters.
 
 ```python
 from transformers import pipeline
@@ -482,7 +485,7 @@ utterances of acted or elicited dialogue, 16 kHz speech with its transcript).
 - Not for decisions about people (hiring, policing, health, surveillance): emotion labels are annotators' perceptions,
   not ground truth about anyone's state.{limitation}
 """
-    card_data = model_card_data(corpus, data_args, prediction.metrics)
+    card_data = model_card_data(title, corpus, data_args, prediction.metrics)
     ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}").save(output_dir / "README.md")
 
 

@@ -473,6 +473,8 @@ def test_train_script_trains_saves_and_reports_a_one_head_baseline(tiny_backbone
     report = json.loads((output_dir / "classification_report.json").read_text())
     assert sum(map(sum, report["confusion_matrix"]["matrix"])) == validation_rows
     card = ModelCard.load(output_dir / "README.md")
+    assert card.data.model_name.startswith("speech_cnn (") and "\n# speech_cnn (" in card.text
+    assert "1-D convolutions over the speech features" in card.text and "dual cross-modal attention" not in card.text
     assert {result.metric_type for result in card.data.eval_results} == {
         "accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro",
     }  # fmt: skip
