@@ -379,6 +379,12 @@ def render_markdown(summary: dict) -> str:
         counts = group["counts"]
         cells = [name, f"`{group['source']}`", len(group["functions"]), counts["mutants"]]
         rows.append([*cells, *(counts.get(status, 0) for status in used), score(counts)])
+    for area in sorted({name.split(":")[0] for name in summary["groups"] if ":" in name}):
+        # Groups named "area: part" (one per file) also get the area's subtotal: the unit of account.
+        parts = [group for name, group in summary["groups"].items() if name.split(":")[0] == area]
+        subtotal = sum((Counter(group["counts"]) for group in parts), Counter())
+        cells = [f"*{area}, all files*", "", sum(len(group["functions"]) for group in parts), subtotal["mutants"]]
+        rows.append([*cells, *(subtotal.get(status, 0) for status in used), score(subtotal)])
     totals = summary["totals"]
     rows.append(["**total**", "", "", totals["mutants"], *(totals.get(s, 0) for s in used), score(totals)])
     out = [
