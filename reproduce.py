@@ -36,15 +36,12 @@ import numpy as np
 import torch
 import transformers
 from datasets import Dataset, DatasetDict, concatenate_datasets
-from huggingface_hub.constants import HF_HOME
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 import features_hyfuser
-from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS, HyFusERConfig
+from arguments_hyfuser import CORPUS_DIRECTORIES, BackboneArguments, CorpusArguments
+from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
 from data_hyfuser import (
-    KEMDY19_ROWS,
-    LABEL_SOURCES,
-    MULTI_LABEL_POLICIES,
     build_paper_dataset,
     selection_split,
     session_folds,
@@ -72,8 +69,6 @@ logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("paper", "session_cv")
 """`paper`: the random stratified 8:2 split; `session_cv`: K-fold cross-validation grouped by (corpus, session)."""
-
-DATASETS = ("kemdy", "aihub", "demo")
 
 REPORTED_METRICS = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
 """Every run's metrics in `results.json`, on the fused prediction."""
@@ -128,21 +123,9 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
 
 
 @dataclass
-class ReproduceArguments:
-    """Which corpus, which models, which protocol, and the shared data and model settings."""
+class ReproduceArguments(CorpusArguments, BackboneArguments):
+    """The shared corpus and backbone arguments, plus the protocol and which models to compare."""
 
-    dataset: str = field(
-        default="kemdy",
-        metadata={
-            "help": "'kemdy': KEMDy19 + KEMDy20 (Table 5); 'aihub': AI-Hub 263 (Table 6); 'demo': the generated "
-            "offline corpus, with tiny random backbones and the demo's training settings (`--dataset demo --help` "
-            "shows them).",
-            "choices": DATASETS,
-        },
-    )
-    kemdy19_dir: str | None = field(default=None, metadata={"help": "KEMDy19 root (--dataset kemdy)."})
-    kemdy20_dir: str | None = field(default=None, metadata={"help": "KEMDy20 v1.1 root (--dataset kemdy)."})
-    aihub_dir: str | None = field(default=None, metadata={"help": "AI-Hub 263 root (--dataset aihub)."})
     protocol: str = field(
         default="paper",
         metadata={
@@ -166,42 +149,6 @@ class ReproduceArguments:
             "set: early stopping, the restored checkpoint and the weighted ensemble's weight are chosen on it."
         },
     )
-    text_backbone: str | None = field(
-        default=DEFAULT_TEXT_BACKBONE,
-        metadata={"help": "Frozen text backbone (Hub id or local directory); --dataset demo: its tiny one."},
-    )
-    speech_backbone: str | None = field(
-        default=DEFAULT_SPEECH_BACKBONE,
-        metadata={"help": "Frozen speech backbone (Hub id or local directory); --dataset demo: its tiny one."},
-    )
-    sequence_length: int = field(
-        default=HyFusERConfig().sequence_length, metadata={"help": "Positions per modality (Table 3)."}
-    )
-    config_overrides: str | None = field(
-        default=None, metadata={"help": "HyFusERConfig overrides for every model, as 'key=value,key=value'."}
-    )
-    early_stopping_patience: int = field(
-        default=3, metadata={"help": "Evaluations without a better model-selection score before stopping; 0: never."}
-    )
-    split_seed: int = field(
-        default=42, metadata={"help": "Seed of the neutral downsampling, the split or folds, and the selection set."}
-    )
-    multi_label: str = field(
-        default="drop",
-        metadata={"help": "KEMDy rater ties: 'drop' or keep the 'first'.", "choices": MULTI_LABEL_POLICIES},
-    )
-    kemdy19_rows: str = field(
-        default="speaker",
-        metadata={"help": "KEMDy19 rows kept (see train.py --help).", "choices": tuple(KEMDY19_ROWS)},
-    )
-    label_source: str = field(
-        default="situation", metadata={"help": "AI-Hub 263 label source.", "choices": LABEL_SOURCES}
-    )
-    cache_dir: str = field(
-        default=os.path.join(HF_HOME, "hyfuser"),
-        metadata={"help": "Feature cache (shared with train.py) and the demo's generated files."},
-    )
-    extraction_batch_size: int = field(default=16, metadata={"help": "Utterances per backbone call."})
 
     def model_names(self) -> list[str]:
         """The models to report, checked against the registries."""
@@ -223,9 +170,7 @@ def parse_arguments(argv: list[str]) -> tuple[ReproduceArguments, TrainingArgume
     if dataset == "demo":
         parser.set_defaults(**DEMO_DEFAULTS)
     args, training_args = parser.parse_args_into_dataclasses(argv)
-    directories = {"kemdy": ("kemdy19_dir", "kemdy20_dir"), "aihub": ("aihub_dir",), "demo": ()}[args.dataset]
-    if directories and not any(getattr(args, name) for name in directories):
-        raise ValueError(f"--dataset {args.dataset} needs " + " and/or ".join(f"--{name}" for name in directories))
+    args.check_directories()
     if args.protocol == "session_cv" and args.dataset == "aihub":
         raise ValueError(
             "--protocol session_cv needs speaker sessions, and AI-Hub 263 has no speaker or session ids: "
@@ -268,8 +213,7 @@ def load_rows(args: ReproduceArguments) -> tuple[Dataset, int, str | None, str |
         corpora = {"kemdy20_dir": demo.train_dir}
         text_backbone, speech_backbone = text_backbone or demo.backbones.text, speech_backbone or demo.backbones.speech
     else:
-        names = ("kemdy19_dir", "kemdy20_dir") if args.dataset == "kemdy" else ("aihub_dir",)
-        corpora = {name: getattr(args, name) for name in names if getattr(args, name)}
+        corpora = {name: getattr(args, name) for name in CORPUS_DIRECTORIES[args.dataset] if getattr(args, name)}
     splits, report = build_paper_dataset(
         **corpora,
         seed=args.split_seed,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,16 +34,14 @@ import torch
 import transformers
 from datasets import DatasetDict
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from huggingface_hub.constants import HF_HOME
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import PredictionOutput
 
 import features_hyfuser
-from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS, HyFusERConfig
+from arguments_hyfuser import BackboneArguments, CorpusArguments
+from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
 from data_hyfuser import (
     KEMDY19_ROWS,
-    LABEL_SOURCES,
-    MULTI_LABEL_POLICIES,
     SPLITS,
     PaperDatasetReport,
     build_paper_dataset,
@@ -75,8 +72,6 @@ class Corpus:
     """The model card's sentence on where the data comes from."""
     output_dir: str
     """Default `--output_dir`."""
-    directory_flags: tuple[str, ...]
-    """`DataTrainingArguments` fields naming its roots; at least one must be given."""
     loader_arguments: Callable[[DataTrainingArguments, DemoCorpus | None], dict[str, Any]]
     """`build_paper_dataset` keyword arguments that select it."""
     label_policy: Callable[[DataTrainingArguments], str]
@@ -92,7 +87,6 @@ CORPORA: dict[str, Corpus] = {
         title="KEMDy19 + KEMDy20",
         source="KEMDy19 + KEMDy20 (ETRI), merged",
         output_dir="outputs/hyfuser-kemdy",
-        directory_flags=("kemdy19_dir", "kemdy20_dir"),
         loader_arguments=lambda args, demo: {
             "kemdy19_dir": args.kemdy19_dir,
             "kemdy20_dir": args.kemdy20_dir,
@@ -105,7 +99,6 @@ CORPORA: dict[str, Corpus] = {
         title="AI-Hub 263",
         source="AI-Hub 263, 감정 분류를 위한 대화 음성 데이터셋",
         output_dir="outputs/hyfuser-aihub",
-        directory_flags=("aihub_dir",),
         loader_arguments=lambda args, demo: {"aihub_dir": args.aihub_dir},
         label_policy=lambda args: f"AI-Hub 263 label source: `{args.label_source}`",
     ),
@@ -113,7 +106,6 @@ CORPORA: dict[str, Corpus] = {
         title="offline demo",
         source="generated Korean sentences and synthetic voices written in the KEMDy20 layout (`demo_hyfuser.py`)",
         output_dir="demo_output",
-        directory_flags=(),
         loader_arguments=lambda args, demo: {"kemdy20_dir": demo.train_dir},
         label_policy=lambda args: "single generated label per item",
         parser_defaults=DEMO_DEFAULTS,
@@ -125,8 +117,8 @@ CORPORA: dict[str, Corpus] = {
 
 
 @dataclass
-class ModelArguments:
-    """Which model, backbones and HyFusER architecture."""
+class ModelArguments(BackboneArguments):
+    """Which model, its backbones and HyFusER architecture, and whether the backbones are saved with it."""
 
     model: str = field(
         default="hyfuser",
@@ -135,44 +127,6 @@ class ModelArguments:
             + "; ".join(f"'{name}': {description}" for name, description in MODEL_DESCRIPTIONS.items())
             + ". The ensembles and hyfuser_separate compose trained runs of their members and are not trained here.",
             "choices": (*TRAINABLE_MODELS, *COMPOSED_MODELS),
-        },
-    )
-    text_backbone: str | None = field(
-        default=DEFAULT_TEXT_BACKBONE,
-        metadata={
-            "help": "Frozen text backbone: a Hub id or a local directory in standard HF layout (tokenizer + ELECTRA-"
-            "like model). The default is the paper's (Section 3.1); --dataset demo's default, None, stands for the "
-            "tiny random ELECTRA it writes under --cache_dir."
-        },
-    )
-    speech_backbone: str | None = field(
-        default=DEFAULT_SPEECH_BACKBONE,
-        metadata={
-            "help": "Frozen speech backbone: a Hub id or a local directory in standard HF layout (feature extractor "
-            "+ HuBERT-like model). The default is the paper's (Section 3.2); --dataset demo's default, None, stands "
-            "for the tiny random HuBERT it writes under --cache_dir. Its hidden size must equal the text backbone's."
-        },
-    )
-    sequence_length: int = field(
-        default=HyFusERConfig().sequence_length,
-        metadata={
-            "help": "Positions per modality: text is padded/truncated to this many tokens and HuBERT frames are "
-            "interpolated to it (Section 4.2). The default is Table 3's."
-        },
-    )
-    config_overrides: str | None = field(
-        default=None,
-        metadata={
-            "help": "Override HyFusERConfig defaults (Table 3), as comma-separated key=value pairs, e.g. "
-            "'num_hidden_layers=2,hidden_dropout_prob=0.2,use_modality_losses=true'. hidden_size always comes from "
-            "the backbones and sequence_length from --sequence_length."
-        },
-    )
-    early_stopping_patience: int = field(
-        default=3,
-        metadata={
-            "help": "Stop after this many evaluations without a better --metric_for_best_model (Table 3: 3 epochs "
-            "on validation accuracy). 0 disables early stopping."
         },
     )
     save_backbones: bool | None = field(
@@ -195,33 +149,9 @@ class ModelArguments:
 
 
 @dataclass
-class DataTrainingArguments:
-    """Which corpora, which labels, which split, and where the feature cache lives."""
+class DataTrainingArguments(CorpusArguments):
+    """Which corpus, which labels, which split, and where the feature cache lives."""
 
-    dataset: str = field(
-        default="kemdy",
-        metadata={
-            "help": "'kemdy': KEMDy19 + KEMDy20 merged (the paper's Table 4/5 data; give --kemdy19_dir and/or "
-            "--kemdy20_dir). 'aihub': AI-Hub 263 (Table 6; give --aihub_dir). 'demo': a small generated Korean "
-            "corpus in the KEMDy20 layout with tiny random backbones, offline, followed by pipeline predictions on "
-            "held-out demo items; it also changes the defaults of "
-            + ", ".join(f"--{name}" for name in DEMO_DEFAULTS)
-            + " (`--dataset demo --help` shows them).",
-            "choices": tuple(CORPORA),
-        },
-    )
-    kemdy19_dir: str | None = field(
-        default=None,
-        metadata={"help": "Root of KEMDy19 (holds annotation/Session01_F_res.csv ... and wav/Session01/...)."},
-    )
-    kemdy20_dir: str | None = field(
-        default=None,
-        metadata={"help": "Root of KEMDy20 v1.1 (holds annotation/Sess01_eval.csv ... and wav/Session01/...)."},
-    )
-    aihub_dir: str | None = field(
-        default=None,
-        metadata={"help": "Root of AI-Hub 263 (holds 4차년도.csv, 5차년도.csv, 5차년도_2차.csv and their wav folders)."},
-    )
     split_by: str = field(
         default="random",
         metadata={
@@ -230,44 +160,6 @@ class DataTrainingArguments:
             "'session': hold out whole KEMDy sessions (about a fifth of them), a speaker-independent validation set.",
             "choices": SPLITS,
         },
-    )
-    split_seed: int = field(default=42, metadata={"help": "Seed of the neutral downsampling and the 8:2 split."})
-    multi_label: str = field(
-        default="drop",
-        metadata={
-            "help": "KEMDy rows whose raters tied (labels joined by ';'): 'drop' them or keep the 'first' label.",
-            "choices": MULTI_LABEL_POLICIES,
-        },
-    )
-    kemdy19_rows: str = field(
-        default="speaker",
-        metadata={
-            "help": "KEMDy19 rows (each actor's file rates every segment): 'speaker' keeps each actor's own "
-            "segments, the emotion of the person speaking; 'listener' the partner's segments, labelled with the "
-            "listener's reaction; 'both' every row of both files. The paper does not say; Table 4 cannot be "
-            "reached with speaker labels, and the logged report shows each choice's counts beside Table 4's.",
-            "choices": tuple(KEMDY19_ROWS),
-        },
-    )
-    label_source: str = field(
-        default="situation",
-        metadata={
-            "help": "AI-Hub 263 label: 'situation' (the scripted emotion, 상황) or 'majority' (>= 3 of 5 raters). "
-            "The paper does not say which it used.",
-            "choices": LABEL_SOURCES,
-        },
-    )
-    cache_dir: str = field(
-        default=os.path.join(HF_HOME, "hyfuser"),
-        metadata={
-            "help": "Where the feature cache (features/) and the generated demo corpus and backbones (demo/) live. "
-            "Cached features are keyed by the backbones, the data and the processor settings, so a re-run, a "
-            "resumed run or the other processes of a multi-process run reuse them."
-        },
-    )
-    extraction_batch_size: int = field(
-        default=16,
-        metadata={"help": "Utterances per backbone call during feature extraction, and per write to the cache."},
     )
 
 
@@ -297,9 +189,7 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
     has its directories."""
     dataset = HfArgumentParser(DataTrainingArguments, add_help=False).parse_known_args(argv)[0].dataset
     model_args, data_args, training_args = build_parser(dataset).parse_args_into_dataclasses(argv)
-    flags = CORPORA[dataset].directory_flags
-    if flags and not any(getattr(data_args, flag) for flag in flags):
-        raise ValueError(f"--dataset {dataset} needs " + " and/or ".join(f"--{flag}" for flag in flags))
+    data_args.check_directories()
     return model_args, data_args, training_args
 
 

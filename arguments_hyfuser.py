@@ -1,0 +1,142 @@
+"""The command-line arguments that `train.py` and `reproduce.py` share: which corpus and how it is preprocessed, where
+the feature cache lives, and the backbones and model sizes. Each script adds its own on top (`train.py` the model and
+the split, `reproduce.py` the protocol and the models to compare), so a shared flag means the same in both."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from huggingface_hub.constants import HF_HOME
+
+from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+from data_hyfuser import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
+from demo_hyfuser import DEMO_DEFAULTS
+
+CORPUS_DIRECTORIES: dict[str, tuple[str, ...]] = {
+    "kemdy": ("kemdy19_dir", "kemdy20_dir"),
+    "aihub": ("aihub_dir",),
+    "demo": (),
+}
+"""Each `--dataset` and the directory flags that name its roots (at least one must be given); the demo writes its own."""
+
+
+@dataclass
+class CorpusArguments:
+    """Which corpus, its label and row policies, the split seed, and where the feature cache lives."""
+
+    dataset: str = field(
+        default="kemdy",
+        metadata={
+            "help": "'kemdy': KEMDy19 + KEMDy20 merged (the paper's Table 4/5 data; give --kemdy19_dir and/or "
+            "--kemdy20_dir). 'aihub': AI-Hub 263 (Table 6; give --aihub_dir). 'demo': a small generated Korean "
+            "corpus in the KEMDy20 layout with tiny random backbones, offline; it also changes the defaults of "
+            + ", ".join(f"--{name}" for name in DEMO_DEFAULTS)
+            + " (`--dataset demo --help` shows them).",
+            "choices": tuple(CORPUS_DIRECTORIES),
+        },
+    )
+    kemdy19_dir: str | None = field(
+        default=None,
+        metadata={"help": "Root of KEMDy19 (holds annotation/Session01_F_res.csv ... and wav/Session01/...)."},
+    )
+    kemdy20_dir: str | None = field(
+        default=None,
+        metadata={"help": "Root of KEMDy20 v1.1 (holds annotation/Sess01_eval.csv ... and wav/Session01/...)."},
+    )
+    aihub_dir: str | None = field(
+        default=None,
+        metadata={"help": "Root of AI-Hub 263 (holds 4차년도.csv, 5차년도.csv, 5차년도_2차.csv and their wav folders)."},
+    )
+    split_seed: int = field(
+        default=42,
+        metadata={"help": "Seed of the neutral downsampling and of the split (in reproduce.py also of the folds and "
+                  "the model-selection set)."},
+    )  # fmt: skip
+    multi_label: str = field(
+        default="drop",
+        metadata={
+            "help": "KEMDy rows whose raters tied (labels joined by ';'): 'drop' them or keep the 'first' label.",
+            "choices": MULTI_LABEL_POLICIES,
+        },
+    )
+    kemdy19_rows: str = field(
+        default="speaker",
+        metadata={
+            "help": "KEMDy19 rows (each actor's file rates every segment): 'speaker' keeps each actor's own "
+            "segments, the emotion of the person speaking; 'listener' the partner's segments, labelled with the "
+            "listener's reaction; 'both' every row of both files. The paper does not say; Table 4 cannot be "
+            "reached with speaker labels, and the logged report shows each choice's counts beside Table 4's.",
+            "choices": tuple(KEMDY19_ROWS),
+        },
+    )
+    label_source: str = field(
+        default="situation",
+        metadata={
+            "help": "AI-Hub 263 label: 'situation' (the scripted emotion, 상황) or 'majority' (>= 3 of 5 raters). "
+            "The paper does not say which it used.",
+            "choices": LABEL_SOURCES,
+        },
+    )
+    cache_dir: str = field(
+        default=os.path.join(HF_HOME, "hyfuser"),
+        metadata={
+            "help": "Where the feature cache (features/) and the generated demo corpus and backbones (demo/) live. "
+            "Cached features are keyed by the backbones, the data and the processor settings, so a re-run, a "
+            "resumed run or the other processes of a multi-process run reuse them."
+        },
+    )
+    extraction_batch_size: int = field(
+        default=16,
+        metadata={"help": "Utterances per backbone call during feature extraction, and per write to the cache."},
+    )
+
+    def check_directories(self) -> None:
+        """Refuse a corpus none of whose roots was given, naming the flags it needs."""
+        flags = CORPUS_DIRECTORIES[self.dataset]
+        if flags and not any(getattr(self, flag) for flag in flags):
+            raise ValueError(f"--dataset {self.dataset} needs " + " and/or ".join(f"--{flag}" for flag in flags))
+
+
+@dataclass
+class BackboneArguments:
+    """The frozen backbones, the positions per modality, HyFusER config overrides, and early stopping."""
+
+    text_backbone: str | None = field(
+        default=DEFAULT_TEXT_BACKBONE,
+        metadata={
+            "help": "Frozen text backbone: a Hub id or a local directory in standard HF layout (tokenizer + ELECTRA-"
+            "like model). The default is the paper's (Section 3.1); --dataset demo's default, None, stands for the "
+            "tiny random ELECTRA it writes under --cache_dir."
+        },
+    )
+    speech_backbone: str | None = field(
+        default=DEFAULT_SPEECH_BACKBONE,
+        metadata={
+            "help": "Frozen speech backbone: a Hub id or a local directory in standard HF layout (feature extractor "
+            "+ HuBERT-like model). The default is the paper's (Section 3.2); --dataset demo's default, None, stands "
+            "for the tiny random HuBERT it writes under --cache_dir. Its hidden size must equal the text backbone's."
+        },
+    )
+    sequence_length: int = field(
+        default=HyFusERConfig().sequence_length,
+        metadata={
+            "help": "Positions per modality: text is padded/truncated to this many tokens and HuBERT frames are "
+            "interpolated to it (Section 4.2). The default is Table 3's."
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Override HyFusERConfig defaults (Table 3), as comma-separated key=value pairs, e.g. "
+            "'num_hidden_layers=2,hidden_dropout_prob=0.2,use_modality_losses=true'. hidden_size always comes from "
+            "the backbones and sequence_length from --sequence_length."
+        },
+    )
+    early_stopping_patience: int = field(
+        default=3,
+        metadata={
+            "help": "Stop after this many evaluations without a better --metric_for_best_model (Table 3: 3 epochs "
+            "on validation accuracy; reproduce.py evaluates its model-selection set). 0 disables early stopping."
+        },
+    )
