@@ -300,13 +300,26 @@ class HyFusERPreTrainedModel(PreTrainedModel):
             output_hidden_states = self.config.output_hidden_states
         return bool(output_attentions), bool(output_hidden_states)
 
-    def _check_features(self, name: str, features: torch.Tensor) -> None:
+    def _check_features(self, name: str, features: torch.Tensor) -> torch.Tensor:
+        """`features` if their shape is the config's, ready for the blocks; a ValueError naming `name` otherwise.
+
+        Under reentrant gradient checkpointing a block backpropagates only if one of its tensor inputs requires grad,
+        and features read from a dataset do not: they then enter as a leaf that does, whose gradient nothing reads.
+        """
         expected = self.config.feature_shape
         if features.dim() != 3 or tuple(features.shape[1:]) != expected:
             raise ValueError(
                 f"{name} must have shape (batch_size, {expected[0]}, {expected[1]}) to match the config's "
                 f"(sequence_length, hidden_size), got {tuple(features.shape)}"
             )
+        if (
+            self.training
+            and torch.is_grad_enabled()
+            and not features.requires_grad
+            and self.is_activation_checkpointing
+        ):
+            return features.detach().requires_grad_()
+        return features
 
     @staticmethod
     def _one_head_output(
@@ -367,8 +380,8 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         return_dict (`bool`, *optional*, defaults to `config.return_dict`):
             `False` returns `HyFusEROutput.to_tuple()`: the fields that are not `None`, in order.
         """
-        self._check_features("text_features", text_features)
-        self._check_features("speech_features", speech_features)
+        text_features = self._check_features("text_features", text_features)
+        speech_features = self._check_features("speech_features", speech_features)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         outputs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
 
@@ -532,8 +545,8 @@ class HyFusERBidirectionalCrossModalAttention(HyFusERPreTrainedModel):
         output_hidden_states (`bool`, *optional*): return the text features, the speech features, then the outputs of
             text-queries-speech and speech-queries-text.
         """
-        self._check_features("text_features", text_features)
-        self._check_features("speech_features", speech_features)
+        text_features = self._check_features("text_features", text_features)
+        speech_features = self._check_features("speech_features", speech_features)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         text_centric, text_map = self.text_queries_speech(
             text_features, speech_features, output_attentions=output_attentions
@@ -587,8 +600,8 @@ class HyFusERKoHMT(HyFusERPreTrainedModel):
         output_hidden_states (`bool`, *optional*): return the text encoder's input and layer outputs, the speech
             encoder's, then the cross-modal step's output.
         """
-        self._check_features("text_features", text_features)
-        self._check_features("speech_features", speech_features)
+        text_features = self._check_features("text_features", text_features)
+        speech_features = self._check_features("speech_features", speech_features)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         outputs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         text = self.text_encoder(text_features, **outputs)
