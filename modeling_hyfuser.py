@@ -455,6 +455,7 @@ class HyFusERTextLSTM(HyFusERPreTrainedModel):
         text_features: torch.Tensor,
         speech_features: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
     ) -> HyFusEROutput:
         r"""
         text_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
@@ -462,10 +463,17 @@ class HyFusERTextLSTM(HyFusERPreTrainedModel):
         speech_features (*optional*): ignored.
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Emotion ids in `[0, config.num_labels)`.
+        output_hidden_states (`bool`, *optional*, defaults to the config's): return the text features and the LSTM's
+            states, `(batch_size, sequence_length, lstm_hidden_size)`.
         """
-        self._check_features("text_features", text_features)
+        _, output_hidden_states = self._output_flags(None, output_hidden_states)
+        text_features = self._check_features("text_features", text_features)
         states, _ = self.lstm(text_features)
-        return self._one_head_output(self.classifier(self.dropout(states.mean(dim=1))), labels)
+        return self._one_head_output(
+            self.classifier(self.dropout(states.mean(dim=1))),
+            labels,
+            hidden_states=(text_features, states) if output_hidden_states else None,
+        )
 
 
 class HyFusERSpeechCNN(HyFusERPreTrainedModel):
@@ -496,6 +504,7 @@ class HyFusERSpeechCNN(HyFusERPreTrainedModel):
         text_features: torch.Tensor | None = None,
         speech_features: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
     ) -> HyFusEROutput:
         r"""
         text_features (*optional*): ignored.
@@ -503,14 +512,23 @@ class HyFusERSpeechCNN(HyFusERPreTrainedModel):
             Scaled, time-interpolated HuBERT features X'_S from [`HyFusERProcessor`].
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Emotion ids in `[0, config.num_labels)`.
+        output_hidden_states (`bool`, *optional*, defaults to the config's): return the speech features and each
+            convolution's output, `(batch_size, sequence_length, cnn_channels)`.
         """
         if speech_features is None:
             raise ValueError("HyFusERSpeechCNN needs speech_features")
-        self._check_features("speech_features", speech_features)
+        _, output_hidden_states = self._output_flags(None, output_hidden_states)
+        speech_features = self._check_features("speech_features", speech_features)
+        all_states = (speech_features,)
         states = speech_features.transpose(1, 2)  # Conv1d convolves the last axis: (batch, hidden, time)
         for convolution in self.convolutions:
             states = F.relu(convolution(states))
-        return self._one_head_output(self.classifier(self.dropout(states.mean(dim=-1))), labels)
+            all_states += (states.transpose(1, 2),)
+        return self._one_head_output(
+            self.classifier(self.dropout(states.mean(dim=-1))),
+            labels,
+            hidden_states=all_states if output_hidden_states else None,
+        )
 
 
 class HyFusERBidirectionalCrossModalAttention(HyFusERPreTrainedModel):

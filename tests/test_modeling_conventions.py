@@ -112,6 +112,21 @@ def test_baselines_return_the_states_of_the_blocks_they_have(name, blocks):
     assert all(state.shape == text.shape for state in states)
 
 
+def test_lstm_and_cnn_return_their_input_and_each_layer_s_states():
+    config = small_config(lstm_hidden_size=6, cnn_channels=10, cnn_num_layers=2)
+    text, speech = random_features(config)
+    lstm, cnn = (TRAINABLE_MODELS[name](config).eval() for name in ("text_lstm", "speech_cnn"))
+    with torch.no_grad():
+        lstm_states = lstm(text, speech, output_hidden_states=True).hidden_states
+        cnn_states = cnn(text, speech, output_hidden_states=True).hidden_states
+        first_convolution = torch.relu(cnn.convolutions[0](speech.transpose(1, 2))).transpose(1, 2)
+    assert lstm_states[0] is text and cnn_states[0] is speech
+    torch.testing.assert_close(lstm_states[1], lstm.lstm(text)[0], rtol=0, atol=0)
+    assert len(cnn_states) == 1 + config.cnn_num_layers
+    torch.testing.assert_close(cnn_states[1], first_convolution, rtol=0, atol=0)
+    assert cnn_states[2].shape == (3, config.sequence_length, config.cnn_channels)
+
+
 def test_config_output_flags_are_the_defaults_of_a_call():
     config = small_config(output_hidden_states=True)
     config._attn_implementation = "eager"

@@ -18,6 +18,8 @@ from modeling_hyfuser import (
     HyFusERForEmotionRecognition,
     HyFusERKoHMT,
     HyFusERKoHMTSpeechQueries,
+    HyFusERSpeechCNN,
+    HyFusERTextLSTM,
 )
 
 try:
@@ -38,6 +40,9 @@ TINY_CONFIG = {
     "num_attention_heads": 2,
     "hidden_dropout_prob": 0.1,
     "attention_dropout": 0.1,
+    "lstm_hidden_size": 6,
+    "cnn_channels": 10,
+    "cnn_num_layers": 2,
 }
 
 NOT_APPLICABLE = {
@@ -45,13 +50,37 @@ NOT_APPLICABLE = {
         "HyFusER reads pre-extracted features and has no input embeddings: the token embeddings belong to the frozen "
         "KoELECTRA backbone, which the processor runs"
     ),
+}
+"""Common tests that apply to none of the models, and why."""
+
+STACKED_BLOCKS = {
     "test_num_layers_is_small": (
-        "it bounds the tester's num_hidden_layers by 2, reading it as one stack's depth; the tester counts every "
-        "attention block instead (what test_attention_outputs expects of it), 2 encoders x 1 layer + 2 steps for "
-        "HyFusER, while each encoder here has a single layer"
+        "it bounds the tester's num_hidden_layers by 2, reading it as one stack's depth; here it counts every "
+        "attention block, as test_attention_outputs expects of it (two encoders and the cross-modal steps), while "
+        "each encoder has a single layer"
     ),
 }
-"""Common tests that do not apply to a model of two feature streams, and why."""
+"""Not applicable to models with an encoder per modality."""
+
+SECOND_INPUT_ONLY = {
+    "test_model_main_input_name": (
+        "speech_cnn reads only speech_features, its main input, which comes second: every model takes "
+        "(text_features, speech_features) in that order so that one batch and one ensemble call fit them all"
+    ),
+}
+"""Not applicable to the model that reads only its second input."""
+
+
+def not_applicable(*reasons: dict[str, str]):
+    """Skip each named common test of the decorated test class, with its reason."""
+
+    def skip(test_class):
+        for reason in reasons:
+            for name, why in reason.items():
+                setattr(test_class, name, unittest.skip(why)(getattr(test_class, name)))
+        return test_class
+
+    return skip
 
 
 class HyFusERModelTester:
@@ -77,7 +106,7 @@ class HyFusERModelTester:
 
 
 class HyFusERCommonTests(modeling_common.ModelTesterMixin):
-    """The mixin's tests for the model in `all_model_classes`, with the tester sized for it."""
+    """The mixin's tests for the models in `all_model_classes`, with the tester sized for them."""
 
     attention_blocks: int
     hidden_state_count: int
@@ -99,32 +128,48 @@ class HyFusERCommonTests(modeling_common.ModelTesterMixin):
         return inputs_dict
 
     def _prepare_config_and_inputs_for_retain_grad_hidden_states_attentions(self):
-        """The first hidden state is the text features themselves, so they must require grad to receive one."""
+        """The first hidden state is the input features themselves, so they must require grad to receive one."""
         config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
-        inputs_dict["text_features"].requires_grad_()
+        for features in inputs_dict.values():
+            features.requires_grad_()
         return config, inputs_dict
 
     def test_config(self):
         self.config_tester.run_common_tests()
 
 
-for _name, _reason in NOT_APPLICABLE.items():
-    setattr(HyFusERCommonTests, _name, unittest.skip(_reason)(getattr(HyFusERCommonTests, _name)))
-
-
+@not_applicable(NOT_APPLICABLE, STACKED_BLOCKS)
 class HyFusERForEmotionRecognitionTest(HyFusERCommonTests, unittest.TestCase):
     all_model_classes = (HyFusERForEmotionRecognition,)
     attention_blocks = 2 * ENCODER_LAYERS + 2  # both encoders, Step 1, Step 2
     hidden_state_count = 2 * (ENCODER_LAYERS + 1) + 2  # each encoder's input and layers, Step 1, Step 2
 
 
+@not_applicable(NOT_APPLICABLE)
 class HyFusERBidirectionalCrossModalAttentionTest(HyFusERCommonTests, unittest.TestCase):
     all_model_classes = (HyFusERBidirectionalCrossModalAttention,)
     attention_blocks = 2  # both steps
     hidden_state_count = 4  # both features, both steps
 
 
+@not_applicable(NOT_APPLICABLE, STACKED_BLOCKS)
 class HyFusERKoHMTTest(HyFusERCommonTests, unittest.TestCase):
     all_model_classes = (HyFusERKoHMT, HyFusERKoHMTSpeechQueries)
     attention_blocks = 2 * ENCODER_LAYERS + 1  # both encoders, the cross-modal step
     hidden_state_count = 2 * (ENCODER_LAYERS + 1) + 1
+
+
+@not_applicable(NOT_APPLICABLE)
+class HyFusERTextLSTMTest(HyFusERCommonTests, unittest.TestCase):
+    all_model_classes = (HyFusERTextLSTM,)
+    has_attentions = False
+    attention_blocks = 0
+    hidden_state_count = 2  # the text features, the LSTM's states
+
+
+@not_applicable(NOT_APPLICABLE, SECOND_INPUT_ONLY)
+class HyFusERSpeechCNNTest(HyFusERCommonTests, unittest.TestCase):
+    all_model_classes = (HyFusERSpeechCNN,)
+    has_attentions = False
+    attention_blocks = 0
+    hidden_state_count = 1 + TINY_CONFIG["cnn_num_layers"]  # the speech features, each convolution's output
