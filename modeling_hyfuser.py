@@ -252,7 +252,7 @@ class HyFusERPreTrainedModel(PreTrainedModel):
     Attention runs through the library's attention interface: `attn_implementation="eager"`, `"sdpa"` (the default)
     or, on a GPU with flash-attn installed and heads of at most `FLASH_ATTENTION_MAX_HEAD_DIM` dimensions,
     `"flash_attention_2"`, chosen at load time. The models without attention (`text_lstm`, `speech_cnn` and their
-    ensemble) accept every choice, which changes nothing in them, so that one config can build every model; they
+    ensemble) take the choice too, though it changes nothing in them, so that one config builds every model; they
     have no blocks to checkpoint.
     """
 
@@ -383,11 +383,11 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         text_features = self._check_features("text_features", text_features)
         speech_features = self._check_features("speech_features", speech_features)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
-        outputs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        output_flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
 
         # Intermediate Layer Fusion: one encoder per modality (Section 4.3.1) ...
-        text = self.text_encoder(text_features, **outputs)
-        speech = self.speech_encoder(speech_features, **outputs)
+        text = self.text_encoder(text_features, **output_flags)
+        speech = self.speech_encoder(speech_features, **output_flags)
         # ... then the dual cross-modal attention. Step 1: Q = E_T, K = V = E_S (Eq. 7).
         text_centric, step1_attention = self.text_queries_speech(
             text.last_hidden_state, speech.last_hidden_state, output_attentions=output_attentions
@@ -621,9 +621,9 @@ class HyFusERKoHMT(HyFusERPreTrainedModel):
         text_features = self._check_features("text_features", text_features)
         speech_features = self._check_features("speech_features", speech_features)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
-        outputs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
-        text = self.text_encoder(text_features, **outputs)
-        speech = self.speech_encoder(speech_features, **outputs)
+        output_flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        text = self.text_encoder(text_features, **output_flags)
+        speech = self.speech_encoder(speech_features, **output_flags)
         queries, keys_values = (text, speech) if self.query_modality == "text" else (speech, text)
         attended, step_attention = self.cross_modal_step(
             queries.last_hidden_state, keys_values.last_hidden_state, output_attentions=output_attentions
