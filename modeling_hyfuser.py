@@ -89,12 +89,15 @@ def eager_attention_forward(
     """softmax(Q K^T / sqrt(d_k) + mask) V with the softmax spelled out, so that its weights can be returned.
 
     `query` is `(batch_size, num_heads, query_length, head_dim)`, `key` and `value` `(batch_size, num_heads,
-    key_length, head_dim)`. `attention_mask`, if given, is additive and broadcasts to `(batch_size, num_heads,
-    query_length, key_length)`: 0 where a key may be attended, a large negative number where it may not. Returns the
-    context as `(batch_size, query_length, num_heads, head_dim)` and the weights before attention dropout.
+    key_length, head_dim)`. `attention_mask`, if given, broadcasts to `(batch_size, num_heads, query_length,
+    key_length)` and is either additive (0 where a key may be attended, a large negative number where it may not) or,
+    as masks built for sdpa are, boolean (True where a key may be attended). Returns the context as `(batch_size,
+    query_length, num_heads, head_dim)` and the weights before attention dropout.
     """
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
         scores = scores + attention_mask
     weights = torch.softmax(scores, dim=-1)
     context = torch.matmul(F.dropout(weights, p=dropout, training=module.training), value)
@@ -133,8 +136,10 @@ class HyFusERAttention(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         r"""
-        attention_mask (`torch.FloatTensor` broadcastable to `(batch_size, num_heads, query_length, key_length)`,
-            *optional*): additive key mask, as `eager_attention_forward` describes. The paper's model passes none.
+        attention_mask (`torch.Tensor` broadcastable to `(batch_size, num_heads, query_length, key_length)`,
+            *optional*): key mask, additive or boolean, as `eager_attention_forward` describes; each kernel takes both
+            (`transformers.masking_utils.create_bidirectional_mask` builds one for the configured kernel). The paper's
+            model passes none.
         output_attentions (`bool`): also return the attention weights. Only the eager computation has them, so this
             call then runs eagerly whatever `config._attn_implementation` says.
         """

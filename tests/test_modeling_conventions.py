@@ -37,23 +37,28 @@ def test_eager_and_sdpa_give_the_same_outputs(name):
         torch.testing.assert_close(got_states, expected_states, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("mask_kind", ["additive", "boolean"])
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_additive_key_mask_hides_the_masked_keys(attn_implementation):
-    """A large negative mask on the last two keys gives what attending to the other keys alone gives; both kernels."""
+def test_key_mask_hides_the_masked_keys(attn_implementation, mask_kind):
+    """Masking the last two keys gives what attending to the other keys alone gives, whatever their values: with
+    either kernel, and with an additive mask or a boolean one (the kind masks built for sdpa are)."""
     config = small_config()
     config._attn_implementation = attn_implementation
     attention = HyFusERAttention(config).eval()
     queries, keys = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
-    mask = torch.zeros(2, 1, 5, 5)
-    mask[..., 3:] = torch.finfo(torch.float32).min
+    visible = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    visible[..., 3:] = False
+    mask = visible if mask_kind == "boolean" else torch.zeros(2, 1, 5, 5).masked_fill(~visible, -1e9)
     with torch.no_grad():
         masked, _ = attention(queries, keys, attention_mask=mask)
         visible_only, _ = attention(queries, keys[:, :3])
         changed_hidden_keys = keys.clone()
         changed_hidden_keys[:, 3:] = torch.randn(2, 2, 16)
         masked_again, _ = attention(queries, changed_hidden_keys, attention_mask=mask)
+        _, weights = attention(queries, keys, attention_mask=mask, output_attentions=True)  # eager, whatever the kernel
     torch.testing.assert_close(masked, visible_only, atol=1e-6, rtol=0)
     torch.testing.assert_close(masked_again, masked, atol=1e-6, rtol=0)
+    assert weights[..., 3:].max() == 0
 
 
 def test_attn_implementation_is_chosen_at_load_time(tmp_path):
