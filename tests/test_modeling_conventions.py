@@ -1,4 +1,4 @@
-"""The conventions generic tooling expects of a transformers model, on HyFusER and the baselines with attention:
+"""The conventions generic tooling expects of a transformers model, on HyFusER and its baselines: every block's
 every block's states, plain tuples, a selectable attention kernel, gradient checkpointing. transformers' own common
 tests run in test_transformers_common.py."""
 
@@ -35,6 +35,19 @@ def test_eager_and_sdpa_give_the_same_outputs(name):
     torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=0)
     for got_states, expected_states in zip(got.hidden_states, expected.hidden_states, strict=True):
         torch.testing.assert_close(got_states, expected_states, atol=1e-5, rtol=0)
+
+
+def test_eager_and_sdpa_agree_at_the_papers_size():
+    """Table 3's model: one 768-dimensional head over 126 positions per modality."""
+    model = TRAINABLE_MODELS["hyfuser"]._from_config(HyFusERConfig(), attn_implementation="eager").eval()
+    features = random_features(model.config, batch_size=2)
+    with torch.no_grad():
+        expected = model(*features)
+        model.set_attn_implementation("sdpa")
+        assert model.text_encoder.layers[0].attention.config._attn_implementation == "sdpa"
+        got = model(*features)
+    for field in ("logits", "text_logits", "speech_logits"):
+        torch.testing.assert_close(got[field], expected[field], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("mask_kind", ["additive", "boolean"])
