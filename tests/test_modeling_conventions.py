@@ -1,6 +1,6 @@
 """The conventions generic tooling expects of a transformers model, on HyFusER and its baselines: every block's
-every block's states, plain tuples, a selectable attention kernel, gradient checkpointing. transformers' own common
-tests run in test_transformers_common.py."""
+states, plain tuples, a selectable attention kernel, key masks, gradient checkpointing, any label set in the config.
+transformers' own common tests run in test_transformers_common.py."""
 
 import pytest
 import torch
