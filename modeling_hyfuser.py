@@ -298,7 +298,7 @@ class HyFusERPreTrainedModel(PreTrainedModel):
         return super()._flash_attn_can_dispatch(flash_attn_version, is_init_check)
 
     def _output_flags(self, output_attentions: bool | None, output_hidden_states: bool | None) -> tuple[bool, bool]:
-        """The call's `output_attentions` and `output_hidden_states`, or else the config's, as transformers models do."""
+        """The call's `output_attentions` and `output_hidden_states`, else the config's, as transformers models do."""
         if output_attentions is None:
             output_attentions = self.config.output_attentions
         if output_hidden_states is None:

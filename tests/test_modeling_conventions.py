@@ -68,7 +68,7 @@ def test_key_mask_hides_the_masked_keys(attn_implementation, mask_kind):
         changed_hidden_keys = keys.clone()
         changed_hidden_keys[:, 3:] = torch.randn(2, 2, 16)
         masked_again, _ = attention(queries, changed_hidden_keys, attention_mask=mask)
-        _, weights = attention(queries, keys, attention_mask=mask, output_attentions=True)  # eager, whatever the kernel
+        _, weights = attention(queries, keys, attention_mask=mask, output_attentions=True)  # always eager
     torch.testing.assert_close(masked, visible_only, atol=1e-6, rtol=0)
     torch.testing.assert_close(masked_again, masked, atol=1e-6, rtol=0)
     assert weights[..., 3:].max() == 0
@@ -165,7 +165,8 @@ def test_return_dict_false_returns_the_output_fields_as_a_plain_tuple(name):
     as_tuple = model(*features, **options, return_dict=False)
     assert type(as_tuple) is tuple
     expected = [value for value in as_dict.values() if value is not None]
-    assert len(as_tuple) == len(expected) == (6 if name == "hyfuser" else 4)  # loss, logits(, text, speech), states, maps
+    # loss, logits, (text_logits, speech_logits,) hidden_states, attentions
+    assert len(as_tuple) == len(expected) == (6 if name == "hyfuser" else 4)
     for got, want in zip(as_tuple, expected, strict=True):
         if isinstance(want, tuple):
             assert len(got) == len(want) and all(torch.equal(g, w) for g, w in zip(got, want, strict=True))

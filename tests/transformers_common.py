@@ -45,25 +45,21 @@ NOT_CONFIG_ARGUMENTS = {"is_encoder_decoder", "transformers_version", "name_or_p
 """`PretrainedConfig` attributes that are bookkeeping or architecture, not arguments every config takes."""
 
 STAND_INS = {
-    "exporters/test_export.py": '''"""Stand-in: the source release does not ship tests/exporters, so the torch.export tests do not run."""
-
-
-class ExportTesterMixin:
-    pass
-''',
-    "generation/test_utils.py": '''"""Stand-in: the source release does not ship tests/generation; HyFusER never generates."""
-
-
-class GenerationTesterMixin:
-    pass
-''',
-    "utils/test_configuration_utils.py": '''"""Stand-in: the source release does not ship tests/utils; see the repo's tests/transformers_common.py."""
-
-from transformers_common import generic_config_kwargs
-
-config_common_kwargs = generic_config_kwargs()
-''',
+    "exporters/test_export.py": (
+        '"""Stand-in: the source release lacks tests/exporters, so the torch.export tests do not run."""\n\n\n'
+        "class ExportTesterMixin:\n    pass\n"
+    ),
+    "generation/test_utils.py": (
+        '"""Stand-in: the source release lacks tests/generation; HyFusER never generates."""\n\n\n'
+        "class GenerationTesterMixin:\n    pass\n"
+    ),
+    "utils/test_configuration_utils.py": (
+        '"""Stand-in: the source release lacks tests/utils; see HyFusER\'s tests/transformers_common.py."""\n\n'
+        "from transformers_common import generic_config_kwargs\n\n"
+        "config_common_kwargs = generic_config_kwargs()\n"
+    ),
 }
+"""The modules the release's test files import but the release lacks, by path in the package, and their text."""
 
 
 def generic_config_kwargs() -> dict:
