@@ -1,5 +1,6 @@
 """The feature cache on real tiny backbones and real wav files: what it stores, when it extracts, what its key sees."""
 
+import copy
 import functools
 import json
 import logging
@@ -22,10 +23,11 @@ from features_hyfuser import (
     cache_features,
     feature_cache_key,
     fit_scaler_on_cache,
+    place_backbones,
     train_on_features,
 )
 from modeling_hyfuser import HyFusERForEmotionRecognition
-from processing_hyfuser import HyFusERProcessor
+from processing_hyfuser import BACKBONE_DTYPES, HyFusERProcessor
 
 SEQUENCE_LENGTH = 8
 UTTERANCES = 17
@@ -64,12 +66,14 @@ def test_cache_stores_the_unscaled_features_in_float16_and_is_reused(
 ):
     caplog.set_level(logging.INFO, logger="features_hyfuser")
     key = feature_cache_key(split, processor)
-    cache_file = tmp_path / "cache" / "features" / f"train-{key}.arrow"
+    cache_file = tmp_path / "cache" / "features" / f"train-{key}-00000-of-00001.arrow"
 
     expected = processor(split["text"], split["audio"], scale=False)
     cached = cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache")["train"]
-    assert caplog.messages == [f"Extracting train features for {UTTERANCES} utterances into {cache_file}"]
-    assert cache_file.is_file() and cached._fingerprint == key
+    assert caplog.messages == [
+        f"Extracting train features for {UTTERANCES} utterances (shard 1 of 1, of {UTTERANCES}) into {cache_file}"
+    ]
+    assert cache_file.is_file()
     assert text_backbone_batches[-2:] == [16, 1]  # the default batch (`datasets` may first try a sample of its own)
     calls = len(text_backbone_batches)
     for column in FEATURE_COLUMNS:
@@ -121,6 +125,49 @@ def test_cache_key_changes_with_everything_the_features_depend_on(processor, spl
     vocabulary.rename(copied / "tokenizer-old.json")  # a file renamed, keeping its size and time
     os.utime(copied / "tokenizer-old.json", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert feature_cache_key(split, retrained) != touched
+
+
+def test_backbone_dtype_is_part_of_the_cache_key_and_the_device_is_not(tiny_backbones, split, tmp_path):
+    def fresh() -> HyFusERProcessor:
+        return HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, SEQUENCE_LENGTH)
+
+    key = feature_cache_key(split, fresh())
+    # Each rank of a multi-GPU run places its backbones on its own device: they must all find the same cache.
+    assert feature_cache_key(split, place_backbones(fresh(), "meta", "float32")) == key
+    keys = {name: feature_cache_key(split, place_backbones(fresh(), "cpu", name)) for name in BACKBONE_DTYPES}
+    assert keys["float32"] == key and len(set(keys.values())) == 3
+
+
+def test_backbones_move_to_the_given_device_whether_loaded_before_or_after(tiny_backbones):
+    """The placement step on a device other than the CPU, without a GPU: PyTorch's `meta` device."""
+    loaded = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, SEQUENCE_LENGTH)
+    models = (loaded.text_backbone_model, loaded.speech_backbone_model)
+    assert place_backbones(loaded, torch.device("meta"), "bfloat16") is loaded
+    lazy = place_backbones(
+        HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, SEQUENCE_LENGTH), "meta", "float16"
+    )
+    for processor, dtype in ((loaded, torch.bfloat16), (lazy, torch.float16)):
+        assert processor.device == torch.device("meta") and processor.backbone_dtype == dtype
+        for model in (processor.text_backbone_model, processor.speech_backbone_model):
+            assert {parameter.device.type for parameter in model.parameters()} == {"meta"}
+            assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}  # autocast, not a cast
+    assert (loaded.text_backbone_model, loaded.speech_backbone_model) == models
+    with pytest.raises(ValueError, match="extraction dtype must be one of"):
+        place_backbones(lazy, "cpu", "int8")
+
+
+def test_bfloat16_extraction_on_the_cpu_stays_close_to_float32_and_is_cached_apart(processor, split, tmp_path):
+    texts, audio = split["text"][:4], split["audio"][:4]
+    reference = processor(texts, audio, scale=False)
+    half = copy.deepcopy(processor).to(backbone_dtype=torch.bfloat16)
+    features = half(texts, audio, scale=False)
+    for column in FEATURE_COLUMNS:
+        assert features[column].dtype == torch.float32 and not torch.equal(features[column], reference[column])
+        torch.testing.assert_close(features[column], reference[column], rtol=0.05, atol=0.05)
+    first = cache_features(DatasetDict({"train": split.select(range(4))}), processor, tmp_path)
+    second = cache_features(DatasetDict({"train": split.select(range(4))}), half, tmp_path)
+    assert first["train"].cache_files != second["train"].cache_files
+    assert len(list((tmp_path / "features").glob("train-*.arrow"))) == 2
 
 
 def test_a_hub_backbone_is_identified_by_its_cached_snapshot(tmp_path, monkeypatch):
