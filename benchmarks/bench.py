@@ -814,15 +814,30 @@ NOMINAL_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12),
 
 
 def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
-    """Extraction utterances/s with both backbones on the GPU, and training MFU with bf16 autocast."""
+    """The CUDA path: the pipeline with real-size backbones, extraction utterances/s with both backbones on the GPU,
+    training MFU with bf16 autocast, and `train.py --bf16` (demo) placing its backbones on the GPU."""
     if not torch.cuda.is_available():
         log("gpu: no CUDA device, skipped")
         return {"skipped": "torch.cuda.is_available() is False"}
     device = torch.device("cuda")
-    processor = HyFusERProcessor.from_backbones(backbones.text, backbones.speech).to(device)
     count, batch_size = settings.extraction_counts[0], settings.extraction_batch_size
     paths = write_utterances(workdir / "gpu_audio", count, settings.extraction_audio_seconds)
     texts = korean_texts(count)
+
+    log("gpu: pipeline(device='cuda') on a Table 3 HyFusER with the real-size backbones")
+    torch.manual_seed(0)
+    model = HyFusERForEmotionRecognition(HyFusERConfig(text_backbone=backbones.text, speech_backbone=backbones.speech))
+    save_dir = save_hyfuser(workdir / "gpu_hyfuser", model.eval(), random_fitted_processor(backbones), save_backbones=False)
+    classifier = pipeline(model=str(save_dir), trust_remote_code=True, device="cuda")
+    items = [{"text": text, "audio": path} for text, path in zip(texts[:batch_size], paths[:batch_size])]
+    pipeline_seconds = side_by_side({"pipeline": lambda: classifier(items, batch_size=len(items))},
+                                    settings.repeats, settings.warmup, "gpu pipeline")["pipeline"]  # fmt: skip
+    placed_on = {
+        "pipeline_backbones": str(classifier.processor.text_backbone_model.device),
+        "pipeline_model": str(classifier.model.device),
+    }
+
+    processor = HyFusERProcessor.from_backbones(backbones.text, backbones.speech).to(device)
 
     def extract_all() -> None:
         for start in range(0, count, batch_size):
@@ -833,12 +848,26 @@ def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> di
     name = torch.cuda.get_device_name(device)
     peak = next((flops for key, flops in NOMINAL_BF16_FLOPS if key in name), None)
     achieved = statistics.median(training["achieved_flops_per_second"])
+
+    log("gpu: train.py --dataset demo --bf16 true, one epoch")
+    demo = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), "--dataset", "demo", "--bf16", "true", "--num_train_epochs", "1",
+         "--cache_dir", str(workdir / "gpu_demo_cache"), "--output_dir", str(workdir / "gpu_demo"),
+         "--report_to", "none", "--disable_tqdm", "true"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True, cwd=REPO_ROOT,
+    )  # fmt: skip
+    placement = re.search(r"The frozen backbones run on (\S+) in (\w+)", demo.stdout)
+    placed_on["train_py_backbones"] = placement.group(1) if placement else None
     return {
         "device": name,
+        "pipeline_items_per_second": len(items) / statistics.median(pipeline_seconds),
+        "placed_on": placed_on,
         "extraction_utterances_per_second": count / statistics.median(seconds),
         "train_bf16_matmul_fraction": training["fraction"],
         "train_mfu_bf16": achieved / peak if peak else None,
         "nominal_bf16_flops": peak,
+        "train_py_bf16_demo": {"eval_accuracy": json.loads((workdir / "gpu_demo" / "eval_results.json").read_text())
+                               .get("eval_accuracy")},  # fmt: skip
         "training": training,
     }
 

@@ -41,3 +41,13 @@ def test_quick_benchmark_writes_every_key_with_its_machine_and_settings(tmp_path
     assert results["details"]["training"]["batch_size"] == 32  # the paper's batch, even in quick mode
     bf16_goal = results["goals"]["extraction_bf16_speedup"]
     assert (bf16_goal["met"] is None) == (not results["machine"]["cpu_matmul"]["amx_bf16"]), bf16_goal
+
+
+def test_gpu_check_refuses_clearly_without_a_gpu():
+    """The GPU check is for a CUDA machine; here (the CI has no GPU) it must stop at once and say why."""
+    completed = subprocess.run(
+        ["bash", str(BENCH.parent / "gpu_check.sh")], env={**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "sees no CUDA device" in completed.stderr and "needs one GPU" in completed.stderr

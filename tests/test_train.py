@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -296,21 +297,36 @@ def feature_cache(cache_dir: Path) -> dict[str, Dataset]:
     }
 
 
+def readme_multi_node_command(port: int) -> tuple[list[str], list[str]]:
+    """The README's two-machine `accelerate launch` at a smaller size: (launcher, train.py arguments).
+
+    Its launch options become 2 processes on this machine (the README's other options are kept as written), and its
+    train.py arguments are kept, for the tests' own arguments to follow them (later flags win)."""
+    command = re.search(r"^accelerate launch --multi_gpu (?:.*\\\n)*.*$", (REPO_ROOT / "README.md").read_text(), re.M)
+    assert command, "the README's scaling-out section has no `accelerate launch --multi_gpu` command"
+    words = shlex.split(command.group(0).replace("\\\n", " "))
+    smaller = {"--num_machines": "1", "--num_processes": "2", "--machine_rank": "0",
+               "--main_process_ip": "127.0.0.1", "--main_process_port": str(port)}  # fmt: skip
+    options = words[2 : words.index("train.py")]
+    assert set(smaller) <= set(options), options
+    options = [smaller.get(previous, word) for previous, word in zip(["", *options], options)]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", *options,
+                "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    return launcher, words[words.index("train.py") + 1 :]
+
+
 @pytest.mark.slow
 def test_two_process_gloo_run_shards_extraction_and_matches_one_process(trained, train_args, hf_home, tmp_path):
-    """The README's scaling-out launch at a small size (`accelerate launch --multi_gpu`, 2 CPU processes over gloo),
-    against the single-process `trained` run of the same settings."""
+    """The README's scaling-out launch at a small size (2 CPU processes over gloo), against the single-process
+    `trained` run of the same settings."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     output_dir, cache_dir = tmp_path / "ddp", tmp_path / "cache"
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-    ]  # fmt: skip
+    launcher, readme_arguments = readme_multi_node_command(port)
     log = run(
-        [*launch, "train.py", *train_args, "--cache_dir", str(cache_dir), "--output_dir", str(output_dir),
-         "--num_train_epochs", "2", "--log_level_replica", "info"],
+        [*launcher, "train.py", *readme_arguments, *train_args, "--cache_dir", str(cache_dir),
+         "--output_dir", str(output_dir), "--num_train_epochs", "2", "--log_level_replica", "info"],
         hf_home,
     ).stdout  # fmt: skip
     # Each rank extracts its half of each split into its own shard; nobody reuses anything.
