@@ -6,6 +6,9 @@ import json
 import logging
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +171,60 @@ def test_bfloat16_extraction_on_the_cpu_stays_close_to_float32_and_is_cached_apa
     second = cache_features(DatasetDict({"train": split.select(range(4))}), half, tmp_path)
     assert first["train"].cache_files != second["train"].cache_files
     assert len(list((tmp_path / "features").glob("train-*.arrow"))) == 2
+
+
+NODE_SCRIPT = """
+import json, sys
+sys.path.insert(0, {repo!r})
+from accelerate import PartialState
+from datasets import Dataset, DatasetDict
+from features_hyfuser import cache_features
+from processing_hyfuser import HyFusERProcessor
+
+state = PartialState(cpu=True)
+arguments = json.loads(sys.argv[1])
+split = DatasetDict(train=Dataset.from_dict(arguments["rows"]))
+processor = HyFusERProcessor.from_backbones(arguments["text"], arguments["speech"], sequence_length=8)
+for case, cache_dirs in arguments["cases"].items():  # each process's --cache_dir: as if on its own node's disk
+    try:
+        cache_features(split, processor, cache_dirs[state.process_index])
+        print(f"rank {{state.process_index}} {{case}}: no error", flush=True)
+    except RuntimeError as error:
+        print(f"rank {{state.process_index}} {{case}}: {{error}}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_processes_that_do_not_share_the_cache_directory_fail_clearly(processor, split, tiny_backbones, tmp_path):
+    """Two gloo processes, each with its own --cache_dir, like two nodes without shared storage."""
+    rows = split.select(range(4)).to_dict()
+    node_0, node_1 = tmp_path / "node0", tmp_path / "node1"
+    cache_features(DatasetDict(train=Dataset.from_dict(rows)), processor, node_0 / "found")  # only node 0 has it
+    script = tmp_path / "nodes.py"
+    script.write_text(NODE_SCRIPT.format(repo=str(Path(__file__).resolve().parent.parent)))
+    arguments = {
+        "rows": rows, "text": tiny_backbones.text, "speech": tiny_backbones.speech,
+        "cases": {"found": [str(node_0 / "found"), str(node_1 / "found")],
+                  "written": [str(node_0 / "written"), str(node_1 / "written")]},
+    }  # fmt: skip
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+    ]  # fmt: skip
+    completed = subprocess.run([*launch, str(script), json.dumps(arguments)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    log = completed.stdout
+    shared = "must be on storage that every node mounts at that path"
+    for rank in (0, 1):
+        # Node 0 found a cache that node 1 cannot see: both stop instead of one waiting for the other forever.
+        assert f"rank {rank} found: the processes of this run found different cached features" in log, log[-3000:]
+        # Each node extracted its shard onto its own disk: each misses the other's and says which, and why.
+        missing = next(line for line in log.splitlines() if line.startswith(f"rank {rank} written:"))
+        assert "this process cannot see train feature shards" in missing and shared in missing
+        assert f"{tmp_path / f'node{rank}' / 'written'}" in missing and f"-{1 - rank:05d}-of-00002.arrow" in missing
 
 
 def test_a_hub_backbone_is_identified_by_its_cached_snapshot(tmp_path, monkeypatch):
