@@ -22,7 +22,7 @@ The backbones are the real architectures (ELECTRA-base with KoELECTRA-v3's vocab
 weights, written to a temporary directory in Hugging Face layout so that the real loading path runs and nothing is
 downloaded. See `benchmarks/README.md` for the definitions and the committed results.
 
-    python benchmarks/bench.py            # full run (~20 min on 2 CPU cores), writes benchmarks/results.json
+    python benchmarks/bench.py            # full run (~25 min on 2 CPU cores), writes benchmarks/results.json
     python benchmarks/bench.py --quick    # smoke run: fewer repeats, tiny backbones for the memory keys
 """
 
@@ -143,9 +143,9 @@ FULL = Settings(
     extraction_batch_size=16,
     long_audio_backbones="real",
     long_audio_seconds=600.0,
-    shard_utterances=48,
-    shard_repeats=3,
-    bf16_extraction_utterances=16,
+    shard_utterances=32,
+    shard_repeats=2,
+    bf16_extraction_utterances=8,
     demo_epochs=30,
 )
 QUICK = replace(
@@ -960,7 +960,7 @@ def run(settings: Settings, quick: bool, sections: list[str], previous: dict[str
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (< 3 min on 2 cores): see QUICK")
+    parser.add_argument("--quick", action="store_true", help="smoke run (about 9 min on a busy 2-core machine): see QUICK")
     parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
