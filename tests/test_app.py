@@ -70,6 +70,14 @@ def test_prediction_shows_the_pipeline_s_fused_and_per_head_scores(classifier, c
     assert "Predicted in " in table.splitlines()[-1]
 
 
+@pytest.mark.parametrize("suffix", ["flac", "ogg", "mp3"])
+def test_every_format_the_page_offers_is_read_by_the_pipeline(classifier, tmp_path, suffix):
+    clip = write_tone(tmp_path / f"utterance.{suffix}", sampling_rate=44_100, seconds=0.8, frequency=200.0)
+    fused, *_ = app.predict(classifier, None, TRANSCRIPT, str(clip))
+    expected = classifier({"text": TRANSCRIPT, "audio": str(clip)})
+    assert fused == {emotion["label"]: emotion["score"] for emotion in expected}
+
+
 @pytest.mark.parametrize(
     "text, audio, message",
     [
@@ -163,13 +171,20 @@ def trained_model_dir(tiny_backbones, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def served_app(trained_model_dir, tmp_path_factory):
-    """(URL, cache dir) of `python app.py --model <trained dir>` on a free port of 127.0.0.1, stopped afterwards."""
+    """(URL, cache dir) of `python app.py --model <trained dir>` on a free port of 127.0.0.1, stopped afterwards.
+
+    Gradio keeps uploads and recordings under GRADIO_TEMP_DIR, here a test folder."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     cache_dir = tmp_path_factory.mktemp("app_cache")
     log_path = tmp_path_factory.mktemp("app_log") / "app.log"
-    environment = {**os.environ, "HF_HOME": str(tmp_path_factory.mktemp("app_hf_home")), "OMP_NUM_THREADS": "1"}
+    environment = {
+        **os.environ,
+        "HF_HOME": str(tmp_path_factory.mktemp("app_hf_home")),
+        "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("app_uploads")),
+        "OMP_NUM_THREADS": "1",
+    }
     command = [
         sys.executable, "app.py", "--model", str(trained_model_dir), "--cache_dir", str(cache_dir),
         "--host", "127.0.0.1", "--port", str(port),
@@ -205,6 +220,9 @@ def browser():
     options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1200"):
         options.add_argument(argument)
+    # A microphone that plays a beep, and consent to use it, as a person who clicks "Allow" has.
+    options.add_argument("--use-fake-device-for-media-stream")
+    options.add_argument("--use-fake-ui-for-media-stream")
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     yield driver
     driver.quit()
@@ -296,3 +314,41 @@ def test_readme_app_commands_use_flags_the_app_has():
     assert commands
     for words in commands:
         app.parse_arguments(words[2:])  # argparse exits on a flag it does not know
+
+
+@pytest.mark.slow
+def test_page_predicts_a_microphone_recording_as_the_pipeline_does(served_app, browser, trained_model_dir):
+    """Chromium's fake microphone: record two seconds, stop, predict; the page's scores are the pipeline's for the
+    very file the page recorded (its download link names it)."""
+    from selenium.webdriver.common.by import By
+
+    url, _ = served_app
+    browser.get(url)
+    wait_for(browser, lambda driver: driver.find_elements(By.CSS_SELECTOR, "#predict"))
+    browser.find_element(By.CSS_SELECTOR, "#clip button[aria-label='Record audio']").click()
+    wait_for(
+        browser, lambda driver: driver.find_elements(By.XPATH, "//*[@id='clip']//button[normalize-space()='Record']")
+    )
+    browser.find_element(By.XPATH, "//*[@id='clip']//button[normalize-space()='Record']").click()
+    wait_for(
+        browser, lambda driver: driver.find_elements(By.XPATH, "//*[@id='clip']//button[normalize-space()='Stop']")
+    )
+    time.sleep(2)
+    browser.find_element(By.XPATH, "//*[@id='clip']//button[normalize-space()='Stop']").click()
+    link = wait_for(
+        browser, lambda driver: driver.find_elements(By.CSS_SELECTOR, "#clip a[data-testid=download-link]")
+    )
+    recording = Path(link[0].get_attribute("href").split("file=", 1)[1])
+    assert recording.is_file() and soundfile.info(str(recording)).duration > 1.0
+
+    replace_transcript(browser, TRANSCRIPT)
+    browser.find_element(By.CSS_SELECTOR, "#predict").click()
+    wait_for(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#scores tbody tr")) == 7)
+    expected = pipeline(model=str(trained_model_dir), trust_remote_code=True)(
+        {"text": TRANSCRIPT, "audio": str(recording)}, return_modalities=True
+    )
+    scores = page_scores(browser)
+    for emotion in expected:
+        assert scores[emotion["label"]] == pytest.approx(
+            [emotion["score"], emotion["text_score"], emotion["speech_score"]], abs=5e-5
+        )
