@@ -74,14 +74,15 @@ def predict(
         raise gr.Error(str(error)) from error
     seconds = time.perf_counter() - start
 
-    fused, text_centric, speech_centric = ({emotion["label"]: emotion[key] for emotion in emotions} for key in
-                                           ("score", "text_score", "speech_score"))  # fmt: skip
-    rows = [f"| {label} | {fused[label]:.4f} | {text_centric[label]:.4f} | {speech_centric[label]:.4f} |"
-            for label in fused]  # fmt: skip
-    table = "\n".join(
-        ["| emotion | fused | text-centric | speech-centric |", "| --- | ---: | ---: | ---: |", *rows, "",
-         f"Predicted in {seconds:.3f} s."]
-    )  # fmt: skip
+    fused, text_centric, speech_centric = (
+        {emotion["label"]: emotion[key] for emotion in emotions} for key in ("score", "text_score", "speech_score")
+    )
+    header = ["| emotion | fused | text-centric | speech-centric |", "| --- | ---: | ---: | ---: |"]
+    rows = [
+        f"| {label} | {fused[label]:.4f} | {text_centric[label]:.4f} | {speech_centric[label]:.4f} |"
+        for label in fused
+    ]
+    table = "\n".join([*header, *rows, "", f"Predicted in {seconds:.3f} s."])
     return fused, text_centric, speech_centric, table
 
 

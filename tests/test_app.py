@@ -172,6 +172,12 @@ def trained_model_dir(tiny_backbones, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def trained_classifier(trained_model_dir):
+    """The pipeline over the model the app serves, in this process: what the page must show."""
+    return pipeline(model=str(trained_model_dir), trust_remote_code=True)
+
+
+@pytest.fixture(scope="module")
 def served_app(trained_model_dir, tmp_path_factory):
     """(URL, cache dir) of `python app.py --model <trained dir>` on a free port of 127.0.0.1, stopped afterwards.
 
@@ -252,14 +258,16 @@ def replace_transcript(driver, text: str) -> None:
 def page_scores(driver) -> dict[str, list[float]]:
     from selenium.webdriver.common.by import By
 
-    rows = driver.find_elements(By.CSS_SELECTOR, "#scores tbody tr")
-    return {row.find_elements(By.TAG_NAME, "td")[0].text: [float(cell.text) for cell in
-            row.find_elements(By.TAG_NAME, "td")[1:]] for row in rows}  # fmt: skip
+    scores = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, "#scores tbody tr"):
+        label, *values = (cell.text for cell in row.find_elements(By.TAG_NAME, "td"))
+        scores[label] = [float(value) for value in values]
+    return scores
 
 
 @pytest.mark.slow
 def test_page_predicts_an_uploaded_clip_as_the_pipeline_does_and_shows_errors_in_the_page(
-    served_app, browser, trained_model_dir, clip
+    served_app, browser, trained_classifier, clip
 ):
     from selenium.webdriver.common.by import By
 
@@ -273,9 +281,7 @@ def test_page_predicts_an_uploaded_clip_as_the_pipeline_does_and_shows_errors_in
     assert list(cache_dir.glob("demo/*/holdout/wav/*/*.wav"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#examples tbody tr")) == len(EMOTION_LABELS)
 
-    expected = pipeline(model=str(trained_model_dir), trust_remote_code=True)(
-        {"text": TRANSCRIPT, "audio": str(clip)}, return_modalities=True
-    )
+    expected = trained_classifier({"text": TRANSCRIPT, "audio": str(clip)}, return_modalities=True)
     browser.find_element(By.CSS_SELECTOR, "#clip input[type=file]").send_keys(str(clip))
     wait_for(browser, lambda driver: not driver.find_elements(By.CSS_SELECTOR, "#clip input[type=file]"))  # uploaded
     replace_transcript(browser, TRANSCRIPT)
@@ -298,15 +304,16 @@ def test_page_predicts_an_uploaded_clip_as_the_pipeline_does_and_shows_errors_in
 
     # The app keeps serving: the next transcript gets its own prediction.
     next_transcript = "정말 고마워요"
-    expected = pipeline(model=str(trained_model_dir), trust_remote_code=True)(
-        {"text": next_transcript, "audio": str(clip)}, return_modalities=True
-    )
+    expected = trained_classifier({"text": next_transcript, "audio": str(clip)}, return_modalities=True)
     replace_transcript(browser, next_transcript)
     browser.find_element(By.CSS_SELECTOR, "#predict").click()
     fused = {emotion["label"]: emotion["score"] for emotion in expected}
     assert fused != pytest.approx({label: row[0] for label, row in scores.items()}, abs=5e-5)
-    wait_for(browser, lambda driver: {label: row[0] for label, row in page_scores(driver).items()} == pytest.approx(
-        fused, abs=5e-5))  # fmt: skip
+
+    def shows_the_next_prediction(driver) -> bool:
+        return {label: row[0] for label, row in page_scores(driver).items()} == pytest.approx(fused, abs=5e-5)
+
+    wait_for(browser, shows_the_next_prediction)
 
 
 def test_readme_app_commands_use_flags_the_app_has():
@@ -319,7 +326,7 @@ def test_readme_app_commands_use_flags_the_app_has():
 
 
 @pytest.mark.slow
-def test_page_predicts_a_microphone_recording_as_the_pipeline_does(served_app, browser, trained_model_dir):
+def test_page_predicts_a_microphone_recording_as_the_pipeline_does(served_app, browser, trained_classifier):
     """Chromium's fake microphone: record two seconds, stop, predict; the page's scores are the pipeline's for the
     very file the page recorded (its download link names it)."""
     from selenium.webdriver.common.by import By
@@ -346,9 +353,7 @@ def test_page_predicts_a_microphone_recording_as_the_pipeline_does(served_app, b
     replace_transcript(browser, TRANSCRIPT)
     browser.find_element(By.CSS_SELECTOR, "#predict").click()
     wait_for(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#scores tbody tr")) == 7)
-    expected = pipeline(model=str(trained_model_dir), trust_remote_code=True)(
-        {"text": TRANSCRIPT, "audio": str(recording)}, return_modalities=True
-    )
+    expected = trained_classifier({"text": TRANSCRIPT, "audio": str(recording)}, return_modalities=True)
     scores = page_scores(browser)
     for emotion in expected:
         assert scores[emotion["label"]] == pytest.approx(
