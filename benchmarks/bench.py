@@ -662,45 +662,73 @@ def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> di
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def bench_training(settings: Settings, backbones: dict[str, BackbonePaths], workdir: Path) -> dict[str, Any]:
+    measured = measure_training(settings, backbones["real"], workdir, torch.device("cpu"))
+    return {"train_gemm_fraction": measured["fraction"], **measured}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One independently runnable part of the benchmark: what it measures and which of its keys are headlines."""
+
+    measure: Callable[[Settings, dict[str, BackbonePaths], Path], dict[str, Any]]
+    headline_keys: tuple[str, ...]
+
+
+SECTIONS: dict[str, Section] = {
+    "pipeline": Section(lambda s, b, w: bench_pipeline(s, b["real"], w), ("pipeline_over_backbones",)),
+    "training": Section(bench_training, ("train_gemm_fraction",)),
+    "extraction": Section(
+        lambda s, b, w: bench_extraction(s, b[s.extraction_backbones], w),
+        ("extraction_rss_ratio", "cache_bytes_per_utterance"),
+    ),
+    "long_audio": Section(lambda s, b, w: bench_long_audio(s, b[s.long_audio_backbones], w), ("long_audio_peak_mb",)),
+    "gpu": Section(lambda s, b, w: bench_gpu(s, b["real"], w), ()),
+}
+
+
 def goal_report(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     report = {}
     for key, (direction, bound) in GOALS.items():
+        if key not in results:
+            continue
         value = results[key]
         report[key] = {"goal": f"{direction} {bound}", "met": value <= bound if direction == "<=" else value >= bound}
     return report
 
 
-def run(settings: Settings, quick: bool) -> dict[str, Any]:
+def run(settings: Settings, quick: bool, sections: list[str], previous: dict[str, Any]) -> dict[str, Any]:
+    """Measure `sections` and merge them into `previous` (the existing results file, or {}).
+
+    Each section's details record the machine and mode they were measured on, so that a file assembled from
+    several `--only` runs still says where every figure comes from.
+    """
     started = time.time()
     machine = describe_machine()
+    results = {**previous, "details": dict(previous.get("details", {}))}
     with tempfile.TemporaryDirectory(prefix="hyfuser-bench-") as directory:
         workdir = Path(directory)
         log("building random-weight backbones in HF layout (ELECTRA-base/KoELECTRA-v3 shape, HuBERT-base, tiny)")
         backbones = build_backbones(workdir / "backbones")
-        pipeline_result = bench_pipeline(settings, backbones["real"], workdir)
-        training = measure_training(settings, backbones["real"], workdir, torch.device("cpu"))
-        extraction = bench_extraction(settings, backbones[settings.extraction_backbones], workdir)
-        long_audio = bench_long_audio(settings, backbones[settings.long_audio_backbones], workdir)
-        gpu = bench_gpu(settings, backbones["real"], workdir)
+        for name in sections:
+            section_started = time.time()
+            measured = SECTIONS[name].measure(settings, backbones, workdir)
+            for key in SECTIONS[name].headline_keys:
+                results[key] = measured[key]
+            measured["machine"] = {**machine, "load_average_at_end": os.getloadavg()}
+            measured["mode"] = "quick" if quick else "full"
+            measured["wall_seconds"] = time.time() - section_started
+            results["details"][name] = measured
     machine["load_average_at_end"] = os.getloadavg()
-    results = {
-        "mode": "quick" if quick else "full",
-        "pipeline_over_backbones": pipeline_result["pipeline_over_backbones"],
-        "train_gemm_fraction": training["fraction"],
-        "extraction_rss_ratio": extraction["extraction_rss_ratio"],
-        "long_audio_peak_mb": long_audio["long_audio_peak_mb"],
-        "cache_bytes_per_utterance": extraction["cache_bytes_per_utterance"],
-        "machine": machine,
-        "settings": asdict(settings),
-        "details": {
-            "pipeline": pipeline_result,
-            "training": training,
-            "extraction": extraction,
-            "long_audio": long_audio,
-            "gpu": gpu,
-        },
-        "wall_seconds": time.time() - started,
-    }
+    modes = {results["details"][name]["mode"] for name in results["details"]}
+    results.update(
+        {
+            "mode": modes.pop() if len(modes) == 1 else "mixed",
+            "machine": machine,
+            "settings": asdict(settings),
+            "wall_seconds": time.time() - started,
+        }
+    )
     results["goals"] = goal_report(results)
     return results
 
@@ -708,6 +736,12 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (< 3 min on 2 cores): see QUICK")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to measure, merged into the existing --output file (default: all of "
+        f"{', '.join(SECTIONS)})",
+    )
     parser.add_argument(
         "--output", type=Path, default=Path(__file__).resolve().parent / "results.json", help="where the JSON goes"
     )
@@ -718,12 +752,17 @@ def main(argv: list[str] | None = None) -> None:
         print(RESULT_PREFIX + json.dumps(CHILDREN[args.child](json.loads(args.child_arguments))), flush=True)
         return
 
-    results = run(QUICK if args.quick else FULL, args.quick)
+    sections = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    partial_run = set(sections) != set(SECTIONS)
+    previous = json.loads(args.output.read_text()) if partial_run and args.output.exists() else {}
+    results = run(QUICK if args.quick else FULL, args.quick, sections, previous)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     for key, goal in results["goals"].items():
         log(f"{key} = {results[key]:.3f} (goal {goal['goal']}: {'met' if goal['met'] else 'MISSED'})")
-    log(f"long_audio_peak_mb = {results['long_audio_peak_mb']:.0f}")
     log(f"wrote {args.output} in {results['wall_seconds']:.0f}s")
 
 

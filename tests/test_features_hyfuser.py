@@ -24,6 +24,7 @@ from features_hyfuser import (
     fit_scaler_on_cache,
     train_on_features,
 )
+from configuration_hyfuser import HyFusERConfig
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
 
@@ -218,3 +219,26 @@ def test_resuming_from_a_checkpoint_trains_only_the_remaining_epochs(
     )  # fmt: skip
     assert trainer.state.global_step == 2 * STEPS_PER_EPOCH
     assert len(training_forwards) == 2 * STEPS_PER_EPOCH  # epoch 1 was not trained again
+
+
+def test_gradient_checkpointing_argument_trains_with_checkpointed_blocks_to_the_same_weights(
+    tiny_config, tiny_processor, tmp_path
+):
+    """`--gradient_checkpointing` reaches the model through the Trainer: the blocks are checkpointed, and since
+    checkpointing only trades memory for recomputation, training gives the weights of a run without it."""
+    train, validation = (random_cache(seed, tiny_config.sequence_length) for seed in (1, 2))
+    config = HyFusERConfig(**{**tiny_config.to_diff_dict(), "hidden_dropout_prob": 0.0, "attention_dropout": 0.0})
+    trained = {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = HyFusERForEmotionRecognition(config)
+        initial = {name: weight.clone() for name, weight in model.state_dict().items()}
+        arguments = training_arguments(
+            tmp_path / f"checkpointing-{checkpointing}", learning_rate=1e-3, gradient_checkpointing=checkpointing
+        )
+        trainer, _ = train_on_features(model, arguments, tiny_processor, train, validation)
+        assert trainer.model.is_activation_checkpointing is checkpointing
+        trained[checkpointing] = trainer.model.state_dict()
+    assert all(not torch.equal(weight, initial[name]) for name, weight in trained[True].items())  # every one trained
+    for name, weight in trained[False].items():
+        torch.testing.assert_close(trained[True][name], weight, rtol=1e-5, atol=1e-6, msg=name)

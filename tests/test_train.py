@@ -599,3 +599,16 @@ def test_train_main_fits_on_train_only_trains_on_scaled_batches_evaluates_the_be
     check_training_batches_are_the_scaled_cached_features_of_every_training_row(glue_run)
     check_final_evaluation_uses_the_restored_best_checkpoint(glue_run)
     check_model_card_header_holds_the_validation_metrics_and_the_stage_counts(glue_run)
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_flag_trains_the_same_weights(trained, train_args, hf_home, tmp_path):
+    """`--gradient_checkpointing` end to end: the run succeeds with HyFusER's blocks checkpointed (a model that cannot
+    checkpoint fails the run) and, recomputation changing nothing, ends at the weights of the same run without it."""
+    output_dir, cache_dir, _ = trained
+    arguments = ["--cache_dir", str(cache_dir), "--output_dir", str(tmp_path / "checkpointed"), "--num_train_epochs", "2"]
+    train([*train_args, *arguments, "--gradient_checkpointing"], hf_home)
+    checkpointed, plain = (load_file(folder / "model.safetensors") for folder in (tmp_path / "checkpointed", output_dir))
+    assert checkpointed.keys() == plain.keys()
+    for name, weight in plain.items():
+        torch.testing.assert_close(checkpointed[name], weight, rtol=1e-5, atol=1e-6, msg=name)
