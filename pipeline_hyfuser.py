@@ -45,6 +45,8 @@ class HyFusERPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError(f"The {TASK} pipeline needs the HyFusER processor; pass `processor=` or a saved model dir.")
+        if hasattr(self.model, "onnx_backbones"):  # an export_onnx.py directory: its graphs replace the backbones
+            self.processor.use_backbones(*self.model.onnx_backbones)
         self.processor.check_compatible(self.model.config)
         self.processor.scaler_statistics()  # an unfitted scaler fails here, not at the first call
         self.processor.to(self.device)

@@ -346,6 +346,14 @@ class HyFusERProcessor(ProcessorMixin):
                 model.to(device)
         return self
 
+    def use_backbones(self, text, speech) -> HyFusERProcessor:
+        """Run `text` and `speech` as the backbones instead of loading `text_backbone`/`speech_backbone`: anything
+        called like a transformers model that returns `last_hidden_state` and carries that model's `config`, such as
+        the ONNX Runtime graphs of an `export_onnx.py` directory."""
+        self._backbones.hidden_size = self._shared_hidden_size(text.config, speech.config)
+        self._backbones.text, self._backbones.speech = text, speech
+        return self
+
     @property
     def _names(self) -> tuple[str, str]:
         return self.text_backbone, self.speech_backbone
