@@ -21,12 +21,14 @@ import onnxruntime
 import torch
 from transformers import AutoConfig
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 try:
     from .configuration_hyfuser import HyFusERConfig
 except ImportError:
     from configuration_hyfuser import HyFusERConfig
+
+logger = logging.get_logger(__name__)
 
 ONNX_CONFIG_NAME = "onnx_config.json"
 """The file that marks a directory as HyFusER's ONNX export and names its graphs."""
@@ -71,7 +73,7 @@ class OnnxBackbone:
         return BaseModelOutput(last_hidden_state=torch.from_numpy(hidden))
 
     def to(self, device: str | torch.device) -> OnnxBackbone:
-        _require_cpu(device)
+        _stay_on_cpu(device)
         return self
 
 
@@ -114,7 +116,7 @@ class HyFusEROnnxModel:
         `export_onnx.py`, so there is nothing to record."""
 
     def to(self, device: str | torch.device) -> HyFusEROnnxModel:
-        _require_cpu(device)
+        _stay_on_cpu(device)
         return self
 
     def __call__(self, text_features: torch.Tensor, speech_features: torch.Tensor) -> HyFusEROnnxOutput:
@@ -126,6 +128,8 @@ class HyFusEROnnxModel:
         return HyFusEROnnxOutput(**{name: torch.from_numpy(value) for name, value in zip(self.output_names, outputs)})
 
 
-def _require_cpu(device: str | torch.device) -> None:
+def _stay_on_cpu(device: str | torch.device) -> None:
+    """The graphs run on ONNX Runtime's CPU provider: another device (the pipeline's default on a GPU machine) is
+    noted and the model stays where it is."""
     if torch.device(device).type != "cpu":
-        raise ValueError(f"the ONNX export runs on ONNX Runtime's CPU provider, not on {device}")
+        logger.warning_once(f"the ONNX export runs on ONNX Runtime's CPU provider, not on {device}: staying on the CPU")

@@ -51,6 +51,7 @@ class HyFusERPipeline(Pipeline):
         if self.processor is None:
             raise ValueError(f"The {TASK} pipeline needs the HyFusER processor; pass `processor=` or a saved model dir.")
         if hasattr(self.model, "onnx_backbones"):  # an export_onnx.py directory: its graphs replace the backbones
+            self.device = self.model.device  # ONNX Runtime's CPU provider, whichever device was asked for
             self.processor.use_backbones(*self.model.onnx_backbones)
         self.processor.check_compatible(self.model.config)
         self.processor.scaler_statistics()  # an unfitted scaler fails here, not at the first call

@@ -11,6 +11,9 @@ by side in the same run does not, so every headline number here is a ratio or a 
 - `extraction_rss_ratio`: peak RSS of `features_hyfuser.cache_features` over many synthetic utterances over that for ten
   times fewer, each in a fresh process. Goal <= 1.2.
 - `long_audio_peak_mb`: peak RSS increase while extracting one 10-minute clip, over the loaded-model baseline.
+- `onnx_speedup`, `onnx_int8_speedup`: the PyTorch pipeline's time over the same pipeline's on the `export_onnx.py`
+  directory (fp32, and int8 weights), on the same items; top-1 agreement with PyTorch in the details. Goal for int8:
+  >= 1.5.
 
 The backbones are the real architectures (ELECTRA-base with KoELECTRA-v3's vocabulary, HuBERT-base) with random
 weights, written to a temporary directory in Hugging Face layout so that the real loading path runs and nothing is
@@ -74,6 +77,7 @@ GOALS = {
     "pipeline_over_backbones": ("<=", 1.10),
     "train_gemm_fraction": (">=", 0.5),
     "extraction_rss_ratio": ("<=", 1.2),
+    "onnx_int8_speedup": (">=", 1.5),
 }
 RESULT_PREFIX = "BENCH_RESULT "
 """Marks the line on which a child process prints its JSON result (its other output is progress)."""
@@ -108,6 +112,8 @@ class Settings:
     extraction_batch_size: int
     long_audio_backbones: str
     long_audio_seconds: float
+    onnx_backbones: str
+    """"real" or "tiny" backbones behind the ONNX export that `onnx_speedup` times."""
 
 
 FULL = Settings(
@@ -123,6 +129,7 @@ FULL = Settings(
     extraction_batch_size=16,
     long_audio_backbones="real",
     long_audio_seconds=600.0,
+    onnx_backbones="real",
 )
 QUICK = replace(
     FULL,
@@ -132,6 +139,7 @@ QUICK = replace(
     extraction_backbones="tiny",
     extraction_counts=(30, 300),
     long_audio_backbones="tiny",
+    onnx_backbones="tiny",
 )
 
 
@@ -658,6 +666,72 @@ def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> di
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# onnx_speedup, onnx_int8_speedup
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def bench_onnx(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
+    """The pipeline on PyTorch against the same pipeline on `export_onnx.py`'s directories, fp32 and int8.
+
+    The three pipelines get the same `pipeline_items` (Korean text, wav file) items with `batch_size` equal to their
+    number, timed side by side; each speed-up is the median of the per-repeat ratios torch time / ONNX time. The
+    details report how often each ONNX pipeline's top emotion is PyTorch's and its largest probability difference.
+    """
+    from export_onnx import export_onnx
+
+    log("onnx: saving a Table 3 HyFusER with random weights and exporting it to ONNX (fp32, then int8)")
+    # Table 3's sizes on the real backbones (intermediate size = hidden size = 768); the tiny ones are narrower.
+    config = HyFusERConfig(
+        hidden_size=backbones.hidden_size,
+        intermediate_size=backbones.hidden_size,
+        text_backbone=backbones.text,
+        speech_backbone=backbones.speech,
+    )
+    torch.manual_seed(0)
+    model = HyFusERForEmotionRecognition(config).eval()
+    save_dir = save_hyfuser(workdir / "onnx_source", model, random_fitted_processor(backbones), save_backbones=False)
+    export_seconds = {}
+    directories = {}
+    for name, quantize in (("onnx", None), ("onnx_int8", "int8")):
+        started = time.perf_counter()
+        directories[name] = export_onnx(save_dir, workdir / name, quantize=quantize)
+        export_seconds[name] = time.perf_counter() - started
+    classifiers = {"torch": pipeline(model=str(save_dir), trust_remote_code=True, device="cpu")}
+    for name, directory in directories.items():
+        classifiers[name] = pipeline(model=str(directory), trust_remote_code=True, device="cpu")
+
+    texts = korean_texts(settings.pipeline_items)
+    paths = write_utterances(workdir / "onnx_audio", settings.pipeline_items, settings.pipeline_audio_seconds)
+    items = [{"text": text, "audio": path} for text, path in zip(texts, paths)]
+    outputs = {name: classifier(items, batch_size=len(items)) for name, classifier in classifiers.items()}
+    times = side_by_side(
+        {name: partial(classifier, items, batch_size=len(items)) for name, classifier in classifiers.items()},
+        settings.repeats,
+        settings.warmup,
+        "onnx",
+    )
+
+    def by_label(result: list[dict]) -> dict[str, float]:
+        return {emotion["label"]: emotion["score"] for emotion in result}
+
+    measured: dict[str, Any] = {"seconds": times, "export_seconds": export_seconds, "items": len(items),
+                                "audio_seconds": settings.pipeline_audio_seconds, "backbones": settings.onnx_backbones}
+    for name in directories:
+        ratios = [torch_time / onnx_time for torch_time, onnx_time in zip(times["torch"], times[name])]
+        agree = [ours[0]["label"] == theirs[0]["label"] for ours, theirs in zip(outputs[name], outputs["torch"])]
+        differences = [
+            abs(by_label(ours)[label] - score)
+            for ours, theirs in zip(outputs[name], outputs["torch"])
+            for label, score in by_label(theirs).items()
+        ]
+        measured[f"{name}_speedup"] = statistics.median(ratios)
+        measured[f"{name}_per_repeat_speedups"] = ratios
+        measured[f"{name}_top1_agreement"] = sum(agree) / len(agree)
+        measured[f"{name}_max_probability_difference"] = max(differences)
+    return measured
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -684,6 +758,7 @@ SECTIONS: dict[str, Section] = {
     ),
     "long_audio": Section(lambda s, b, w: bench_long_audio(s, b[s.long_audio_backbones], w), ("long_audio_peak_mb",)),
     "gpu": Section(lambda s, b, w: bench_gpu(s, b["real"], w), ()),
+    "onnx": Section(lambda s, b, w: bench_onnx(s, b[s.onnx_backbones], w), ("onnx_speedup", "onnx_int8_speedup")),
 }
 
 

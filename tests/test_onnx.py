@@ -103,9 +103,11 @@ def test_fresh_process_serves_the_onnx_directory_without_pytorch_model_classes(s
     np.testing.assert_allclose(probabilities(report["results"]), probabilities(expected), rtol=0, atol=1e-4)
 
 
-def test_onnx_model_refuses_devices_other_than_the_cpu(onnx_dir):
-    with pytest.raises(ValueError, match="runs on ONNX Runtime's CPU provider, not on cuda"):
-        pipeline(model=str(onnx_dir), trust_remote_code=True).model.to("cuda")
+def test_onnx_pipeline_asked_for_another_device_runs_on_the_cpu(onnx_dir, items):
+    on_cpu = pipeline(model=str(onnx_dir), trust_remote_code=True, device="cpu")
+    asked_for_cuda = pipeline(model=str(onnx_dir), trust_remote_code=True, device="cuda")
+    assert asked_for_cuda.device.type == "cpu"
+    np.testing.assert_array_equal(probabilities(asked_for_cuda(items[:2])), probabilities(on_cpu(items[:2])))
 
 
 def test_unknown_quantization_is_rejected(saved_model_dir, tmp_path):

@@ -35,6 +35,7 @@ NOT_RUN = {
     "make test": "builds .venv with pip from a package index, then runs this very suite",
     "hf upload": "uploads to the Hugging Face Hub: needs the network and a login",
     "python reproduce.py": "trains every model on every split; tests/test_reproduce.py runs it on the fixture corpora",
+    "python export_onnx.py": "needs a trained directory; tests/test_onnx.py runs the same command on the fixture one",
 }
 """Commands, by their first two words, that only get an offline check: `make -n` or the program's `--help`."""
 
