@@ -88,8 +88,11 @@ class FusionGraph(torch.nn.Module):
 
 def export_graph(module: torch.nn.Module, inputs: dict[str, torch.Tensor], dynamic_axes: dict, outputs, path: Path):
     """One graph through the dynamo exporter, with the named `dynamic_axes` ({input: {axis: name}})."""
-    dims = {name: {axis: torch.export.Dim(label, min=1) for axis, label in axes.items()} for name, axes in dynamic_axes.items()}
-    dynamic_shapes = {name: dims.get(name) for name in inputs}
+    dynamic_shapes = {
+        name: {axis: torch.export.Dim(label, min=1) for axis, label in dynamic_axes[name].items()}
+        if name in dynamic_axes else None
+        for name in inputs
+    }
     torch.onnx.export(
         module.eval(),
         tuple(inputs.values()),

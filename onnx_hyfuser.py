@@ -107,7 +107,7 @@ class HyFusEROnnxModel:
         """Load an `export_onnx.py` directory (a local one: the graphs are read from disk). `kwargs` that only
         concern PyTorch weights (dtype, device_map, ...) do not apply and are ignored."""
         if not (Path(directory) / ONNX_CONFIG_NAME).is_file():
-            raise ValueError(f"{os.fspath(directory)!r} has no {ONNX_CONFIG_NAME}: it is not an export_onnx.py directory")
+            raise ValueError(f"{os.fspath(directory)!r} has no {ONNX_CONFIG_NAME}: export_onnx.py did not write it")
         return cls(config if config is not None else HyFusERConfig.from_pretrained(directory), directory)
 
     @classmethod
@@ -132,4 +132,4 @@ def _stay_on_cpu(device: str | torch.device) -> None:
     """The graphs run on ONNX Runtime's CPU provider: another device (the pipeline's default on a GPU machine) is
     noted and the model stays where it is."""
     if torch.device(device).type != "cpu":
-        logger.warning_once(f"the ONNX export runs on ONNX Runtime's CPU provider, not on {device}: staying on the CPU")
+        logger.warning_once(f"the ONNX graphs run on ONNX Runtime's CPU provider, not on {device}: staying on the CPU")

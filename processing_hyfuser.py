@@ -396,7 +396,7 @@ class HyFusERProcessor(ProcessorMixin):
           taken as channels, so (channels, samples) and soundfile's (samples, channels) both work): it is at
           `sampling_rate`, or at `self.sampling_rate` if that is None. Integer PCM is scaled to [-1, 1). A batch is
           a list, never a 2-D array;
-        - a `{"array", "sampling_rate"}` dict, or an undecoded `{"bytes", "path"}` one (`datasets.Audio(decode=False)`);
+        - a `{"array", "sampling_rate"}` dict, or an undecoded `{"bytes", "path"}` one (`Audio(decode=False)`);
         - the audio decoder a decoding `datasets.Audio` column yields (torchcodec's `AudioDecoder`): anything with
           `get_all_samples()` returning (channels, samples) `data` and its `sample_rate`.
 
@@ -410,16 +410,16 @@ class HyFusERProcessor(ProcessorMixin):
             waveform, rate = _read_audio_bytes(audio, what)
         elif isinstance(audio, Mapping):
             what = f"audio dict (path {audio['path']!r})" if audio.get("path") else "audio dict"
-            if "array" not in audio and audio.get("bytes") is not None:
+            if "array" in audio and "sampling_rate" in audio:
+                waveform, rate = _to_mono(audio["array"], what), audio["sampling_rate"]
+            elif "array" not in audio and audio.get("bytes") is not None:
                 waveform, rate = _read_audio_bytes(audio["bytes"], what)
             elif "array" not in audio and audio.get("path") is not None:
                 waveform, rate = _read_audio_file(audio["path"], what)
-            elif "array" not in audio or "sampling_rate" not in audio:
+            else:
                 raise ValueError(
                     f"{what} needs 'array' and 'sampling_rate' keys, or 'bytes' or 'path', got {sorted(audio)}"
                 )
-            else:
-                waveform, rate = _to_mono(audio["array"], what), audio["sampling_rate"]
         elif callable(getattr(audio, "get_all_samples", None)):
             path = getattr(getattr(audio, "metadata", None), "path", None)
             what = f"audio decoder (path {path!r})" if path else "audio decoder"

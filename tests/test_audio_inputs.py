@@ -20,8 +20,9 @@ def scores(result: list[dict]) -> np.ndarray:
     return np.array([emotion["score"] for emotion in sorted(result, key=lambda emotion: emotion["label"])])
 
 
-@pytest.mark.parametrize(("suffix", "rate", "channels"), [(".wav", 8_000, 1), (".flac", 16_000, 2), (".ogg", 22_050, 1),
-                                                          (".mp3", 44_100, 1)])
+@pytest.mark.parametrize(
+    ("suffix", "rate", "channels"), [(".wav", 8_000, 1), (".flac", 16_000, 2), (".ogg", 22_050, 1), (".mp3", 44_100, 1)]
+)
 def test_encoded_file_bytes_give_the_files_result(classifier, tmp_path, suffix, rate, channels):
     path = write_tone(tmp_path / f"clip{suffix}", sampling_rate=rate, seconds=0.9, channels=channels, seed=4)
     from_bytes = classifier({"text": TEXT, "audio": path.read_bytes()})

@@ -14,7 +14,7 @@ from transformers import pipeline
 
 from export_onnx import export_onnx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+EXPORT_ONNX = Path(__file__).resolve().parent.parent / "export_onnx.py"
 TEXTS = ["정말 너무 화가 나서 참을 수가 없어요", "오늘 날씨가 좋아서 기분이 좋네요", "그 소식을 듣고 깜짝 놀랐어",
          "혼자 집에 있으니까 조금 무서워요", "어제 친구랑 헤어져서 너무 슬퍼"]
 
@@ -119,7 +119,7 @@ def test_unknown_quantization_is_rejected(saved_model_dir, tmp_path):
 def test_export_cli_with_int8_keeps_the_top_emotion_of_every_item(saved_model_dir, items, tmp_path):
     output_dir = tmp_path / "hyfuser-onnx-int8"
     subprocess.run(
-        [sys.executable, str(REPO_ROOT / "export_onnx.py"), str(saved_model_dir), str(output_dir), "--quantize", "int8"],
+        [sys.executable, str(EXPORT_ONNX), str(saved_model_dir), str(output_dir), "--quantize", "int8"],
         check=True, capture_output=True, text=True,
     )
     assert json.loads((output_dir / "onnx_config.json").read_text())["quantization"] == "int8"

@@ -37,7 +37,9 @@ class EmotionMetrics(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
         )
 
     def _compute(self, predictions, references, label_names=None):
@@ -58,8 +60,8 @@ class EmotionMetrics(evaluate.Metric):
         precision = np.divide(true_positives, predicted, out=np.zeros(num_classes), where=predicted > 0)
         recall = np.divide(true_positives, support, out=np.zeros(num_classes), where=support > 0)
         # F1 = 2 TP / (2 TP + FP + FN), and 2 TP + FP + FN is the support plus the predicted count.
-        f1 = np.divide(2 * true_positives, support + predicted, out=np.zeros(num_classes), where=support + predicted > 0)
         occurring = support + predicted > 0
+        f1 = np.divide(2 * true_positives, support + predicted, out=np.zeros(num_classes), where=occurring)
         return {
             "accuracy": float(true_positives.sum() / len(references)),
             "precision_weighted": float(np.average(precision, weights=support)),
