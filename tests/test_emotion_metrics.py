@@ -64,3 +64,15 @@ def test_metric_equals_scikit_learn_on_random_predictions_with_absent_classes(se
 def test_metric_refuses_class_ids_outside_the_label_names():
     with pytest.raises(ValueError, match="predictions holds class ids outside 0..6"):
         emotion_metrics().compute(predictions=[7], references=[0], label_names=NAMES)
+
+
+def test_metric_card_example_runs_from_the_repository_root(monkeypatch):
+    card = (EMOTION_METRICS_PATH / "README.md").read_text(encoding="utf-8")
+    example = card.split("```python\n")[1].split("```")[0]
+    *statements, last = example.strip().splitlines()
+    monkeypatch.chdir(EMOTION_METRICS_PATH.parent.parent)
+    namespace = {}
+    exec("\n".join(statements), namespace)  # noqa: S102
+    result = eval(last.split("#")[0], namespace)  # noqa: S307
+    assert result["accuracy"] == pytest.approx(2 / 3)
+    assert result["confusion_matrix"] == {"labels": ["angry", "happy", "sad"], "matrix": [[1, 0, 0], [0, 1, 0], [0, 1, 0]]}
