@@ -3,22 +3,22 @@ alone, the per-emotion report with its confusion matrix, and that matrix drawn l
 
 Shared by the training script and anything else that evaluates HyFusER-style (logits, text_logits, speech_logits)
 predictions, or the fused logits alone of a one-head baseline. Also picks the weighted ensemble's weight.
+
+The numbers come from the repository's `evaluate` module `metrics/emotion_metrics`, loaded by path (never from
+the Hub), so that anyone can load the same metric with `evaluate.load` or push it to the Hub.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
+import evaluate
 import numpy as np
-from sklearn.metrics import (
-    ConfusionMatrixDisplay,
-    accuracy_score,
-    classification_report,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-)
 from transformers import EvalPrediction
+
+EMOTION_METRICS_PATH = Path(__file__).resolve().parent / "metrics" / "emotion_metrics"
+"""The `evaluate` module behind every number here: `evaluate.load(str(EMOTION_METRICS_PATH))`."""
 
 METRIC_TITLES = {
     "accuracy": "Accuracy (fused, Eq. 9)",
@@ -42,6 +42,16 @@ def fused_logits(predictions: np.ndarray | tuple[np.ndarray, ...]) -> np.ndarray
     return predictions[0] if isinstance(predictions, tuple) else predictions
 
 
+@cache
+def emotion_metrics() -> evaluate.EvaluationModule:
+    """The repository's `evaluate` metric, loaded by path once per process and kept in memory (no cache files)."""
+    return evaluate.load(str(EMOTION_METRICS_PATH), keep_in_memory=True)
+
+
+def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    return float(np.mean(np.asarray(labels) == np.asarray(predictions)))
+
+
 def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
     """The paper's metrics on the fused prediction (Table 5: accuracy, weighted P/R/F1), plus macro-F1 and, for a
     model with two heads, the accuracy of each direction's head alone, which shows what fusion adds.
@@ -53,25 +63,16 @@ def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
     metrics = prediction_metrics(labels, np.argmax(fused_logits(prediction.predictions), axis=-1))
     if isinstance(prediction.predictions, tuple):
         _, text_logits, speech_logits = prediction.predictions
-        metrics["text_head_accuracy"] = float(accuracy_score(labels, np.argmax(text_logits, axis=-1)))
-        metrics["speech_head_accuracy"] = float(accuracy_score(labels, np.argmax(speech_logits, axis=-1)))
+        metrics["text_head_accuracy"] = accuracy(labels, np.argmax(text_logits, axis=-1))
+        metrics["speech_head_accuracy"] = accuracy(labels, np.argmax(speech_logits, axis=-1))
     return metrics
 
 
 def prediction_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
     """Table 5's metrics (accuracy, weighted precision/recall/F1) and macro-F1 of one predicted class per item: what
     any model, trained or composed, is compared on."""
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predictions, average="weighted", zero_division=0
-    )
-    metrics = {
-        "accuracy": accuracy_score(labels, predictions),
-        "precision_weighted": precision,
-        "recall_weighted": recall,
-        "f1_weighted": f1,
-        "f1_macro": f1_score(labels, predictions, average="macro", zero_division=0),
-    }
-    return {name: float(value) for name, value in metrics.items()}
+    metrics = emotion_metrics().compute(predictions=predictions, references=labels)
+    return {name: value for name, value in metrics.items() if isinstance(value, float)}  # not the per-class report
 
 
 def choose_ensemble_weight(
@@ -101,20 +102,15 @@ def choose_ensemble_weight(
     accuracies = {}
     for weight in grid:
         ensemble = weight * text_probabilities + (1 - weight) * speech_probabilities
-        accuracies[weight] = accuracy_score(labels, np.argmax(ensemble, axis=-1))
+        accuracies[weight] = accuracy(labels, np.argmax(ensemble, axis=-1))
     best = [weight for weight, accuracy in accuracies.items() if accuracy == max(accuracies.values())]
     return min(best, key=lambda weight: (abs(weight - 0.5), weight))
 
 
 def per_class_report(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> dict:
     """Per-emotion precision/recall/F1/support and the confusion matrix (rows: truth, columns: prediction)."""
-    ids = list(range(len(names)))
-    return {
-        "per_class": classification_report(
-            labels, predictions, labels=ids, target_names=names, output_dict=True, zero_division=0
-        ),
-        "confusion_matrix": {"labels": names, "matrix": confusion_matrix(labels, predictions, labels=ids).tolist()},
-    }
+    metrics = emotion_metrics().compute(predictions=predictions, references=labels, label_names=list(names))
+    return {"per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"]}
 
 
 def save_confusion_matrix(matrix: list[list[int]], names: list[str], path: Path) -> None:
@@ -124,8 +120,15 @@ def save_confusion_matrix(matrix: list[list[int]], names: list[str], path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    matrix = np.asarray(matrix)
     figure, axes = plt.subplots(figsize=(8, 7))
-    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=names).plot(ax=axes, cmap="Blues", values_format="d")
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes)
+    axes.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axes.set_yticks(range(len(names)), names)
+    for (row, column), count in np.ndenumerate(matrix):  # dark text on light cells, light on dark
+        colour = "white" if count > matrix.max() / 2 else "black"
+        axes.text(column, row, str(count), ha="center", va="center", color=colour)
     axes.set_title("Confusion Matrix Heatmap with Emotions")
     axes.set_xlabel("Predicted emotion")
     axes.set_ylabel("True emotion")

@@ -24,9 +24,14 @@ _REMOTE_CODE_FILES = ("configuration_hyfuser.py", "modeling_hyfuser.py", "proces
 
 
 class HyFusERPipeline(Pipeline):
-    """Emotion of (Korean text, speech) pairs: `{"text": str, "audio": path | array | {"array", "sampling_rate"}}`.
+    """Emotion of (Korean text, speech) pairs: `{"text": str, "audio": ...}`, where the audio is what other audio
+    pipelines take: a file path or the file's bytes (wav, flac, ogg, mp3), a numpy array or `torch.Tensor`, a
+    `{"array", "sampling_rate"}` or `{"bytes", "path"}` dict, or a `datasets` `Audio` column's decoded item.
 
     One dict gives a list of emotions, most likely first; a list of dicts gives a list of those lists.
+
+    A directory written by `export_onnx.py` loads the same way and runs its backbones and fusion model on ONNX
+    Runtime (`HyFusEROnnxModel`); decoding, resampling, tokenization, interpolation and scaling are this same code.
 
     Call options:
         top_k (`int`, *optional*): return only the `top_k` most likely emotions (default: all of them).
@@ -45,6 +50,9 @@ class HyFusERPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError(f"The {TASK} pipeline needs the HyFusER processor; pass `processor=` or a saved model dir.")
+        if hasattr(self.model, "onnx_backbones"):  # an export_onnx.py directory: its graphs replace the backbones
+            self.device = self.model.device  # ONNX Runtime's CPU provider, whichever device was asked for
+            self.processor.use_backbones(*self.model.onnx_backbones)
         self.processor.check_compatible(self.model.config)
         self.processor.scaler_statistics()  # an unfitted scaler fails here, not at the first call
         self.processor.to(self.device)

@@ -7,6 +7,7 @@ the padded/truncated tokens), `encode_speech` (HuBERT last hidden state, linearl
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
@@ -28,8 +29,9 @@ except ImportError:
 
 logger = logging.get_logger(__name__)
 
-AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, Mapping]
-"""One utterance: a wav/flac/ogg path, a 1-D or 2-D array, or a `datasets`-style {"array", "sampling_rate"} dict."""
+AudioInput = Union[str, os.PathLike, bytes, np.ndarray, torch.Tensor, Mapping]
+"""One utterance: a wav/flac/ogg/mp3 path or its bytes, a 1-D or 2-D array or tensor, a `datasets`-style
+{"array", "sampling_rate"} or {"bytes", "path"} dict, or the audio decoder a `datasets` `Audio` column yields."""
 
 LOCAL_PREFIX = "./"
 """A backbone name starting with this is a subfolder of the directory or Hub repo the processor was loaded from."""
@@ -366,6 +368,14 @@ class HyFusERProcessor(ProcessorMixin):
                     model.to(device)
         return self
 
+    def use_backbones(self, text, speech) -> HyFusERProcessor:
+        """Run `text` and `speech` as the backbones instead of loading `text_backbone`/`speech_backbone`: anything
+        called like a transformers model that returns `last_hidden_state` and carries that model's `config`, such as
+        the ONNX Runtime graphs of an `export_onnx.py` directory."""
+        self._backbones.hidden_size = self._shared_hidden_size(text.config, speech.config)
+        self._backbones.text, self._backbones.speech = text, speech
+        return self
+
     @property
     def _names(self) -> tuple[str, str]:
         return self.text_backbone, self.speech_backbone
@@ -401,24 +411,40 @@ class HyFusERProcessor(ProcessorMixin):
     def load_audio(self, audio: AudioInput, sampling_rate: int | None = None) -> np.ndarray:
         """One utterance as a float32 mono waveform at `self.sampling_rate`.
 
-        - a path (wav, flac, ogg, anything libsndfile reads): channels are averaged;
+        - a path (wav, flac, ogg, mp3: anything libsndfile reads), or the bytes of such a file: channels are averaged;
         - a 1-D array or tensor, or a 2-D one with up to `MAX_CHANNELS` channels on either axis (the shorter axis is
           taken as channels, so (channels, samples) and soundfile's (samples, channels) both work): it is at
           `sampling_rate`, or at `self.sampling_rate` if that is None. Integer PCM is scaled to [-1, 1). A batch is
           a list, never a 2-D array;
-        - a `{"array", "sampling_rate"}` dict, as `datasets.Audio` decodes.
+        - a `{"array", "sampling_rate"}` dict, or an undecoded `{"bytes", "path"}` one (`Audio(decode=False)`);
+        - the audio decoder a decoding `datasets.Audio` column yields (torchcodec's `AudioDecoder`): anything with
+          `get_all_samples()` returning (channels, samples) `data` and its `sample_rate`.
 
         Resampling is polyphase (`scipy.signal.resample_poly`) by the exact ratio target/rate.
         """
         if isinstance(audio, (str, os.PathLike)):
             what = f"audio file {os.fspath(audio)!r}"
             waveform, rate = _read_audio_file(audio, what)
-            waveform = waveform.mean(axis=1)  # soundfile returns (samples, channels)
+        elif isinstance(audio, (bytes, bytearray)):
+            what = f"audio bytes ({len(audio)} bytes)"
+            waveform, rate = _read_audio_bytes(audio, what)
         elif isinstance(audio, Mapping):
             what = f"audio dict (path {audio['path']!r})" if audio.get("path") else "audio dict"
-            if "array" not in audio or "sampling_rate" not in audio:
-                raise ValueError(f"{what} needs 'array' and 'sampling_rate' keys, got {sorted(audio)}")
-            waveform, rate = _to_mono(audio["array"], what), audio["sampling_rate"]
+            if "array" in audio and "sampling_rate" in audio:
+                waveform, rate = _to_mono(audio["array"], what), audio["sampling_rate"]
+            elif "array" not in audio and audio.get("bytes") is not None:
+                waveform, rate = _read_audio_bytes(audio["bytes"], what)
+            elif "array" not in audio and audio.get("path") is not None:
+                waveform, rate = _read_audio_file(audio["path"], what)
+            else:
+                raise ValueError(
+                    f"{what} needs 'array' and 'sampling_rate' keys, or 'bytes' or 'path', got {sorted(audio)}"
+                )
+        elif callable(getattr(audio, "get_all_samples", None)):
+            path = getattr(getattr(audio, "metadata", None), "path", None)
+            what = f"audio decoder (path {path!r})" if path else "audio decoder"
+            samples = audio.get_all_samples()
+            waveform, rate = _to_mono(samples.data, what), samples.sample_rate
         elif isinstance(audio, (np.ndarray, torch.Tensor)):
             what = "audio array"
             if sampling_rate is None:
@@ -429,8 +455,8 @@ class HyFusERProcessor(ProcessorMixin):
             waveform, rate = _to_mono(audio, what), self.sampling_rate if sampling_rate is None else sampling_rate
         else:
             raise ValueError(
-                f"unsupported audio type {type(audio).__name__}: expected a file path, a 1-D or 2-D numpy array, "
-                "or a {'array', 'sampling_rate'} dict"
+                f"unsupported audio type {type(audio).__name__}: expected a file path or its bytes, a 1-D or 2-D "
+                "array or tensor, an {'array', 'sampling_rate'} or {'bytes', 'path'} dict, or a datasets audio decoder"
             )
         rate = _check_sampling_rate(rate, what)
         if waveform.size == 0:
@@ -546,7 +572,8 @@ class HyFusERProcessor(ProcessorMixin):
             texts = list(text)
         else:
             raise ValueError(f"unsupported text type {type(text).__name__}: expected a str or a list of str")
-        clips = list(audio) if isinstance(audio, Sequence) and not isinstance(audio, str) else [audio]
+        one_clip = isinstance(audio, (str, bytes, bytearray)) or not isinstance(audio, Sequence)
+        clips = [audio] if one_clip else list(audio)
         waveforms = []
         for index, clip in enumerate(clips):
             try:
@@ -624,11 +651,21 @@ class HyFusERProcessor(ProcessorMixin):
 def _read_audio_file(path: str | os.PathLike, what: str) -> tuple[np.ndarray, int]:
     if not os.path.isfile(path):
         raise ValueError(f"{what} does not exist")
+    return _decode(path, what)
+
+
+def _read_audio_bytes(data: bytes, what: str) -> tuple[np.ndarray, int]:
+    return _decode(io.BytesIO(data), what)
+
+
+def _decode(source: str | os.PathLike | io.BytesIO, what: str) -> tuple[np.ndarray, int]:
+    """(mono float32 waveform, rate) of an encoded file or its bytes."""
     try:
-        waveform, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        waveform, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
-        raise ValueError(f"{what} cannot be read as audio: {error}") from error
-    return waveform, rate
+        # libsndfile's own reason ("Format not recognised."), without the Python object it was reading from
+        raise ValueError(f"{what} cannot be read as audio: {getattr(error, 'error_string', error)}") from error
+    return waveform.mean(axis=1), rate  # soundfile returns (samples, channels)
 
 
 def _to_mono(array: Any, what: str) -> np.ndarray:

@@ -17,6 +17,9 @@ by side in the same run does not, so every headline number here is a ratio or a 
   Goal >= 1.5 where the CPU has bf16 matrix units (Intel AMX); elsewhere measured and reported as not applicable.
   `extraction_bf16_agreement`: top-1 agreement of a trained demo model on bf16 vs float32 features. Goal >= 0.99.
 - `train_bf16_fraction`: FLOP/s of `--bf16` training steps over the FLOP/s of a large bf16 matmul. Goal >= 0.4.
+- `onnx_speedup`, `onnx_int8_speedup`: the PyTorch pipeline's time over the same pipeline's on the `export_onnx.py`
+  directory (fp32, and int8 weights), on the same items; top-1 agreement with PyTorch in the details. Goal for int8:
+  >= 1.5.
 
 The backbones are the real architectures (ELECTRA-base with KoELECTRA-v3's vocabulary, HuBERT-base) with random
 weights, written to a temporary directory in Hugging Face layout so that the real loading path runs and nothing is
@@ -87,6 +90,7 @@ GOALS = {
     "extraction_bf16_speedup": (">=", 1.5),
     "extraction_bf16_agreement": (">=", 0.99),
     "train_bf16_fraction": (">=", 0.4),
+    "onnx_int8_speedup": (">=", 1.5),
 }
 RESULT_PREFIX = "BENCH_RESULT "
 """Marks the line on which a child process prints its JSON result (its other output is progress)."""
@@ -128,6 +132,8 @@ class Settings:
     """Utterances per timed bf16 / float32 extraction (one backbone batch)."""
     demo_epochs: int
     """Training epochs of the demo model whose predictions on bf16 and float32 features are compared."""
+    onnx_backbones: str
+    """"real" or "tiny" backbones behind the ONNX export that `onnx_speedup` times."""
 
 
 FULL = Settings(
@@ -147,6 +153,7 @@ FULL = Settings(
     shard_repeats=2,
     bf16_extraction_utterances=8,
     demo_epochs=30,
+    onnx_backbones="real",
 )
 QUICK = replace(
     FULL,
@@ -159,6 +166,7 @@ QUICK = replace(
     shard_repeats=1,
     bf16_extraction_utterances=2,
     demo_epochs=1,
+    onnx_backbones="tiny",
 )
 """The paper's training batch of 32 in both: a smaller batch would measure a different, less efficient workload."""
 
@@ -873,6 +881,72 @@ def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> di
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# onnx_speedup, onnx_int8_speedup
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def bench_onnx(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
+    """The pipeline on PyTorch against the same pipeline on `export_onnx.py`'s directories, fp32 and int8.
+
+    The three pipelines get the same `pipeline_items` (Korean text, wav file) items with `batch_size` equal to their
+    number, timed side by side; each speed-up is the median of the per-repeat ratios torch time / ONNX time. The
+    details report how often each ONNX pipeline's top emotion is PyTorch's and its largest probability difference.
+    """
+    from export_onnx import export_onnx
+
+    log("onnx: saving a Table 3 HyFusER with random weights and exporting it to ONNX (fp32, then int8)")
+    # Table 3's sizes on the real backbones (intermediate size = hidden size = 768); the tiny ones are narrower.
+    config = HyFusERConfig(
+        hidden_size=backbones.hidden_size,
+        intermediate_size=backbones.hidden_size,
+        text_backbone=backbones.text,
+        speech_backbone=backbones.speech,
+    )
+    torch.manual_seed(0)
+    model = HyFusERForEmotionRecognition(config).eval()
+    save_dir = save_hyfuser(workdir / "onnx_source", model, random_fitted_processor(backbones), save_backbones=False)
+    export_seconds = {}
+    directories = {}
+    for name, quantize in (("onnx", None), ("onnx_int8", "int8")):
+        started = time.perf_counter()
+        directories[name] = export_onnx(save_dir, workdir / name, quantize=quantize)
+        export_seconds[name] = time.perf_counter() - started
+    classifiers = {"torch": pipeline(model=str(save_dir), trust_remote_code=True, device="cpu")}
+    for name, directory in directories.items():
+        classifiers[name] = pipeline(model=str(directory), trust_remote_code=True, device="cpu")
+
+    texts = korean_texts(settings.pipeline_items)
+    paths = write_utterances(workdir / "onnx_audio", settings.pipeline_items, settings.pipeline_audio_seconds)
+    items = [{"text": text, "audio": path} for text, path in zip(texts, paths)]
+    outputs = {name: classifier(items, batch_size=len(items)) for name, classifier in classifiers.items()}
+    times = side_by_side(
+        {name: partial(classifier, items, batch_size=len(items)) for name, classifier in classifiers.items()},
+        settings.repeats,
+        settings.warmup,
+        "onnx",
+    )
+
+    def by_label(result: list[dict]) -> dict[str, float]:
+        return {emotion["label"]: emotion["score"] for emotion in result}
+
+    measured: dict[str, Any] = {"seconds": times, "export_seconds": export_seconds, "items": len(items),
+                                "audio_seconds": settings.pipeline_audio_seconds, "backbones": settings.onnx_backbones}
+    for name in directories:
+        ratios = [torch_time / onnx_time for torch_time, onnx_time in zip(times["torch"], times[name])]
+        agree = [ours[0]["label"] == theirs[0]["label"] for ours, theirs in zip(outputs[name], outputs["torch"])]
+        differences = [
+            abs(by_label(ours)[label] - score)
+            for ours, theirs in zip(outputs[name], outputs["torch"])
+            for label, score in by_label(theirs).items()
+        ]
+        measured[f"{name}_speedup"] = statistics.median(ratios)
+        measured[f"{name}_per_repeat_speedups"] = ratios
+        measured[f"{name}_top1_agreement"] = sum(agree) / len(agree)
+        measured[f"{name}_max_probability_difference"] = max(differences)
+    return measured
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -904,6 +978,7 @@ SECTIONS: dict[str, Section] = {
         lambda s, b, w: bench_bf16(s, b["real"], w),
         ("extraction_bf16_speedup", "extraction_bf16_agreement", "train_bf16_fraction"),
     ),
+    "onnx": Section(lambda s, b, w: bench_onnx(s, b[s.onnx_backbones], w), ("onnx_speedup", "onnx_int8_speedup")),
 }
 
 

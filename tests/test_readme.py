@@ -39,6 +39,7 @@ NOT_RUN = {
     "runs it at a smaller size, 2 gloo processes on one machine",
     "make app": "builds .venv with pip from a package index, then serves until stopped",
     "python app.py": "serves until stopped; tests/test_app.py parses its flags and serves it to a browser",
+    "python export_onnx.py": "needs a trained directory; tests/test_onnx.py runs the same command on the fixture one",
 }
 """Commands, by their first two words, that only get an offline check: `make -n` or the program's `--help`."""
 
