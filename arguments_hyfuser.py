@@ -105,8 +105,8 @@ class BackboneArguments:
     text_backbone: str | None = field(
         default=DEFAULT_TEXT_BACKBONE,
         metadata={
-            "help": "Frozen text backbone: a Hub id or a local directory in standard HF layout (tokenizer + ELECTRA-"
-            "like model). The default is the paper's (Section 3.1); --dataset demo's default, None, stands for the "
+            "help": "Frozen text backbone: a Hub id or a local directory in standard HF layout (tokenizer + BERT-, "
+            "RoBERTa- or ELECTRA-family encoder). The default is the paper's (Section 3.1); --dataset demo's default, None, stands for the "
             "tiny random ELECTRA it writes under --cache_dir."
         },
     )
@@ -115,7 +115,9 @@ class BackboneArguments:
         metadata={
             "help": "Frozen speech backbone: a Hub id or a local directory in standard HF layout (feature extractor "
             "+ HuBERT-like model). The default is the paper's (Section 3.2); --dataset demo's default, None, stands "
-            "for the tiny random HuBERT it writes under --cache_dir. Its hidden size must equal the text backbone's."
+            "for the tiny random HuBERT it writes under --cache_dir. HuBERT, wav2vec2, WavLM, data2vec-audio and "
+            "Whisper (its encoder) work. If its hidden size differs from the text backbone's, HyFusER works at the "
+            "narrower one, projects the wider features onto it, and each modality is scaled on its own."
         },
     )
     sequence_length: int = field(
@@ -129,8 +131,8 @@ class BackboneArguments:
         default=None,
         metadata={
             "help": "Override HyFusERConfig defaults (Table 3), as comma-separated key=value pairs, e.g. "
-            "'num_hidden_layers=2,hidden_dropout_prob=0.2,use_modality_losses=true'. hidden_size always comes from "
-            "the backbones and sequence_length from --sequence_length."
+            "'num_hidden_layers=2,hidden_dropout_prob=0.2,use_modality_losses=true'. The feature widths always come "
+            "from the backbones and sequence_length from --sequence_length."
         },
     )
     early_stopping_patience: int = field(

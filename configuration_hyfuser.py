@@ -63,6 +63,11 @@ class HyFusERConfig(PretrainedConfig):
             Weight of the text member's probabilities in the average ensembles; the speech member gets the rest.
             0.5 is the plain average (the paper's Eq. 9); the weighted ensemble's is chosen on held-out training
             rows (`metrics_hyfuser.choose_ensemble_weight`).
+        text_feature_size (`int`, *optional*, defaults to `hidden_size`):
+            Width of the text features, i.e. the text backbone's hidden size. When it differs from `hidden_size`
+            (e.g. a 1024-wide backbone), HyFusER first applies a learned linear projection to `hidden_size`.
+        speech_feature_size (`int`, *optional*, defaults to `hidden_size`):
+            Width of the speech features; projected like the text's when it differs from `hidden_size`.
         text_backbone (`str`, defaults to `"monologg/koelectra-base-v3-discriminator"`):
             Hub id or path of the frozen text backbone (Section 3.1). Informational: the processor loads it.
         speech_backbone (`str`, defaults to `"facebook/hubert-base-ls960"`):
@@ -91,6 +96,8 @@ class HyFusERConfig(PretrainedConfig):
         cnn_kernel_size: int = 3,
         cnn_num_layers: int = 2,
         ensemble_text_weight: float = 0.5,
+        text_feature_size: int | None = None,
+        speech_feature_size: int | None = None,
         text_backbone: str = DEFAULT_TEXT_BACKBONE,
         speech_backbone: str = DEFAULT_SPEECH_BACKBONE,
         **kwargs,
@@ -115,6 +122,8 @@ class HyFusERConfig(PretrainedConfig):
         self.cnn_kernel_size = cnn_kernel_size
         self.cnn_num_layers = cnn_num_layers
         self.ensemble_text_weight = ensemble_text_weight
+        self.text_feature_size = hidden_size if text_feature_size is None else text_feature_size
+        self.speech_feature_size = hidden_size if speech_feature_size is None else speech_feature_size
         self.text_backbone = text_backbone
         self.speech_backbone = speech_backbone
         self._validate()
@@ -123,7 +132,8 @@ class HyFusERConfig(PretrainedConfig):
         """Fail early, naming the field, instead of deep inside a matmul."""
         sizes = (
             "hidden_size", "sequence_length", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "lstm_hidden_size", "cnn_channels", "cnn_kernel_size", "cnn_num_layers",
+            "lstm_hidden_size", "cnn_channels", "cnn_kernel_size", "cnn_num_layers", "text_feature_size",
+            "speech_feature_size",
         )  # fmt: skip
         for name in sizes:
             value = getattr(self, name)
@@ -146,5 +156,11 @@ class HyFusERConfig(PretrainedConfig):
 
     @property
     def feature_shape(self) -> tuple[int, int]:
-        """(sequence_length, hidden_size): the shape of one utterance's features per modality."""
+        """(sequence_length, hidden_size): the shape of one utterance's features per modality in the paper's
+        setting, where both backbones are `hidden_size` wide."""
         return (self.sequence_length, self.hidden_size)
+
+    @property
+    def projects_features(self) -> bool:
+        """Whether a backbone's width differs from `hidden_size`, so that its features are projected first."""
+        return (self.text_feature_size, self.speech_feature_size) != (self.hidden_size, self.hidden_size)

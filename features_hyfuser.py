@@ -116,7 +116,7 @@ def cache_features(
     """
     cache_dir = Path(cache_dir) / "features"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    shape = (processor.sequence_length, processor.hidden_size)
+    widths = dict(zip(FEATURE_COLUMNS, processor.feature_sizes))
     features = DatasetDict()
     for name, split in raw_datasets.items():
         key = feature_cache_key(split, processor)
@@ -126,7 +126,9 @@ def cache_features(
         else:
             logger.info("Extracting %s features for %d utterances into %s", name, len(split), cache_file)
         schema = split.features.copy()
-        schema.update({column: Array2D(shape, FEATURE_DTYPE) for column in FEATURE_COLUMNS})
+        schema.update(
+            {column: Array2D((processor.sequence_length, widths[column]), FEATURE_DTYPE) for column in FEATURE_COLUMNS}
+        )
         features[name] = split.map(
             _extract_batch,
             fn_kwargs={"processor": processor},

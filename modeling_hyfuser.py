@@ -172,6 +172,10 @@ class HyFusEREncoder(nn.Module):
         return hidden_states, attentions
 
 
+def _projection(feature_size: int, hidden_size: int) -> nn.Module:
+    return nn.Identity() if feature_size == hidden_size else nn.Linear(feature_size, hidden_size)
+
+
 LEGACY_KEY_MAPPING = {r"^text_to_speech\.": "text_queries_speech.", r"^speech_to_text\.": "speech_queries_text."}
 """Weight names of checkpoints saved before the two cross-modal steps were renamed, mapped to today's names."""
 
@@ -192,12 +196,25 @@ class HyFusERPreTrainedModel(PreTrainedModel):
     """Whether the output also holds `text_logits` and `speech_logits`: a text-side and a speech-side prediction
     whose probabilities the fused one averages (HyFusER's two heads, an ensemble's two members)."""
 
+    supports_feature_projection = False
+    """Whether the model projects features whose width differs from `hidden_size` (only HyFusER does)."""
+
+    def __init__(self, config: HyFusERConfig, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        if config.projects_features and not self.supports_feature_projection:
+            raise ValueError(
+                f"{type(self).__name__} needs text_feature_size ({config.text_feature_size}) and speech_feature_size "
+                f"({config.speech_feature_size}) equal to hidden_size ({config.hidden_size}); only "
+                "HyFusERForEmotionRecognition projects features of other widths"
+            )
+
     def _check_features(self, name: str, features: torch.Tensor) -> None:
-        expected = self.config.feature_shape
+        width_field = name.replace("_features", "_feature_size")
+        expected = (self.config.sequence_length, getattr(self.config, width_field))
         if features.dim() != 3 or tuple(features.shape[1:]) != expected:
             raise ValueError(
                 f"{name} must have shape (batch_size, {expected[0]}, {expected[1]}) to match the config's "
-                f"(sequence_length, hidden_size), got {tuple(features.shape)}"
+                f"(sequence_length, {width_field}), got {tuple(features.shape)}"
             )
 
     @staticmethod
@@ -223,9 +240,14 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
     """HyFusER with its two emotion heads and the average-ensemble Last Fusion (Algorithm 1)."""
 
     has_modality_heads = True
+    supports_feature_projection = True
 
     def __init__(self, config: HyFusERConfig):
         super().__init__(config)
+        # A backbone wider or narrower than hidden_size (e.g. WavLM-large's 1024) is projected onto it first; in the
+        # paper's setting both are hidden_size wide and nothing is added.
+        self.text_projection = _projection(config.text_feature_size, config.hidden_size)
+        self.speech_projection = _projection(config.speech_feature_size, config.hidden_size)
         self.text_encoder = HyFusEREncoder(config)
         self.speech_encoder = HyFusEREncoder(config)
         self.text_queries_speech = HyFusEREncoderLayer(config)
@@ -256,6 +278,7 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         output_attentions = bool(output_attentions)
 
         # Intermediate Layer Fusion: one encoder per modality (Section 4.3.1) ...
+        text_features, speech_features = self.text_projection(text_features), self.speech_projection(speech_features)
         text_states, text_attentions = self.text_encoder(text_features, output_attentions)
         speech_states, speech_attentions = self.speech_encoder(speech_features, output_attentions)
         # ... then the dual cross-modal attention. Step 1: Q = E_T, K = V = E_S (Eq. 7).

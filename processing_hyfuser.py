@@ -7,6 +7,7 @@ the padded/truncated tokens), `encode_speech` (HuBERT last hidden state, linearl
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
@@ -108,7 +109,7 @@ class FeatureStatistics:
 
 
 class _FrozenBackbones:
-    """The two frozen backbones, loaded on first use, their shared hidden size, read once, and their device.
+    """The two frozen backbones, loaded on first use, their (text, speech) widths, read once, and their device.
 
     Pickling and deep-copying keep only the device: the weights are hundreds of MB, reloadable from the processor's
     `text_backbone`/`speech_backbone` names, and must not enter `to_dict`, the `datasets` fingerprint or the copies
@@ -119,7 +120,7 @@ class _FrozenBackbones:
         self.device = torch.device(device)
         self.text: PreTrainedModel | None = None
         self.speech: PreTrainedModel | None = None
-        self.hidden_size: int | None = None
+        self.feature_sizes: tuple[int, int] | None = None
 
     def __getstate__(self) -> dict[str, str]:
         return {"device": str(self.device)}
@@ -151,6 +152,9 @@ class HyFusERProcessor(ProcessorMixin):
         scaler_mean / scaler_std (`list[float]`, *optional*): the joint scaler (Eq. 5), one value per hidden
             dimension, set by `fit_scaler`. `None` until fitted.
         scaler_count (`int`): how many feature positions (both modalities) the scaler was fitted on.
+        speech_scaler_mean / speech_scaler_std (`list[float]`, *optional*): set only when the backbones' widths
+            differ, so that one joint scaler cannot exist: then `scaler_mean`/`scaler_std` scale the text features
+            alone and these the speech features. `None` in the paper's setting (equal widths, joint scaler).
         speech_window_seconds (`float`): clips longer than this run through HuBERT in windows of this length, so
             that memory stays bounded (self-attention is quadratic in frames); shorter clips use one exact pass.
             30 s keeps ordinary utterances on the exact path.
@@ -168,6 +172,8 @@ class HyFusERProcessor(ProcessorMixin):
         scaler_mean: list[float] | None = None,
         scaler_std: list[float] | None = None,
         scaler_count: int = 0,
+        speech_scaler_mean: list[float] | None = None,
+        speech_scaler_std: list[float] | None = None,
         speech_window_seconds: float = 30.0,
         speech_window_overlap_seconds: float = 5.0,
     ):
@@ -178,6 +184,8 @@ class HyFusERProcessor(ProcessorMixin):
         self.scaler_mean = None if scaler_mean is None else [float(value) for value in scaler_mean]
         self.scaler_std = None if scaler_std is None else [float(value) for value in scaler_std]
         self.scaler_count = scaler_count
+        self.speech_scaler_mean = None if speech_scaler_mean is None else [float(value) for value in speech_scaler_mean]
+        self.speech_scaler_std = None if speech_scaler_std is None else [float(value) for value in speech_scaler_std]
         self.speech_window_seconds = speech_window_seconds
         self.speech_window_overlap_seconds = speech_window_overlap_seconds
         self._backbones = _FrozenBackbones()
@@ -189,10 +197,14 @@ class HyFusERProcessor(ProcessorMixin):
             raise ValueError(f"sequence_length must be a positive integer, got {self.sequence_length!r}")
         if (self.scaler_mean is None) != (self.scaler_std is None):
             raise ValueError("scaler_mean and scaler_std must be given together")
-        if self.scaler_mean is not None and len(self.scaler_mean) != len(self.scaler_std):
-            raise ValueError(
-                f"scaler_mean has {len(self.scaler_mean)} values but scaler_std has {len(self.scaler_std)}"
-            )
+        if (self.speech_scaler_mean is None) != (self.speech_scaler_std is None):
+            raise ValueError("speech_scaler_mean and speech_scaler_std must be given together")
+        if self.speech_scaler_mean is not None and self.scaler_mean is None:
+            raise ValueError("speech_scaler_mean is set but scaler_mean (the text side's) is not")
+        for prefix in ("", "speech_"):
+            mean, std = getattr(self, f"{prefix}scaler_mean"), getattr(self, f"{prefix}scaler_std")
+            if mean is not None and len(mean) != len(std):
+                raise ValueError(f"{prefix}scaler_mean has {len(mean)} values but {prefix}scaler_std has {len(std)}")
         if not 0 <= self.speech_window_overlap_seconds < self.speech_window_seconds:
             raise ValueError(
                 f"need 0 <= speech_window_overlap_seconds ({self.speech_window_overlap_seconds}) < "
@@ -294,35 +306,61 @@ class HyFusERProcessor(ProcessorMixin):
     # ----------------------------------------------------------------------------------------------------------
     # Frozen backbones
 
-    def check_backbones(self) -> int:
-        """Read both backbones' configs (no weights) and return their hidden size, which HyFusER needs to be shared.
+    def check_backbones(self) -> tuple[int, int]:
+        """Read both backbones' configs (no weights) and return their widths, (text, speech).
 
-        `from_backbones` calls it, so that a mismatched pair fails at construction rather than at the first batch.
+        `from_backbones` calls it, so that an unusable backbone fails at construction rather than at the first batch.
         """
         configs = [AutoConfig.from_pretrained(path, **kwargs) for path, kwargs in map(self._resolve, self._names)]
-        self._backbones.hidden_size = self._shared_hidden_size(*configs)
-        return self._backbones.hidden_size
+        self._backbones.feature_sizes = self._feature_sizes(*configs)
+        return self._backbones.feature_sizes
+
+    @property
+    def feature_sizes(self) -> tuple[int, int]:
+        """(text, speech) widths of the features, from `check_backbones` the first time and remembered after that."""
+        return self._backbones.feature_sizes or self.check_backbones()
 
     @property
     def hidden_size(self) -> int:
-        """The backbones' shared hidden size, from `check_backbones` the first time and remembered after that."""
-        return self._backbones.hidden_size or self.check_backbones()
+        """The width both backbones share (the paper's setting: 768 and 768); a ValueError if they differ."""
+        text_size, speech_size = self.feature_sizes
+        if text_size != speech_size:
+            raise ValueError(
+                f"the text backbone {self.text_backbone!r} has hidden size {text_size} but the speech backbone "
+                f"{self.speech_backbone!r} has hidden size {speech_size}; only HyFusER itself projects different "
+                "widths onto its hidden_size"
+            )
+        return text_size
+
+    @property
+    def scales_per_modality(self) -> bool:
+        """Whether each modality has its own scaler (different widths) instead of the paper's joint one."""
+        return self.speech_scaler_mean is not None
 
     def check_compatible(self, config: HyFusERConfig) -> None:
-        """Raise ValueError unless this processor produces the feature shape (and scaler size) `config` expects."""
-        hidden_size = self.hidden_size
-        if config.hidden_size != hidden_size:
-            raise ValueError(
-                f"HyFusERConfig.hidden_size is {config.hidden_size} but the backbones {self.text_backbone!r} and "
-                f"{self.speech_backbone!r} have hidden size {hidden_size}"
-            )
+        """Raise ValueError unless this processor produces the feature shapes (and scaler sizes) `config` expects."""
+        for name, size in zip(("text_feature_size", "speech_feature_size"), self.feature_sizes):
+            if getattr(config, name) != size:
+                raise ValueError(
+                    f"HyFusERConfig.{name} is {getattr(config, name)} but the backbones {self.text_backbone!r} and "
+                    f"{self.speech_backbone!r} have hidden sizes {self.feature_sizes}"
+                )
         if config.sequence_length != self.sequence_length:
             raise ValueError(
                 f"HyFusERConfig.sequence_length is {config.sequence_length} but the processor's sequence_length "
                 f"is {self.sequence_length}"
             )
-        if self.scaler_mean is not None and len(self.scaler_mean) != hidden_size:
-            raise ValueError(f"the scaler has {len(self.scaler_mean)} dimensions but the backbones have {hidden_size}")
+        if self.scaler_mean is not None:
+            scaler_sizes = (
+                (len(self.scaler_mean), len(self.speech_scaler_mean))
+                if self.scales_per_modality
+                else (len(self.scaler_mean),) * 2
+            )
+            if scaler_sizes != self.feature_sizes:
+                raise ValueError(
+                    f"the scaler has {scaler_sizes} dimensions (text, speech) but the backbones have "
+                    f"{self.feature_sizes}"
+                )
 
     @property
     def text_backbone_model(self) -> PreTrainedModel:
@@ -357,18 +395,19 @@ class HyFusERProcessor(ProcessorMixin):
                 AutoModel.from_pretrained(path, **kwargs).eval().requires_grad_(False).to(backbones.device)
                 for path, kwargs in map(self._resolve, self._names)
             )
-            backbones.hidden_size = self._shared_hidden_size(text.config, speech.config)
+            backbones.feature_sizes = self._feature_sizes(text.config, speech.config)
             backbones.text, backbones.speech = text, speech
         return backbones
 
-    def _shared_hidden_size(self, text_config, speech_config) -> int:
-        if text_config.hidden_size != speech_config.hidden_size:
+    def _feature_sizes(self, text_config, speech_config) -> tuple[int, int]:
+        """(text, speech) widths, refusing a speech backbone this processor cannot run."""
+        if speech_config.model_type != "whisper" and not hasattr(speech_config, "conv_stride"):
             raise ValueError(
-                f"the text backbone {self.text_backbone!r} has hidden size {text_config.hidden_size} but the speech "
-                f"backbone {self.speech_backbone!r} has hidden size {speech_config.hidden_size}; HyFusER needs both "
-                "modalities in one feature space"
+                f"the speech backbone {self.speech_backbone!r} is a {speech_config.model_type!r} model: supported are "
+                "wav2vec2-style encoders (HuBERT, wav2vec2, WavLM, data2vec-audio) and Whisper's encoder"
             )
-        return text_config.hidden_size
+        # Whisper's config maps hidden_size to its d_model.
+        return text_config.hidden_size, speech_config.hidden_size
 
     # ----------------------------------------------------------------------------------------------------------
     # Audio
@@ -469,6 +508,8 @@ class HyFusERProcessor(ProcessorMixin):
         and `interpolate_frames` reads the returned transposed view without copying it.
         """
         model = self.speech_backbone_model
+        if model.config.model_type == "whisper":
+            return self._whisper_frames(model, waveform)
         values = self.feature_extractor(waveform, sampling_rate=self.sampling_rate, return_tensors="np")
         values = values.input_values[0]
         receptive_field, stride = _receptive_field_and_stride(model.config)
@@ -488,6 +529,24 @@ class HyFusERProcessor(ProcessorMixin):
             frames[:, keep_from:keep_to] = hidden[keep_from - start : keep_to - start].T
         return frames.T
 
+    def _whisper_frames(self, model: PreTrainedModel, waveform: np.ndarray) -> torch.Tensor:
+        """Whisper's encoder frames of the audio itself, (frames, hidden), 50 per second.
+
+        Whisper's encoder only takes its fixed window (30 s of log-mel frames), so each 30 s piece of the clip is
+        padded to the window by the feature extractor and its output cut back to the frames that cover real audio:
+        one per `2 * hop_length` samples (the encoder's second convolution halves the mel frame rate). Features of
+        silence padding would otherwise dominate every short utterance.
+        """
+        extractor = self.feature_extractor
+        samples_per_frame = 2 * extractor.hop_length
+        pieces = []
+        for start in range(0, len(waveform), extractor.n_samples):
+            piece = waveform[start : start + extractor.n_samples]
+            mel = extractor(piece, sampling_rate=self.sampling_rate, return_tensors="pt").input_features
+            hidden = self._run_backbone(model, input_features=mel)[0]
+            pieces.append(hidden[: max(1, math.ceil(len(piece) / samples_per_frame))])
+        return torch.cat(pieces)
+
     def interpolate_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """(frames, hidden) -> (sequence_length, hidden) by linear interpolation along time (Section 4.2).
 
@@ -498,6 +557,8 @@ class HyFusERProcessor(ProcessorMixin):
         return resized[0].T
 
     def _run_backbone(self, model: PreTrainedModel, **inputs: torch.Tensor) -> torch.Tensor:
+        if model.config.is_encoder_decoder:  # Whisper: its encoder is the backbone, the decoder stays unused
+            model = model.get_encoder()
         with torch.inference_mode():
             hidden = model(**{name: tensor.to(self.device) for name, tensor in inputs.items()}).last_hidden_state
         # A copy made outside inference mode is an ordinary tensor, usable in autograd (e.g. a trained model's input).
@@ -542,40 +603,55 @@ class HyFusERProcessor(ProcessorMixin):
     def fit_scaler(
         self, batches: Iterable[tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]]
     ) -> HyFusERProcessor:
-        """Fit the joint scaler on the unscaled (text_features, speech_features) of the *training* data.
+        """Fit the scaler on the unscaled (text_features, speech_features) of the *training* data, in one streaming
+        pass (`FeatureStatistics`).
 
-        One mean and std per hidden dimension over all positions of both modalities, i.e. over
-        concat(X_T, X_S) (Eq. 5), in one streaming pass (`FeatureStatistics`).
+        Equal widths (the paper): one mean and std per hidden dimension over all positions of both modalities, i.e.
+        over concat(X_T, X_S) (Eq. 5). Different widths: each modality's own statistics.
         """
-        statistics = FeatureStatistics()
+        text_statistics, speech_statistics = FeatureStatistics(), FeatureStatistics()
         for text_features, speech_features in batches:
-            statistics.update(text_features).update(speech_features)
-        if statistics.count == 0:
+            text_statistics.update(text_features)
+            speech_statistics.update(speech_features)
+        if text_statistics.count == 0:
             raise ValueError("fit_scaler got no features: pass an iterable of (text_features, speech_features)")
-        return self.set_scaler(statistics)
+        if text_statistics.mean.shape == speech_statistics.mean.shape:
+            return self.set_scaler(text_statistics.merge(speech_statistics))
+        return self.set_scaler(text_statistics, speech_statistics)
 
-    def set_scaler(self, statistics: FeatureStatistics) -> HyFusERProcessor:
-        """Use statistics gathered elsewhere (e.g. `merge`d across processes) as the joint scaler."""
+    def set_scaler(
+        self, statistics: FeatureStatistics, speech_statistics: FeatureStatistics | None = None
+    ) -> HyFusERProcessor:
+        """Use statistics gathered elsewhere (e.g. `merge`d across processes): the joint scaler, or with
+        `speech_statistics` the text side's and the speech side's."""
         self.scaler_mean = statistics.mean.tolist()
         self.scaler_std = statistics.std.tolist()
         self.scaler_count = statistics.count
+        self.speech_scaler_mean = self.speech_scaler_std = None
+        if speech_statistics is not None:
+            self.speech_scaler_mean = speech_statistics.mean.tolist()
+            self.speech_scaler_std = speech_statistics.std.tolist()
+            self.scaler_count += speech_statistics.count
         return self
 
     def scale(self, text_features: Any, speech_features: Any) -> tuple[Any, Any]:
-        """(x - mean) / std with the joint statistics (Eqs. 5-6), as float32 numpy arrays or tensors, like the input."""
-        mean, std = self.scaler_statistics()
-        return tuple(_standardize(features, mean, std) for features in (text_features, speech_features))
+        """(x - mean) / std with the fitted statistics (Eqs. 5-6), as float32 numpy arrays or tensors, like the
+        input."""
+        text_statistics, speech_statistics = self.scaler_statistics()
+        return _standardize(text_features, *text_statistics), _standardize(speech_features, *speech_statistics)
 
-    def scaler_statistics(self) -> tuple[np.ndarray, np.ndarray]:
-        """The fitted joint scaler as float32 (mean, std); a std below `STD_FLOOR` counts as 1, so constant
-        dimensions are centred instead of divided by ~0. Raises if the scaler is not fitted."""
+    def scaler_statistics(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The fitted scaler as float32 ((text mean, text std), (speech mean, speech std)): the same pair twice in
+        the paper's joint setting. A std below `STD_FLOOR` counts as 1, so constant dimensions are centred instead
+        of divided by ~0. Raises if the scaler is not fitted."""
         if not self.is_scaler_fitted:
             raise ValueError(
                 "this HyFusERProcessor's scaler is not fitted: call processor.fit_scaler(...) on the unscaled "
                 "training features (processor(..., scale=False)) first, or pass scale=False"
             )
-        std = np.asarray(self.scaler_std, dtype=np.float32)
-        return np.asarray(self.scaler_mean, dtype=np.float32), np.where(std < STD_FLOOR, np.float32(1), std)
+        text = _statistics(self.scaler_mean, self.scaler_std)
+        speech = _statistics(self.speech_scaler_mean, self.speech_scaler_std) if self.scales_per_modality else text
+        return text, speech
 
     def __call__(
         self,
@@ -594,7 +670,7 @@ class HyFusERProcessor(ProcessorMixin):
         statistics = self.scaler_statistics() if scale else None  # before any file is read
         features = self.encode(*self._load_pairs(text, audio, sampling_rate))
         if statistics is not None:
-            features = {name: _standardize(values, *statistics) for name, values in features.items()}
+            features = dict(zip(features, self.scale(features["text_features"], features["speech_features"])))
         return BatchFeature(dict(features), tensor_type=return_tensors)
 
 
@@ -643,6 +719,11 @@ def _receptive_field_and_stride(config) -> tuple[int, int]:
         receptive_field += (kernel - 1) * stride
         stride *= layer_stride
     return receptive_field, stride
+
+
+def _statistics(mean: list[float], std: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    std = np.asarray(std, dtype=np.float32)
+    return np.asarray(mean, dtype=np.float32), np.where(std < STD_FLOOR, np.float32(1), std)
 
 
 def _standardize(features: Any, mean: np.ndarray, std: np.ndarray) -> Any:

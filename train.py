@@ -426,8 +426,12 @@ def main() -> None:
     # 6. Model, seeded only now: loading the backbones draws random numbers, so seeding any earlier would make the
     # initial weights depend on whether this run found its features in the cache
     set_seed(training_args.seed)
+    text_feature_size, speech_feature_size = processor.feature_sizes
     config = HyFusERConfig(
-        hidden_size=processor.hidden_size,
+        # Backbones of different widths: HyFusER works at the narrower one and projects the other onto it.
+        hidden_size=min(text_feature_size, speech_feature_size),
+        text_feature_size=text_feature_size,
+        speech_feature_size=speech_feature_size,
         sequence_length=processor.sequence_length,
         text_backbone=text_backbone,
         speech_backbone=speech_backbone,
