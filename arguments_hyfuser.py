@@ -127,6 +127,28 @@ class BackboneArguments:
             "interpolated to it (Section 4.2). The default is Table 3's."
         },
     )
+    text_layer: int = field(
+        default=-1,
+        metadata={
+            "help": "Which hidden state of the text backbone is the feature: 0 is the embedding output, 1 the first "
+            "layer's, -1 the last (the paper's choice)."
+        },
+    )
+    speech_layer: int = field(
+        default=-1,
+        metadata={
+            "help": "Which hidden state of the speech backbone is the feature, indexed like --text_layer. Emotion "
+            "lives mostly in the middle layers of HuBERT-style encoders (SUPERB; emotion2vec)."
+        },
+    )
+    layer_weighting: bool = field(
+        default=False,
+        metadata={
+            "help": "Cache every hidden state of both backbones (float16; the log reports the size per utterance) "
+            "and let HyFusER learn a softmax-weighted sum over them per modality. --text_layer and --speech_layer "
+            "are then unused. Refused when the cache would not fit on the disk of --cache_dir."
+        },
+    )
     config_overrides: str | None = field(
         default=None,
         metadata={
@@ -142,3 +164,7 @@ class BackboneArguments:
             "on validation accuracy; reproduce.py evaluates its model-selection set). 0 disables early stopping."
         },
     )
+
+    def feature_options(self) -> dict[str, int | bool]:
+        """The `HyFusERProcessor` settings these arguments choose beyond the backbones and the positions."""
+        return {"text_layer": self.text_layer, "speech_layer": self.speech_layer, "layer_weighting": self.layer_weighting}

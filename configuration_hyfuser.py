@@ -68,6 +68,16 @@ class HyFusERConfig(PretrainedConfig):
             (e.g. a 1024-wide backbone), HyFusER first applies a learned linear projection to `hidden_size`.
         speech_feature_size (`int`, *optional*, defaults to `hidden_size`):
             Width of the speech features; projected like the text's when it differs from `hidden_size`.
+        layer_weighting (`bool`, defaults to `False`):
+            If `True`, the features hold every hidden state of each backbone, (batch, layers, sequence_length,
+            width), and HyFusER learns a softmax-weighted sum over the layers per modality (as transformers' audio
+            classifiers do with `use_weighted_layer_sum`). The paper uses the last layer only.
+        text_num_layers (`int`, *optional*):
+            Hidden states of the text backbone, embedding output included (13 for KoELECTRA-base); needed with
+            `layer_weighting`.
+        speech_num_layers (`int`, *optional*):
+            Hidden states of the speech backbone, embedding output included (13 for HuBERT-base); needed with
+            `layer_weighting`.
         text_backbone (`str`, defaults to `"monologg/koelectra-base-v3-discriminator"`):
             Hub id or path of the frozen text backbone (Section 3.1). Informational: the processor loads it.
         speech_backbone (`str`, defaults to `"facebook/hubert-base-ls960"`):
@@ -98,6 +108,9 @@ class HyFusERConfig(PretrainedConfig):
         ensemble_text_weight: float = 0.5,
         text_feature_size: int | None = None,
         speech_feature_size: int | None = None,
+        layer_weighting: bool = False,
+        text_num_layers: int | None = None,
+        speech_num_layers: int | None = None,
         text_backbone: str = DEFAULT_TEXT_BACKBONE,
         speech_backbone: str = DEFAULT_SPEECH_BACKBONE,
         **kwargs,
@@ -124,6 +137,9 @@ class HyFusERConfig(PretrainedConfig):
         self.ensemble_text_weight = ensemble_text_weight
         self.text_feature_size = hidden_size if text_feature_size is None else text_feature_size
         self.speech_feature_size = hidden_size if speech_feature_size is None else speech_feature_size
+        self.layer_weighting = layer_weighting
+        self.text_num_layers = text_num_layers
+        self.speech_num_layers = speech_num_layers
         self.text_backbone = text_backbone
         self.speech_backbone = speech_backbone
         self._validate()
@@ -144,6 +160,13 @@ class HyFusERConfig(PretrainedConfig):
                 f"HyFusERConfig.hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
+        if self.layer_weighting:
+            for name in ("text_num_layers", "speech_num_layers"):
+                value = getattr(self, name)
+                if not isinstance(value, int) or value <= 0:
+                    raise ValueError(
+                        f"HyFusERConfig.{name} must be a positive integer with layer_weighting, got {value!r}"
+                    )
         if not 0.0 <= self.ensemble_text_weight <= 1.0:
             raise ValueError(
                 f"HyFusERConfig.ensemble_text_weight must be in [0, 1], got {self.ensemble_text_weight!r}"
@@ -161,6 +184,8 @@ class HyFusERConfig(PretrainedConfig):
         return (self.sequence_length, self.hidden_size)
 
     @property
-    def projects_features(self) -> bool:
-        """Whether a backbone's width differs from `hidden_size`, so that its features are projected first."""
-        return (self.text_feature_size, self.speech_feature_size) != (self.hidden_size, self.hidden_size)
+    def adapts_features(self) -> bool:
+        """Whether the features need adapting before the encoders: a backbone's width differs from `hidden_size` (a
+        projection), or they hold every backbone layer (a learned weighted sum)."""
+        widths = (self.text_feature_size, self.speech_feature_size)
+        return self.layer_weighting or widths != (self.hidden_size, self.hidden_size)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from datasets import Array2D, Dataset, DatasetDict
+from datasets import Array2D, Array3D, Dataset, DatasetDict
 from datasets.fingerprint import Hasher
 from huggingface_hub import try_to_load_from_cache
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainingArguments
@@ -116,7 +117,8 @@ def cache_features(
     """
     cache_dir = Path(cache_dir) / "features"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    widths = dict(zip(FEATURE_COLUMNS, processor.feature_sizes))
+    shapes = processor.feature_shapes()
+    check_cache_fits(raw_datasets, processor, cache_dir)
     features = DatasetDict()
     for name, split in raw_datasets.items():
         key = feature_cache_key(split, processor)
@@ -126,9 +128,7 @@ def cache_features(
         else:
             logger.info("Extracting %s features for %d utterances into %s", name, len(split), cache_file)
         schema = split.features.copy()
-        schema.update(
-            {column: Array2D((processor.sequence_length, widths[column]), FEATURE_DTYPE) for column in FEATURE_COLUMNS}
-        )
+        schema.update({column: _array_feature(shapes[column]) for column in FEATURE_COLUMNS})
         features[name] = split.map(
             _extract_batch,
             fn_kwargs={"processor": processor},
@@ -141,6 +141,42 @@ def cache_features(
             desc=f"Extracting {name} features",
         )
     return features
+
+
+def _array_feature(shape: tuple[int, ...]) -> Array2D | Array3D:
+    return (Array2D if len(shape) == 2 else Array3D)(shape, FEATURE_DTYPE)
+
+
+def cache_bytes_per_utterance(processor: HyFusERProcessor) -> int:
+    """Bytes one utterance's features take in the cache (both modalities, `FEATURE_DTYPE`; every layer with
+    `layer_weighting`)."""
+    itemsize = np.dtype(FEATURE_DTYPE).itemsize
+    return sum(int(np.prod(shape)) * itemsize for shape in processor.feature_shapes().values())
+
+
+def check_cache_fits(raw_datasets: DatasetDict, processor: HyFusERProcessor, cache_dir: Path) -> None:
+    """Log the cache's size per utterance and refuse, before extracting anything, when the splits not cached yet
+    would not fit on `cache_dir`'s disk."""
+    per_utterance = cache_bytes_per_utterance(processor)
+    missing = sum(
+        len(split)
+        for name, split in raw_datasets.items()
+        if not (cache_dir / f"{name}-{feature_cache_key(split, processor)}.arrow").exists()
+    )
+    free = shutil.disk_usage(cache_dir).free
+    logger.info(
+        "Feature cache: %s bytes (%.1f KiB) per utterance, %s; %d utterances to extract need about %.1f MiB, "
+        "%.1f MiB free in %s",
+        f"{per_utterance:,}", per_utterance / 1024, processor.feature_shapes(), missing,
+        missing * per_utterance / 2**20, free / 2**20, cache_dir,
+    )  # fmt: skip
+    if missing * per_utterance > free:
+        raise ValueError(
+            f"the feature cache needs about {missing * per_utterance / 2**30:.2f} GiB for {missing} utterances "
+            f"({per_utterance:,} bytes each, {processor.feature_shapes()}) but {cache_dir} has only "
+            f"{free / 2**30:.2f} GiB free: free some space, choose another --cache_dir, or keep one layer instead "
+            "of layer_weighting"
+        )
 
 
 def fit_scaler_on_cache(processor: HyFusERProcessor, train_features: Dataset, batch_size: int = 256) -> None:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
@@ -172,6 +173,20 @@ class HyFusEREncoder(nn.Module):
         return hidden_states, attentions
 
 
+class HyFusERLayerWeighting(nn.Module):
+    """A softmax-weighted sum over a backbone's layers: (batch, layers, positions, width) -> (batch, positions, width).
+
+    The weights start equal (zeros before the softmax) and are learned with the rest of HyFusER.
+    """
+
+    def __init__(self, num_layers: int):
+        super().__init__()
+        self.layer_weights = nn.Parameter(torch.zeros(num_layers))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("blpw,l->bpw", features, self.layer_weights.softmax(-1))
+
+
 def _projection(feature_size: int, hidden_size: int) -> nn.Module:
     return nn.Identity() if feature_size == hidden_size else nn.Linear(feature_size, hidden_size)
 
@@ -196,25 +211,34 @@ class HyFusERPreTrainedModel(PreTrainedModel):
     """Whether the output also holds `text_logits` and `speech_logits`: a text-side and a speech-side prediction
     whose probabilities the fused one averages (HyFusER's two heads, an ensemble's two members)."""
 
-    supports_feature_projection = False
-    """Whether the model projects features whose width differs from `hidden_size` (only HyFusER does)."""
+    adapts_features = False
+    """Whether the model projects features of another width than `hidden_size` and learns a weighted sum of backbone
+    layers (only HyFusER does)."""
 
     def __init__(self, config: HyFusERConfig, *inputs, **kwargs):
         super().__init__(config, *inputs, **kwargs)
-        if config.projects_features and not self.supports_feature_projection:
+        if config.adapts_features and not self.adapts_features:
             raise ValueError(
-                f"{type(self).__name__} needs text_feature_size ({config.text_feature_size}) and speech_feature_size "
-                f"({config.speech_feature_size}) equal to hidden_size ({config.hidden_size}); only "
-                "HyFusERForEmotionRecognition projects features of other widths"
+                f"{type(self).__name__} needs one backbone layer (layer_weighting=False) and text_feature_size "
+                f"({config.text_feature_size}) and speech_feature_size ({config.speech_feature_size}) equal to "
+                f"hidden_size ({config.hidden_size}); only HyFusERForEmotionRecognition adapts other features"
             )
 
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, HyFusERLayerWeighting):
+            init.zeros_(module.layer_weights)  # equal weights at the start
+
     def _check_features(self, name: str, features: torch.Tensor) -> None:
-        width_field = name.replace("_features", "_feature_size")
-        expected = (self.config.sequence_length, getattr(self.config, width_field))
-        if features.dim() != 3 or tuple(features.shape[1:]) != expected:
+        modality = name.removesuffix("_features")
+        fields = ("sequence_length", f"{modality}_feature_size")
+        if self.config.layer_weighting:
+            fields = (f"{modality}_num_layers", *fields)
+        expected = tuple(getattr(self.config, field) for field in fields)
+        if tuple(features.shape[1:]) != expected:
             raise ValueError(
-                f"{name} must have shape (batch_size, {expected[0]}, {expected[1]}) to match the config's "
-                f"(sequence_length, {width_field}), got {tuple(features.shape)}"
+                f"{name} must have shape (batch_size, {', '.join(map(str, expected))}) to match the config's "
+                f"({', '.join(fields)}), got {tuple(features.shape)}"
             )
 
     @staticmethod
@@ -240,7 +264,7 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
     """HyFusER with its two emotion heads and the average-ensemble Last Fusion (Algorithm 1)."""
 
     has_modality_heads = True
-    supports_feature_projection = True
+    adapts_features = True
 
     def __init__(self, config: HyFusERConfig):
         super().__init__(config)
@@ -248,6 +272,11 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         # paper's setting both are hidden_size wide and nothing is added.
         self.text_projection = _projection(config.text_feature_size, config.hidden_size)
         self.speech_projection = _projection(config.speech_feature_size, config.hidden_size)
+        # With layer_weighting the features hold every backbone layer: one learned softmax weighting per modality.
+        self.text_layer_weighting = HyFusERLayerWeighting(config.text_num_layers) if config.layer_weighting else None
+        self.speech_layer_weighting = (
+            HyFusERLayerWeighting(config.speech_num_layers) if config.layer_weighting else None
+        )
         self.text_encoder = HyFusEREncoder(config)
         self.speech_encoder = HyFusEREncoder(config)
         self.text_queries_speech = HyFusEREncoderLayer(config)
@@ -266,10 +295,12 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         output_attentions: bool | None = None,
     ) -> HyFusEROutput:
         r"""
-        text_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
-            Scaled KoELECTRA features X'_T from [`HyFusERProcessor`].
-        speech_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
-            Scaled, time-interpolated HuBERT features X'_S from [`HyFusERProcessor`].
+        text_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, text_feature_size)`):
+            Scaled KoELECTRA features X'_T from [`HyFusERProcessor`]; with `config.layer_weighting`, every
+            backbone layer's: `(batch_size, text_num_layers, sequence_length, text_feature_size)`.
+        speech_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, speech_feature_size)`):
+            Scaled, time-interpolated HuBERT features X'_S from [`HyFusERProcessor`]; with
+            `config.layer_weighting`, `(batch_size, speech_num_layers, sequence_length, speech_feature_size)`.
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Emotion ids in `[0, config.num_labels)`.
         """
@@ -278,6 +309,9 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         output_attentions = bool(output_attentions)
 
         # Intermediate Layer Fusion: one encoder per modality (Section 4.3.1) ...
+        if self.config.layer_weighting:
+            text_features = self.text_layer_weighting(text_features)
+            speech_features = self.speech_layer_weighting(speech_features)
         text_features, speech_features = self.text_projection(text_features), self.speech_projection(speech_features)
         text_states, text_attentions = self.text_encoder(text_features, output_attentions)
         speech_states, speech_attentions = self.speech_encoder(speech_features, output_attentions)

@@ -1,8 +1,9 @@
 """HyFusER processor: (Korean text, speech) -> the jointly scaled (sequence_length, hidden) features of Section 4.2.
 
-The steps, each one method: `load_audio` (read, downmix, resample), `encode_text` (KoELECTRA last hidden state of
-the padded/truncated tokens), `encode_speech` (HuBERT last hidden state, linearly interpolated to
-`sequence_length` positions), `fit_scaler` / `scale` (one standard scaler over both modalities, Eqs. 4-6).
+The steps, each one method: `load_audio` (read, downmix, resample), `encode_text` (a KoELECTRA hidden state, the last
+by default, of the padded/truncated tokens), `encode_speech` (a HuBERT hidden state, the last by default, linearly
+interpolated to `sequence_length` positions), `fit_scaler` / `scale` (one standard scaler over both modalities, Eqs.
+4-6).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class _FrozenBackbones:
         self.text: PreTrainedModel | None = None
         self.speech: PreTrainedModel | None = None
         self.feature_sizes: tuple[int, int] | None = None
+        self.num_hidden_states: tuple[int, int] | None = None
 
     def __getstate__(self) -> dict[str, str]:
         return {"device": str(self.device)}
@@ -160,6 +162,12 @@ class HyFusERProcessor(ProcessorMixin):
             30 s keeps ordinary utterances on the exact path.
         speech_window_overlap_seconds (`float`): overlap of consecutive windows; each frame is taken from the
             window in which it lies furthest from an edge, so every kept frame has at least half this much context.
+        text_layer / speech_layer (`int`, defaults to -1): which of a backbone's hidden states is the feature:
+            0 is the embedding output, 1 the first layer's, -1 the last (the paper's choice). Emotion often lives
+            in the middle layers of speech encoders.
+        layer_weighting (`bool`, defaults to `False`): keep every hidden state of both backbones, giving features
+            of shape (batch, layers, sequence_length, hidden), for HyFusER to learn a softmax-weighted sum of them
+            (`HyFusERConfig.layer_weighting`). `text_layer`/`speech_layer` are then unused.
     """
 
     def __init__(
@@ -176,6 +184,9 @@ class HyFusERProcessor(ProcessorMixin):
         speech_scaler_std: list[float] | None = None,
         speech_window_seconds: float = 30.0,
         speech_window_overlap_seconds: float = 5.0,
+        text_layer: int = -1,
+        speech_layer: int = -1,
+        layer_weighting: bool = False,
     ):
         super().__init__(tokenizer, feature_extractor)
         self.text_backbone = text_backbone
@@ -184,10 +195,15 @@ class HyFusERProcessor(ProcessorMixin):
         self.scaler_mean = None if scaler_mean is None else [float(value) for value in scaler_mean]
         self.scaler_std = None if scaler_std is None else [float(value) for value in scaler_std]
         self.scaler_count = scaler_count
-        self.speech_scaler_mean = None if speech_scaler_mean is None else [float(value) for value in speech_scaler_mean]
+        self.speech_scaler_mean = (
+            None if speech_scaler_mean is None else [float(value) for value in speech_scaler_mean]
+        )
         self.speech_scaler_std = None if speech_scaler_std is None else [float(value) for value in speech_scaler_std]
         self.speech_window_seconds = speech_window_seconds
         self.speech_window_overlap_seconds = speech_window_overlap_seconds
+        self.text_layer = text_layer
+        self.speech_layer = speech_layer
+        self.layer_weighting = layer_weighting
         self._backbones = _FrozenBackbones()
         self._source: tuple[str, dict[str, Any]] | None = None
         self._validate()
@@ -312,7 +328,7 @@ class HyFusERProcessor(ProcessorMixin):
         `from_backbones` calls it, so that an unusable backbone fails at construction rather than at the first batch.
         """
         configs = [AutoConfig.from_pretrained(path, **kwargs) for path, kwargs in map(self._resolve, self._names)]
-        self._backbones.feature_sizes = self._feature_sizes(*configs)
+        self._read_backbone_configs(*configs)
         return self._backbones.feature_sizes
 
     @property
@@ -395,19 +411,62 @@ class HyFusERProcessor(ProcessorMixin):
                 AutoModel.from_pretrained(path, **kwargs).eval().requires_grad_(False).to(backbones.device)
                 for path, kwargs in map(self._resolve, self._names)
             )
-            backbones.feature_sizes = self._feature_sizes(text.config, speech.config)
+            self._read_backbone_configs(text.config, speech.config)
             backbones.text, backbones.speech = text, speech
         return backbones
 
-    def _feature_sizes(self, text_config, speech_config) -> tuple[int, int]:
-        """(text, speech) widths, refusing a speech backbone this processor cannot run."""
+    def _read_backbone_configs(self, text_config, speech_config) -> None:
+        """Remember the (text, speech) widths and hidden-state counts, refusing a speech backbone this processor
+        cannot run and a layer index a backbone does not have."""
         if speech_config.model_type != "whisper" and not hasattr(speech_config, "conv_stride"):
             raise ValueError(
                 f"the speech backbone {self.speech_backbone!r} is a {speech_config.model_type!r} model: supported are "
                 "wav2vec2-style encoders (HuBERT, wav2vec2, WavLM, data2vec-audio) and Whisper's encoder"
             )
+        # The embedding output and one per layer; Whisper's encoder counts its own layers (not the decoder's).
+        counts = tuple(
+            1 + getattr(config, "encoder_layers", config.num_hidden_layers) for config in (text_config, speech_config)
+        )
+        for name, count in zip(("text_layer", "speech_layer"), counts):
+            if not -count <= getattr(self, name) < count:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is out of range: the backbone has {count} hidden states "
+                    f"(indices {-count}..{count - 1})"
+                )
         # Whisper's config maps hidden_size to its d_model.
-        return text_config.hidden_size, speech_config.hidden_size
+        self._backbones.feature_sizes = (text_config.hidden_size, speech_config.hidden_size)
+        self._backbones.num_hidden_states = counts
+
+    @property
+    def num_hidden_states(self) -> tuple[int, int]:
+        """(text, speech) hidden states per backbone, the embedding output included: the layers `layer_weighting`
+        keeps."""
+        if self._backbones.num_hidden_states is None:
+            self.check_backbones()
+        return self._backbones.num_hidden_states
+
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        """One utterance's feature shape per model input: (sequence_length, width), with the layers in front when
+        `layer_weighting` keeps them all."""
+        shapes = {}
+        for name, width, layers in zip(self.model_input_names, self.feature_sizes, self.num_hidden_states):
+            shapes[name] = ((layers,) if self.layer_weighting else ()) + (self.sequence_length, width)
+        return shapes
+
+    def model_config_fields(self) -> dict[str, Any]:
+        """The `HyFusERConfig` fields these features decide: the widths (HyFusER works at the narrower one when they
+        differ), the positions and the layer weighting."""
+        text_size, speech_size = self.feature_sizes
+        text_layers, speech_layers = self.num_hidden_states
+        return {
+            "hidden_size": min(text_size, speech_size),
+            "text_feature_size": text_size,
+            "speech_feature_size": speech_size,
+            "sequence_length": self.sequence_length,
+            "layer_weighting": self.layer_weighting,
+            "text_num_layers": text_layers,
+            "speech_num_layers": speech_layers,
+        }
 
     # ----------------------------------------------------------------------------------------------------------
     # Audio
@@ -473,7 +532,8 @@ class HyFusERProcessor(ProcessorMixin):
         return text
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """KoELECTRA's last hidden state, (batch, sequence_length, hidden) float32 on the CPU.
+        """KoELECTRA's hidden state `text_layer` (the last by default), (batch, sequence_length, hidden) float32 on
+        the CPU; (batch, layers, sequence_length, hidden) with `layer_weighting`.
 
         Every sentence is padded or truncated to exactly `sequence_length` tokens (Section 4.2), so a row does not
         depend on the other rows of its batch.
@@ -486,7 +546,7 @@ class HyFusERProcessor(ProcessorMixin):
         inputs = self.tokenizer(
             list(texts), padding="max_length", truncation=True, max_length=self.sequence_length, return_tensors="pt"
         )
-        return self._run_backbone(self.text_backbone_model, **inputs)
+        return self._run_backbone(self.text_backbone_model, self.text_layer, **inputs)
 
     def encode_speech(self, waveforms: Sequence[np.ndarray]) -> torch.Tensor:
         """HuBERT features interpolated to `sequence_length` positions, (batch, sequence_length, hidden) float32.
@@ -497,15 +557,16 @@ class HyFusERProcessor(ProcessorMixin):
         return torch.stack([self.interpolate_frames(self.speech_frames(waveform)) for waveform in waveforms])
 
     def speech_frames(self, waveform: np.ndarray) -> torch.Tensor:
-        """HuBERT's last hidden state of one utterance, (frames, hidden) float32 on the CPU, ~49 frames per second.
+        """HuBERT's hidden state `speech_layer` (the last by default) of one utterance, (frames, hidden) float32 on
+        the CPU, ~49 frames per second; (layers, frames, hidden) with `layer_weighting`.
 
         Audio shorter than the convolutional receptive field (400 samples = 25 ms for HuBERT) is zero-padded after
         normalisation to that minimum, giving one frame. Clips longer than `speech_window_seconds` run in
         overlapping windows placed on the frame grid; each output frame comes from the window where it is furthest
         from an edge, so the frame count is the same as one pass and the backbone's memory is bounded by the window.
         What grows with the clip is the waveform (4 bytes a sample, plus its normalised copy) and the kept frames,
-        written straight into one (hidden, frames) buffer: no per-window pieces held until a final concatenation,
-        and `interpolate_frames` reads the returned transposed view without copying it.
+        written straight into one ([layers,] hidden, frames) buffer: no per-window pieces held until a final
+        concatenation.
         """
         model = self.speech_backbone_model
         if model.config.model_type == "whisper":
@@ -518,16 +579,18 @@ class HyFusERProcessor(ProcessorMixin):
         num_frames = (len(values) - receptive_field) // stride + 1
         window = max(1, round(self.speech_window_seconds * self.sampling_rate / stride))
         if num_frames <= window:
-            return self._run_backbone(model, input_values=torch.from_numpy(values)[None])[0]
+            return self._run_backbone(model, self.speech_layer, input_values=torch.from_numpy(values)[None])[0]
         hop = max(1, window - round(self.speech_window_overlap_seconds * self.sampling_rate / stride))
         starts = [*range(0, num_frames - window, hop), num_frames - window]
         cuts = [0] + [(previous + window + start) // 2 for previous, start in zip(starts, starts[1:])] + [num_frames]
-        frames = torch.empty(model.config.hidden_size, num_frames)
+        frames = None
         for start, keep_from, keep_to in zip(starts, cuts, cuts[1:]):
             samples = values[start * stride : (start + window - 1) * stride + receptive_field]
-            hidden = self._run_backbone(model, input_values=torch.from_numpy(samples)[None])[0]
-            frames[:, keep_from:keep_to] = hidden[keep_from - start : keep_to - start].T
-        return frames.T
+            hidden = self._run_backbone(model, self.speech_layer, input_values=torch.from_numpy(samples)[None])[0]
+            if frames is None:  # ([layers,] hidden, frames)
+                frames = torch.empty(*hidden.shape[:-2], hidden.shape[-1], num_frames)
+            frames[..., keep_from:keep_to] = hidden[..., keep_from - start : keep_to - start, :].transpose(-1, -2)
+        return frames.transpose(-1, -2)
 
     def _whisper_frames(self, model: PreTrainedModel, waveform: np.ndarray) -> torch.Tensor:
         """Whisper's encoder frames of the audio itself, (frames, hidden), 50 per second.
@@ -543,24 +606,40 @@ class HyFusERProcessor(ProcessorMixin):
         for start in range(0, len(waveform), extractor.n_samples):
             piece = waveform[start : start + extractor.n_samples]
             mel = extractor(piece, sampling_rate=self.sampling_rate, return_tensors="pt").input_features
-            hidden = self._run_backbone(model, input_features=mel)[0]
-            pieces.append(hidden[: max(1, math.ceil(len(piece) / samples_per_frame))])
-        return torch.cat(pieces)
+            hidden = self._run_backbone(model, self.speech_layer, input_features=mel)[0]
+            pieces.append(hidden[..., : max(1, math.ceil(len(piece) / samples_per_frame)), :])
+        return torch.cat(pieces, dim=-2)
 
     def interpolate_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """(frames, hidden) -> (sequence_length, hidden) by linear interpolation along time (Section 4.2).
+        """([layers,] frames, hidden) -> ([layers,] sequence_length, hidden) by linear interpolation along time
+        (Section 4.2).
 
         `align_corners=True`: the first and last output positions are the first and last frames and the others are
         evenly spaced between them, i.e. `np.interp` at `linspace(0, frames - 1, sequence_length)`.
         """
-        resized = F.interpolate(frames.T[None], size=self.sequence_length, mode="linear", align_corners=True)
-        return resized[0].T
+        channels_first = frames.transpose(-1, -2)  # ([layers,] hidden, frames): interpolate runs along the last axis
+        resized = F.interpolate(
+            channels_first.reshape(-1, *channels_first.shape[-2:]),
+            size=self.sequence_length,
+            mode="linear",
+            align_corners=True,
+        )
+        return resized.reshape(*channels_first.shape[:-1], self.sequence_length).transpose(-1, -2)
 
-    def _run_backbone(self, model: PreTrainedModel, **inputs: torch.Tensor) -> torch.Tensor:
+    def _run_backbone(self, model: PreTrainedModel, layer: int, **inputs: torch.Tensor) -> torch.Tensor:
+        """(batch, positions, hidden) of hidden state `layer`, or (batch, layers, positions, hidden) of all of them
+        with `layer_weighting`, float32 on the CPU."""
         if model.config.is_encoder_decoder:  # Whisper: its encoder is the backbone, the decoder stays unused
             model = model.get_encoder()
+        every_layer = self.layer_weighting or layer != -1
         with torch.inference_mode():
-            hidden = model(**{name: tensor.to(self.device) for name, tensor in inputs.items()}).last_hidden_state
+            output = model(
+                **{name: tensor.to(self.device) for name, tensor in inputs.items()}, output_hidden_states=every_layer
+            )
+            if self.layer_weighting:
+                hidden = torch.stack(output.hidden_states, dim=1)
+            else:
+                hidden = output.hidden_states[layer] if every_layer else output.last_hidden_state
         # A copy made outside inference mode is an ordinary tensor, usable in autograd (e.g. a trained model's input).
         return hidden.to(device="cpu", dtype=torch.float32, copy=True)
 

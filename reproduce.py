@@ -573,14 +573,15 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     # 2. Features of every used row, extracted once for all models, splits and seeds
-    processor = HyFusERProcessor.from_backbones(text_backbone, speech_backbone, sequence_length=args.sequence_length)
+    processor = HyFusERProcessor.from_backbones(
+        text_backbone, speech_backbone, sequence_length=args.sequence_length, **args.feature_options()
+    )
     with training_args.main_process_first(desc="feature extraction"):
         features = cache_features(
             DatasetDict(all=rows), processor, args.cache_dir, batch_size=args.extraction_batch_size
         )["all"]
     config = HyFusERConfig(
-        hidden_size=processor.hidden_size,
-        sequence_length=processor.sequence_length,
+        **processor.model_config_fields(),
         text_backbone=text_backbone,
         speech_backbone=speech_backbone,
     )

@@ -411,7 +411,7 @@ def main() -> None:
     text_backbone = model_args.text_backbone or demo.backbones.text
     speech_backbone = model_args.speech_backbone or demo.backbones.speech
     processor = HyFusERProcessor.from_backbones(
-        text_backbone, speech_backbone, sequence_length=model_args.sequence_length
+        text_backbone, speech_backbone, sequence_length=model_args.sequence_length, **model_args.feature_options()
     )
 
     # 4. Features: backbones run once per utterance, into the on-disk cache (main process first, others reuse it)
@@ -426,13 +426,8 @@ def main() -> None:
     # 6. Model, seeded only now: loading the backbones draws random numbers, so seeding any earlier would make the
     # initial weights depend on whether this run found its features in the cache
     set_seed(training_args.seed)
-    text_feature_size, speech_feature_size = processor.feature_sizes
     config = HyFusERConfig(
-        # Backbones of different widths: HyFusER works at the narrower one and projects the other onto it.
-        hidden_size=min(text_feature_size, speech_feature_size),
-        text_feature_size=text_feature_size,
-        speech_feature_size=speech_feature_size,
-        sequence_length=processor.sequence_length,
+        **processor.model_config_fields(),
         text_backbone=text_backbone,
         speech_backbone=speech_backbone,
     )

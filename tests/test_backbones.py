@@ -4,7 +4,6 @@ per modality."""
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 from audio_files import voiced_tone
 from corpora import write_kemdy20
 from safetensors.torch import load_file
-from train_script import TRAIN
+from train_script import run_main
 from transformers import Wav2Vec2FeatureExtractor, pipeline
 
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
@@ -62,18 +61,15 @@ def test_each_backbone_family_trains_through_train_py_and_serves_through_the_pip
     text_backbone = backbone(backbone_dir, text_family, text=True)
     speech_backbone = backbone(backbone_dir, speech_family, text=False)
     output_dir = tmp_path / "out"
-    argv = [
-        "train.py", "--dataset", "kemdy", "--kemdy20_dir", str(kemdy20),
+    run_main([
+        "--dataset", "kemdy", "--kemdy20_dir", str(kemdy20),
         "--text_backbone", text_backbone, "--speech_backbone", speech_backbone, "--sequence_length", "8",
         "--config_overrides", "intermediate_size=16,num_hidden_layers=1", "--num_train_epochs", "1",
         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
         "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(output_dir), "--disable_tqdm", "true",
         "--report_to", "none", "--save_strategy", "no", "--load_best_model_at_end", "false",
         "--early_stopping_patience", "0",
-    ]  # fmt: skip
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", argv)
-        TRAIN["main"]()
+    ])  # fmt: skip
 
     speech_width = WIDE if speech_family == "wavlm" else 32
     config = json.loads((output_dir / "config.json").read_text())
@@ -120,7 +116,7 @@ def test_only_hyfuser_projects_features_of_another_width():
     assert output.logits.shape == (2, len(EMOTION_LABELS))
     with pytest.raises(ValueError, match=r"speech_features must have shape \(batch_size, 8, 48\)"):
         model(torch.randn(2, 8, 32), torch.randn(2, 8, 32))
-    with pytest.raises(ValueError, match="only HyFusERForEmotionRecognition projects"):
+    with pytest.raises(ValueError, match="only HyFusERForEmotionRecognition adapts other features"):
         HyFusERTextLSTM(config)
 
 
