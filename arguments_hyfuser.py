@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from huggingface_hub.constants import HF_HOME
 
-from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+from configuration_hyfuser import DEFAULT_ASR_MODEL, DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
 from data_hyfuser import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
 from demo_hyfuser import DEMO_DEFAULTS
 
@@ -84,6 +84,22 @@ class CorpusArguments:
             "help": "Where the feature cache (features/) and the generated demo corpus and backbones (demo/) live. "
             "Cached features are keyed by the backbones, the data and the processor settings, so a re-run, a "
             "resumed run or the other processes of a multi-process run reuse them."
+        },
+    )
+    transcripts: str = field(
+        default="corpus",
+        metadata={
+            "help": "The text side: the corpus's own transcripts ('corpus', the paper's) or what the speech "
+            "recognizer --asr_model hears in the audio ('asr': the realistic setting where users have recordings "
+            "only; utterances it hears nothing in are dropped and logged).",
+            "choices": ("corpus", "asr"),
+        },
+    )
+    asr_model: str | None = field(
+        default=DEFAULT_ASR_MODEL,
+        metadata={
+            "help": "Speech recognizer (Hub id or local directory) for --transcripts asr, saved with the processor "
+            "as the one the pipeline uses for inputs without text."
         },
     )
     extraction_batch_size: int = field(

@@ -12,6 +12,9 @@ EMOTION_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral
 
 DEFAULT_TEXT_BACKBONE = "monologg/koelectra-base-v3-discriminator"
 DEFAULT_SPEECH_BACKBONE = "facebook/hubert-base-ls960"
+DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
+"""The speech recognizer that writes the text side when an input has only audio: multilingual Whisper, which
+transcribes Korean."""
 
 
 class HyFusERConfig(PretrainedConfig):

@@ -194,6 +194,70 @@ def build_tiny_speech_backbone(
     return Path(output_dir)
 
 
+_WHISPER_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|ko|>", "<|translate|>", "<|transcribe|>",
+    "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>",
+)  # fmt: skip
+
+
+def build_tiny_asr_model(output_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """A tiny random multilingual Whisper speech recognizer in standard HF layout (model, generation config,
+    feature extractor, byte-level tokenizer), which `pipeline("automatic-speech-recognition")` loads offline.
+
+    Its generation config knows Korean and the transcribe task like the real checkpoints', and suppresses every
+    special token (end of text included) for at most 8 new tokens: random weights then always "hear" a few
+    characters, so the audio-only path has a transcript to run on. Returns `output_dir`.
+    """
+    import torch
+    from tokenizers import pre_tokenizers
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+
+    torch.manual_seed(seed)
+    vocab = {character: index for index, character in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    for token in _WHISPER_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    tokenizer = WhisperTokenizer(
+        vocab=vocab, merges=[], additional_special_tokens=list(_WHISPER_SPECIAL_TOKENS[1:]), pad_token="<|endoftext|>"
+    )
+    ids = {token: vocab[token] for token in _WHISPER_SPECIAL_TOKENS}
+    end, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    token_ids = {"pad_token_id": end, "bos_token_id": end, "eos_token_id": end, "decoder_start_token_id": start}
+    config = WhisperConfig(
+        vocab_size=len(vocab),
+        d_model=TINY_HIDDEN_SIZE,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=2 * TINY_HIDDEN_SIZE,
+        decoder_ffn_dim=2 * TINY_HIDDEN_SIZE,
+        max_target_positions=64,
+        begin_suppress_tokens=None,
+        suppress_tokens=None,
+        **token_ids,
+    )
+    model = WhisperForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        **token_ids,
+        is_multilingual=True,
+        lang_to_id={"<|en|>": ids["<|en|>"], "<|ko|>": ids["<|ko|>"]},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        no_timestamps_token_id=ids["<|notimestamps|>"],
+        suppress_tokens=list(ids.values()),
+        max_new_tokens=8,
+    )
+    model.save_pretrained(output_dir)
+    WhisperProcessor(WhisperFeatureExtractor(), tokenizer).save_pretrained(output_dir)
+    return Path(output_dir)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The offline demo corpus (`train.py --dataset demo`)
 # --------------------------------------------------------------------------------------------------------------------

@@ -99,6 +99,50 @@ def feature_cache_key(split: Dataset, processor: HyFusERProcessor) -> str:
     )
 
 
+def transcribe_corpus(
+    raw_datasets: DatasetDict, processor: HyFusERProcessor, cache_dir: str | os.PathLike, batch_size: int = 16
+) -> DatasetDict:
+    """Every split with its `text` replaced by what `processor.asr_model` hears in the audio: training on ASR
+    transcripts, as the model will see them where users have recordings only.
+
+    Transcripts are cached in `cache_dir/transcripts/<split>-<key>.arrow`, keyed by the rows, the audio files and the
+    recognizer. Utterances in which the recognizer hears nothing are dropped, and their ids logged.
+    """
+    cache_dir = Path(cache_dir) / "transcripts"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    transcribed = DatasetDict()
+    for name, split in raw_datasets.items():
+        key = Hasher.hash(
+            {
+                "rows": split.to_dict(),
+                "audio": [_file_stamp(Path(path)) for path in split["audio"]],
+                "asr_model": _backbone_key(processor.asr_model),
+                "asr_language": processor.asr_language,
+            }
+        )
+        logger.info("Transcribing %s audio with %s (cache: %s)", name, processor.asr_model, cache_dir)
+        heard = split.map(
+            _transcribe_batch,
+            fn_kwargs={"processor": processor},
+            batched=True,
+            batch_size=batch_size,
+            cache_file_name=str(cache_dir / f"{name}-{key}.arrow"),
+            new_fingerprint=key,
+            desc=f"Transcribing {name}",
+        )
+        silent = [row["id"] for row in heard if not row["text"]]
+        if silent:
+            logger.warning("Dropped %d %s utterances the recognizer heard no words in: %s", len(silent), name, silent)
+            heard = heard.filter(lambda row: bool(row["text"]))
+        transcribed[name] = heard
+    return transcribed
+
+
+def _transcribe_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[str, list[str]]:
+    waveforms = [processor.load_audio(path) for path in batch["audio"]]
+    return {"text": processor.recognize(waveforms, processor.asr_model)}
+
+
 def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[str, np.ndarray]:
     """Unscaled features of one batch, in the cache's compact dtype."""
     features = processor(batch["text"], batch["audio"], scale=False)

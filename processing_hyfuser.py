@@ -18,15 +18,15 @@ import soundfile
 import torch
 import torch.nn.functional as F
 from scipy.signal import resample_poly
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer, PreTrainedModel, pipeline
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
 try:
-    from .configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+    from .configuration_hyfuser import DEFAULT_ASR_MODEL, DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
 except ImportError:
-    from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+    from configuration_hyfuser import DEFAULT_ASR_MODEL, DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
 
 logger = logging.get_logger(__name__)
 
@@ -123,6 +123,8 @@ class _FrozenBackbones:
         self.speech: PreTrainedModel | None = None
         self.feature_sizes: tuple[int, int] | None = None
         self.num_hidden_states: tuple[int, int] | None = None
+        self.recognizers: dict[str, Any] = {}
+        """Speech-recognition pipelines by model name, loaded on first use."""
 
     def __getstate__(self) -> dict[str, str]:
         return {"device": str(self.device)}
@@ -168,6 +170,9 @@ class HyFusERProcessor(ProcessorMixin):
         layer_weighting (`bool`, defaults to `False`): keep every hidden state of both backbones, giving features
             of shape (batch, layers, sequence_length, hidden), for HyFusER to learn a softmax-weighted sum of them
             (`HyFusERConfig.layer_weighting`). `text_layer`/`speech_layer` are then unused.
+        asr_model (`str`, *optional*, defaults to `"openai/whisper-large-v3-turbo"`): Hub id or path of the speech
+            recognizer that writes the text of inputs that come without one (`transcribe`); `None` for none.
+        asr_language (`str`, defaults to `"korean"`): the language a multilingual Whisper recognizer is told.
     """
 
     def __init__(
@@ -187,6 +192,8 @@ class HyFusERProcessor(ProcessorMixin):
         text_layer: int = -1,
         speech_layer: int = -1,
         layer_weighting: bool = False,
+        asr_model: str | None = DEFAULT_ASR_MODEL,
+        asr_language: str = "korean",
     ):
         super().__init__(tokenizer, feature_extractor)
         self.text_backbone = text_backbone
@@ -204,6 +211,8 @@ class HyFusERProcessor(ProcessorMixin):
         self.text_layer = text_layer
         self.speech_layer = speech_layer
         self.layer_weighting = layer_weighting
+        self.asr_model = asr_model
+        self.asr_language = asr_language
         self._backbones = _FrozenBackbones()
         self._source: tuple[str, dict[str, Any]] | None = None
         self._validate()
@@ -642,6 +651,44 @@ class HyFusERProcessor(ProcessorMixin):
                 hidden = output.hidden_states[layer] if every_layer else output.last_hidden_state
         # A copy made outside inference mode is an ordinary tensor, usable in autograd (e.g. a trained model's input).
         return hidden.to(device="cpu", dtype=torch.float32, copy=True)
+
+    def transcribe(self, waveforms: Sequence[np.ndarray], asr_model: str | None = None) -> list[str]:
+        """Transcripts of `load_audio` waveforms by the speech recognizer `asr_model` (default: `self.asr_model`),
+        for inputs that come with audio only. A recognizer that cannot be loaded, or hears no words, is an error."""
+        asr_model = asr_model or self.asr_model
+        if asr_model is None:
+            raise ValueError(
+                "an input has audio but no text, and this processor has no speech recognizer (asr_model=None) to "
+                "transcribe it: give the text, or pass asr_model= a speech-recognition model"
+            )
+        transcripts = self.recognize(waveforms, asr_model)
+        for index, transcript in enumerate(transcripts):
+            if not transcript:
+                raise ValueError(f"audio[{index}]: the speech recognizer {asr_model!r} heard no words; give the text")
+        return transcripts
+
+    def recognize(self, waveforms: Sequence[np.ndarray], asr_model: str) -> list[str]:
+        """What `asr_model` hears in each waveform, stripped; empty where it hears nothing."""
+        recognizer = self._load_recognizer(asr_model)
+        options = {}
+        generation_config = getattr(recognizer.model, "generation_config", None)
+        if getattr(generation_config, "is_multilingual", False):  # Whisper: Korean, transcribed (not translated)
+            options["generate_kwargs"] = {"language": self.asr_language, "task": "transcribe"}
+        inputs = [{"raw": waveform, "sampling_rate": self.sampling_rate} for waveform in waveforms]
+        return [result["text"].strip() for result in recognizer(inputs, **options)]
+
+    def _load_recognizer(self, asr_model: str):
+        recognizers = self._backbones.recognizers
+        if asr_model not in recognizers:
+            try:
+                recognizers[asr_model] = pipeline("automatic-speech-recognition", model=asr_model, device=self.device)
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    f"an input has audio but no text, and the speech recognizer {asr_model!r} cannot be loaded "
+                    f"({error}). Offline, it must be a local directory or already in the Hugging Face cache: pass "
+                    "asr_model= one that is, or give the text"
+                ) from error
+        return recognizers[asr_model]
 
     def encode(self, texts: Sequence[str], waveforms: Sequence[np.ndarray]) -> BatchFeature:
         """Unscaled `text_features` and `speech_features` of paired texts and `load_audio` waveforms.

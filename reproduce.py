@@ -54,6 +54,7 @@ from features_hyfuser import (
     fit_scaler_on_cache,
     train_on_features,
     trainer_dataset,
+    transcribe_corpus,
 )
 from metrics_hyfuser import (
     choose_ensemble_weight,
@@ -561,6 +562,21 @@ def main(argv: list[str] | None = None) -> None:
     # 1. Data: every used row once; the splits and the runs, and which of them finished before
     with training_args.main_process_first(desc="dataset preparation"):
         rows, paper_train_rows, text_backbone, speech_backbone = load_rows(args)
+    processor = HyFusERProcessor.from_backbones(
+        text_backbone,
+        speech_backbone,
+        sequence_length=args.sequence_length,
+        asr_model=args.asr_model,
+        **args.feature_options(),
+    )
+    if args.transcripts == "asr":  # before the splits, which index the rows the recognizer heard words in
+        paper_train_ids = rows["id"][:paper_train_rows]
+        with training_args.main_process_first(desc="transcription"):
+            rows = transcribe_corpus(
+                DatasetDict(all=rows), processor, args.cache_dir, batch_size=args.extraction_batch_size
+            )["all"]
+        heard = set(rows["id"])
+        paper_train_rows = sum(row_id in heard for row_id in paper_train_ids)
     splits = plan_splits(rows, paper_train_rows, args)
     seeds = [training_args.seed + offset for offset in range(args.seeds)]
     runs = plan_runs(args.model_names(), splits, seeds)
@@ -573,9 +589,6 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     # 2. Features of every used row, extracted once for all models, splits and seeds
-    processor = HyFusERProcessor.from_backbones(
-        text_backbone, speech_backbone, sequence_length=args.sequence_length, **args.feature_options()
-    )
     with training_args.main_process_first(desc="feature extraction"):
         features = cache_features(
             DatasetDict(all=rows), processor, args.cache_dir, batch_size=args.extraction_batch_size

@@ -53,6 +53,7 @@ from features_hyfuser import (
     cache_features,
     fit_scaler_on_cache,
     train_on_features,
+    transcribe_corpus,
 )
 from metrics_hyfuser import METRIC_TITLES, fused_logits, per_class_report, save_confusion_matrix
 from modeling_hyfuser import COMPOSED_MODELS, MODEL_DESCRIPTIONS, TRAINABLE_MODELS, HyFusERForEmotionRecognition
@@ -411,8 +412,17 @@ def main() -> None:
     text_backbone = model_args.text_backbone or demo.backbones.text
     speech_backbone = model_args.speech_backbone or demo.backbones.speech
     processor = HyFusERProcessor.from_backbones(
-        text_backbone, speech_backbone, sequence_length=model_args.sequence_length, **model_args.feature_options()
+        text_backbone,
+        speech_backbone,
+        sequence_length=model_args.sequence_length,
+        asr_model=data_args.asr_model,
+        **model_args.feature_options(),
     )
+    if data_args.transcripts == "asr":
+        with training_args.main_process_first(desc="transcription"):
+            raw_datasets = transcribe_corpus(
+                raw_datasets, processor, data_args.cache_dir, batch_size=data_args.extraction_batch_size
+            )
 
     # 4. Features: backbones run once per utterance, into the on-disk cache (main process first, others reuse it)
     with training_args.main_process_first(desc="feature extraction"):
