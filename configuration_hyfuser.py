@@ -86,7 +86,8 @@ class HyFusERConfig(PretrainedConfig):
         speech_backbone (`str`, defaults to `"facebook/hubert-base-ls960"`):
             Hub id or path of the frozen speech backbone (Section 3.2). Informational: the processor loads it.
         num_labels / id2label / label2id:
-            Seven emotions, `EMOTION_LABELS`, unless overridden.
+            Seven emotions, `EMOTION_LABELS`, unless overridden. Like every transformers config it accepts any label
+            set; the models, which classify with a softmax, refuse fewer than two labels when they are built.
     """
 
     model_type = "hyfuser"
@@ -177,8 +178,6 @@ class HyFusERConfig(PretrainedConfig):
         for name in ("hidden_dropout_prob", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"HyFusERConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if self.num_labels < 2:
-            raise ValueError(f"HyFusERConfig.num_labels must be at least 2, got {self.num_labels}")
 
     @property
     def feature_shape(self) -> tuple[int, int]:

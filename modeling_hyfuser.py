@@ -28,6 +28,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
@@ -55,6 +58,12 @@ class HyFusEROutput(ModelOutput):
         speech_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
             Pre-softmax scores of the speech-centric head (Step 2, speech queries text); an ensemble's speech
             member's log-probabilities. `None` for the one-head baselines.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            States of shape `(batch_size, sequence_length, hidden_size)`, in the order they are computed: the text
+            encoder's input X'_T and the output of each of its layers, the speech encoder's input X'_S and the
+            output of each of its layers, then the output of Step 1 (H_T) and of Step 2 (H_S): 2 x
+            `num_hidden_layers` + 4 tensors for HyFusER. A baseline returns the same for the blocks it has (each
+            model's forward says its order).
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
             Attention maps of shape `(batch_size, num_heads, sequence_length, sequence_length)`: the text encoder
             layers, then the speech encoder layers, then Step 1 and Step 2 (each model's forward says its order).
@@ -64,11 +73,37 @@ class HyFusEROutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     text_logits: torch.FloatTensor | None = None
     speech_logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(Q K^T / sqrt(d_k) + mask) V with the softmax spelled out, so that its weights can be returned.
+
+    `query` is `(batch_size, num_heads, query_length, head_dim)`, `key` and `value` `(batch_size, num_heads,
+    key_length, head_dim)`. `attention_mask`, if given, is additive and broadcasts to `(batch_size, num_heads,
+    query_length, key_length)`: 0 where a key may be attended, a large negative number where it may not. Returns the
+    context as `(batch_size, query_length, num_heads, head_dim)` and the weights before attention dropout.
+    """
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = torch.softmax(scores, dim=-1)
+    context = torch.matmul(F.dropout(weights, p=dropout, training=module.training), value)
+    return context.transpose(1, 2).contiguous(), weights
+
+
 class HyFusERAttention(nn.Module):
-    """Multi-head scaled dot-product attention (Eqs. 7-8).
+    """Multi-head scaled dot-product attention (Eqs. 7-8), computed by the kernel `config._attn_implementation` names.
 
     Without `key_value_states` it is self-attention (the modality encoders); with them it is cross-modal attention
     whose queries come from `hidden_states` and keys/values from the other modality (Steps 1 and 2).
@@ -76,9 +111,12 @@ class HyFusERAttention(nn.Module):
 
     def __init__(self, config: HyFusERConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
         self.dropout = config.attention_dropout
+        self.is_causal = False  # every position sees every position, of its own modality or of the other
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -92,25 +130,33 @@ class HyFusERAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        r"""
+        attention_mask (`torch.FloatTensor` broadcastable to `(batch_size, num_heads, query_length, key_length)`,
+            *optional*): additive key mask, as `eager_attention_forward` describes. The paper's model passes none.
+        output_attentions (`bool`): also return the attention weights. Only the eager computation has them, so this
+            call then runs eagerly whatever `config._attn_implementation` says.
+        """
         source = hidden_states if key_value_states is None else key_value_states
         query = self._split_heads(self.q_proj(hidden_states))
         key = self._split_heads(self.k_proj(source))
         value = self._split_heads(self.v_proj(source))
-        dropout = self.dropout if self.training else 0.0
 
-        if output_attentions:
-            # The fused kernel cannot return its weights, so spell the softmax out when they are wanted.
-            weights = torch.softmax(query @ key.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
-            context = F.dropout(weights, p=dropout, training=self.training) @ value
-        else:
-            weights = None
-            context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
-
-        batch_size, _, length, _ = context.shape
-        context = context.transpose(1, 2).reshape(batch_size, length, self.num_heads * self.head_dim)
-        return self.out_proj(context), weights
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        context, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        context = context.reshape(*hidden_states.shape[:-1], self.num_heads * self.head_dim)
+        return self.out_proj(context), weights if output_attentions else None
 
 
 class HyFusERFeedForward(nn.Module):
@@ -128,11 +174,13 @@ class HyFusERFeedForward(nn.Module):
         return self.output_dense(hidden_states)
 
 
-class HyFusEREncoderLayer(nn.Module):
+class HyFusEREncoderLayer(GradientCheckpointingLayer):
     """Post-norm transformer block: attention, residual, LayerNorm, then feed-forward, residual, LayerNorm.
 
     The same block is an encoder layer (self-attention) and, given `key_value_states`, one step of the dual
-    cross-modal attention, which the paper also gives a ReLU feed-forward (Section 4.3.3).
+    cross-modal attention, which the paper also gives a ReLU feed-forward (Section 4.3.3). Under gradient
+    checkpointing its activations are recomputed in the backward pass; the states that need gradients must then be
+    passed positionally.
     """
 
     def __init__(self, config: HyFusERConfig):
@@ -147,9 +195,12 @@ class HyFusEREncoderLayer(nn.Module):
         self,
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attention_output, attention_weights = self.attention(hidden_states, key_value_states, output_attentions)
+        attention_output, attention_weights = self.attention(
+            hidden_states, key_value_states, attention_mask=attention_mask, output_attentions=output_attentions
+        )
         hidden_states = self.layer_norm(hidden_states + self.dropout(attention_output))
         hidden_states = self.final_layer_norm(hidden_states + self.dropout(self.feed_forward(hidden_states)))
         return hidden_states, attention_weights
@@ -163,14 +214,30 @@ class HyFusEREncoder(nn.Module):
         self.layers = nn.ModuleList([HyFusEREncoderLayer(config) for _ in range(config.num_hidden_layers)])
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        attentions = ()
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutput:
+        """`hidden_states` of the output are the encoder's input followed by every layer's output."""
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, output_attentions=output_attentions)
+            hidden_states, weights = layer(
+                hidden_states, attention_mask=attention_mask, output_attentions=output_attentions
+            )
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
             if output_attentions:
-                attentions += (weights,)
-        return hidden_states, attentions
+                all_attentions += (weights,)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
+        )
+
+
+FLASH_ATTENTION_MAX_HEAD_DIM = 256
+"""The widest attention head FlashAttention's kernels take."""
 
 
 class HyFusERLayerWeighting(nn.Module):
@@ -201,12 +268,21 @@ class HyFusERPreTrainedModel(PreTrainedModel):
     The library's default initialisation is the right one: normal(0, `initializer_range`) linears and convolutions
     with zero bias, unit LayerNorms, and Glorot-uniform LSTM weights with zero biases (Keras's LSTM default for the
     input kernel); the models have no other parameters.
+
+    Attention runs through the library's attention interface: `attn_implementation="eager"`, `"sdpa"` (the default)
+    or, on a GPU with flash-attn installed and heads of at most `FLASH_ATTENTION_MAX_HEAD_DIM` dimensions,
+    `"flash_attention_2"`, chosen at load time. The models without attention (`text_lstm`, `speech_cnn` and their
+    ensemble) accept every choice, which changes nothing in them, so that one config can build every model; they
+    have no blocks to checkpoint.
     """
 
     config_class = HyFusERConfig
     base_model_prefix = "hyfuser"
     main_input_name = "text_features"
     _no_split_modules = ["HyFusEREncoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    supports_gradient_checkpointing = True
     has_modality_heads = False
     """Whether the output also holds `text_logits` and `speech_logits`: a text-side and a speech-side prediction
     whose probabilities the fused one averages (HyFusER's two heads, an ensemble's two members)."""
@@ -217,6 +293,17 @@ class HyFusERPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config: HyFusERConfig, *inputs, **kwargs):
         super().__init__(config, *inputs, **kwargs)
+        # The config accepts any label set, as every transformers config does; a softmax classifier needs two labels.
+        if config.num_labels < 2:
+            raise ValueError(
+                f"{type(self).__name__} classifies into config.num_labels classes and needs at least 2, got "
+                f"{config.num_labels} (config.id2label: {config.id2label})"
+            )
+        if config.problem_type not in (None, "single_label_classification"):
+            raise ValueError(
+                f"{type(self).__name__} is a single-label classifier (cross-entropy over softmax probabilities); "
+                f"config.problem_type {config.problem_type!r} is not supported"
+            )
         if config.adapts_features and not self.adapts_features:
             raise ValueError(
                 f"{type(self).__name__} needs one backbone layer (layer_weighting=False) and text_feature_size "
@@ -229,7 +316,31 @@ class HyFusERPreTrainedModel(PreTrainedModel):
         if isinstance(module, HyFusERLayerWeighting):
             init.zeros_(module.layer_weights)  # equal weights at the start
 
-    def _check_features(self, name: str, features: torch.Tensor) -> None:
+    def _flash_attn_can_dispatch(self, flash_attn_version: int, is_init_check: bool = False) -> bool:
+        """The library's checks, plus the head size: the paper's single 768-dimensional head is too wide."""
+        head_dim = self.config.hidden_size // self.config.num_attention_heads
+        if head_dim > FLASH_ATTENTION_MAX_HEAD_DIM:
+            raise ValueError(
+                f"FlashAttention takes heads of at most {FLASH_ATTENTION_MAX_HEAD_DIM} dimensions; this config's are "
+                f"hidden_size / num_attention_heads = {self.config.hidden_size} / {self.config.num_attention_heads} "
+                f"= {head_dim}. Use attn_implementation='sdpa' or 'eager', or more heads."
+            )
+        return super()._flash_attn_can_dispatch(flash_attn_version, is_init_check)
+
+    def _output_flags(self, output_attentions: bool | None, output_hidden_states: bool | None) -> tuple[bool, bool]:
+        """The call's `output_attentions` and `output_hidden_states`, or else the config's, as transformers models do."""
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return bool(output_attentions), bool(output_hidden_states)
+
+    def _check_features(self, name: str, features: torch.Tensor) -> torch.Tensor:
+        """`features` if their shape is the config's, ready for the blocks; a ValueError naming `name` otherwise.
+
+        Under reentrant gradient checkpointing a block backpropagates only if one of its tensor inputs requires grad,
+        and features read from a dataset do not: they then enter as a leaf that does, whose gradient nothing reads.
+        """
         modality = name.removesuffix("_features")
         fields = ("sequence_length", f"{modality}_feature_size")
         if self.config.layer_weighting:
@@ -240,15 +351,26 @@ class HyFusERPreTrainedModel(PreTrainedModel):
                 f"{name} must have shape (batch_size, {', '.join(map(str, expected))}) to match the config's "
                 f"({', '.join(fields)}), got {tuple(features.shape)}"
             )
+        if (
+            self.training
+            and torch.is_grad_enabled()
+            and not features.requires_grad
+            and self.is_activation_checkpointing
+        ):
+            return features.detach().requires_grad_()
+        return features
 
     @staticmethod
     def _one_head_output(
-        scores: torch.Tensor, labels: torch.LongTensor | None, attentions: tuple[torch.Tensor, ...] | None = None
+        scores: torch.Tensor,
+        labels: torch.LongTensor | None,
+        hidden_states: tuple[torch.Tensor, ...] | None = None,
+        attentions: tuple[torch.Tensor, ...] | None = None,
     ) -> HyFusEROutput:
         """A single softmax head's output: `logits` are its log-probabilities and the loss their cross-entropy."""
         logits = scores.log_softmax(-1)
         loss = F.nll_loss(logits, labels) if labels is not None else None
-        return HyFusEROutput(loss=loss, logits=logits, attentions=attentions)
+        return HyFusEROutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
 
     @classmethod
     def from_pretrained(cls, *args, key_mapping: dict[str, str] | None = None, **kwargs):
@@ -293,6 +415,7 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         speech_features: torch.Tensor,
         labels: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> HyFusEROutput:
         r"""
         text_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, text_feature_size)`):
@@ -303,22 +426,31 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
             `config.layer_weighting`, `(batch_size, speech_num_layers, sequence_length, speech_feature_size)`.
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Emotion ids in `[0, config.num_labels)`.
+        output_attentions, output_hidden_states (`bool`, *optional*, default to the config's):
+            Return every attention map / every block's states, in the order `HyFusEROutput` gives.
+        return_dict (`bool`, *optional*, defaults to `config.return_dict`):
+            `False` returns `HyFusEROutput.to_tuple()`: the fields that are not `None`, in order.
         """
-        self._check_features("text_features", text_features)
-        self._check_features("speech_features", speech_features)
-        output_attentions = bool(output_attentions)
+        text_features = self._check_features("text_features", text_features)
+        speech_features = self._check_features("speech_features", speech_features)
+        output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
+        outputs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
 
         # Intermediate Layer Fusion: one encoder per modality (Section 4.3.1) ...
         if self.config.layer_weighting:
             text_features = self.text_layer_weighting(text_features)
             speech_features = self.speech_layer_weighting(speech_features)
         text_features, speech_features = self.text_projection(text_features), self.speech_projection(speech_features)
-        text_states, text_attentions = self.text_encoder(text_features, output_attentions)
-        speech_states, speech_attentions = self.speech_encoder(speech_features, output_attentions)
+        text = self.text_encoder(text_features, **outputs)
+        speech = self.speech_encoder(speech_features, **outputs)
         # ... then the dual cross-modal attention. Step 1: Q = E_T, K = V = E_S (Eq. 7).
-        text_centric, step1_attention = self.text_queries_speech(text_states, speech_states, output_attentions)
+        text_centric, step1_attention = self.text_queries_speech(
+            text.last_hidden_state, speech.last_hidden_state, output_attentions=output_attentions
+        )
         # Step 2: Q = E_S, K = V = E_T (Eq. 8).
-        speech_centric, step2_attention = self.speech_queries_text(speech_states, text_states, output_attentions)
+        speech_centric, step2_attention = self.speech_queries_text(
+            speech.last_hidden_state, text.last_hidden_state, output_attentions=output_attentions
+        )
 
         # GlobalAveragePooling1D, then one dense softmax head per direction (Section 4.3.2).
         text_logits = self.text_classifier(self.dropout(text_centric.mean(dim=1)))
@@ -334,11 +466,18 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
             if self.config.use_modality_losses:
                 loss = loss + F.cross_entropy(text_logits, labels) + F.cross_entropy(speech_logits, labels)
 
-        attentions = None
+        hidden_states = attentions = None
+        if output_hidden_states:
+            hidden_states = text.hidden_states + speech.hidden_states + (text_centric, speech_centric)
         if output_attentions:
-            attentions = text_attentions + speech_attentions + (step1_attention, step2_attention)
+            attentions = text.attentions + speech.attentions + (step1_attention, step2_attention)
         return HyFusEROutput(
-            loss=loss, logits=logits, text_logits=text_logits, speech_logits=speech_logits, attentions=attentions
+            loss=loss,
+            logits=logits,
+            text_logits=text_logits,
+            speech_logits=speech_logits,
+            hidden_states=hidden_states,
+            attentions=attentions,
         )
 
 
@@ -355,6 +494,8 @@ class HyFusERTextLSTM(HyFusERPreTrainedModel):
     PyTorch's LSTM keeps two bias vectors (`bias_ih`, `bias_hh`) where Keras keeps one: 4 x `lstm_hidden_size` more
     parameters for the same function. `speech_features` is accepted, so every model takes the same batch, and ignored.
     """
+
+    supports_gradient_checkpointing = False  # no transformer blocks to recompute
 
     def __init__(self, config: HyFusERConfig):
         super().__init__(config)
@@ -391,6 +532,7 @@ class HyFusERSpeechCNN(HyFusERPreTrainedModel):
     """
 
     main_input_name = "speech_features"
+    supports_gradient_checkpointing = False  # no transformer blocks to recompute
 
     def __init__(self, config: HyFusERConfig):
         super().__init__(config)
@@ -450,19 +592,31 @@ class HyFusERBidirectionalCrossModalAttention(HyFusERPreTrainedModel):
         speech_features: torch.Tensor,
         labels: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> HyFusEROutput:
         r"""
-        text_features, speech_features, labels: as [`HyFusERForEmotionRecognition`].
+        text_features, speech_features, labels, return_dict: as [`HyFusERForEmotionRecognition`].
         output_attentions (`bool`, *optional*): return the text-queries-speech and speech-queries-text maps.
+        output_hidden_states (`bool`, *optional*): return the text features, the speech features, then the outputs of
+            text-queries-speech and speech-queries-text.
         """
-        self._check_features("text_features", text_features)
-        self._check_features("speech_features", speech_features)
-        output_attentions = bool(output_attentions)
-        text_centric, text_map = self.text_queries_speech(text_features, speech_features, output_attentions)
-        speech_centric, speech_map = self.speech_queries_text(speech_features, text_features, output_attentions)
+        text_features = self._check_features("text_features", text_features)
+        speech_features = self._check_features("speech_features", speech_features)
+        output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
+        text_centric, text_map = self.text_queries_speech(
+            text_features, speech_features, output_attentions=output_attentions
+        )
+        speech_centric, speech_map = self.speech_queries_text(
+            speech_features, text_features, output_attentions=output_attentions
+        )
         pooled = torch.cat([text_centric.mean(dim=1), speech_centric.mean(dim=1)], dim=-1)
+        hidden_states = (
+            (text_features, speech_features, text_centric, speech_centric) if output_hidden_states else None
+        )
         attentions = (text_map, speech_map) if output_attentions else None
-        return self._one_head_output(self.classifier(self.dropout(pooled)), labels, attentions)
+        return self._one_head_output(
+            self.classifier(self.dropout(pooled)), labels, hidden_states=hidden_states, attentions=attentions
+        )
 
 
 class HyFusERKoHMT(HyFusERPreTrainedModel):
@@ -492,24 +646,33 @@ class HyFusERKoHMT(HyFusERPreTrainedModel):
         speech_features: torch.Tensor,
         labels: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> HyFusEROutput:
         r"""
-        text_features, speech_features, labels: as [`HyFusERForEmotionRecognition`].
+        text_features, speech_features, labels, return_dict: as [`HyFusERForEmotionRecognition`].
         output_attentions (`bool`, *optional*): return the text encoder's, the speech encoder's, then the cross-modal
             step's maps.
+        output_hidden_states (`bool`, *optional*): return the text encoder's input and layer outputs, the speech
+            encoder's, then the cross-modal step's output.
         """
-        self._check_features("text_features", text_features)
-        self._check_features("speech_features", speech_features)
-        output_attentions = bool(output_attentions)
-        text_states, text_attentions = self.text_encoder(text_features, output_attentions)
-        speech_states, speech_attentions = self.speech_encoder(speech_features, output_attentions)
-        if self.query_modality == "text":
-            queries, keys_values = text_states, speech_states
-        else:
-            queries, keys_values = speech_states, text_states
-        attended, step_attention = self.cross_modal_step(queries, keys_values, output_attentions)
-        attentions = text_attentions + speech_attentions + (step_attention,) if output_attentions else None
-        return self._one_head_output(self.classifier(self.dropout(attended.mean(dim=1))), labels, attentions)
+        text_features = self._check_features("text_features", text_features)
+        speech_features = self._check_features("speech_features", speech_features)
+        output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
+        outputs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        text = self.text_encoder(text_features, **outputs)
+        speech = self.speech_encoder(speech_features, **outputs)
+        queries, keys_values = (text, speech) if self.query_modality == "text" else (speech, text)
+        attended, step_attention = self.cross_modal_step(
+            queries.last_hidden_state, keys_values.last_hidden_state, output_attentions=output_attentions
+        )
+        hidden_states = text.hidden_states + speech.hidden_states + (attended,) if output_hidden_states else None
+        attentions = text.attentions + speech.attentions + (step_attention,) if output_attentions else None
+        return self._one_head_output(
+            self.classifier(self.dropout(attended.mean(dim=1))),
+            labels,
+            hidden_states=hidden_states,
+            attentions=attentions,
+        )
 
 
 class HyFusERKoHMTSpeechQueries(HyFusERKoHMT):
@@ -542,6 +705,7 @@ class HyFusERAverageEnsemble(HyFusERPreTrainedModel):
     text_member_class: type[HyFusERPreTrainedModel] = HyFusERTextLSTM
     speech_member_class: type[HyFusERPreTrainedModel] = HyFusERSpeechCNN
     has_modality_heads = True
+    supports_gradient_checkpointing = False  # composed of trained members, never trained itself
 
     def __init__(self, config: HyFusERConfig):
         super().__init__(config)
