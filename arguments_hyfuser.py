@@ -157,6 +157,23 @@ class BackboneArguments:
             "lives mostly in the middle layers of HuBERT-style encoders (SUPERB; emotion2vec)."
         },
     )
+    feature_mode: str = field(
+        default="paper",
+        metadata={
+            "help": "'paper': every utterance as --sequence_length positions per modality (text padded/truncated, "
+            "HuBERT frames interpolated), as Section 4.2. 'native': text keeps its real tokens (at most "
+            "--sequence_length) and speech the backbone's native frames (at most --max_speech_frames), padded per "
+            "batch with masks that keep the padding out of attention and pooling. Only --model hyfuser takes it.",
+            "choices": ("paper", "native"),
+        },
+    )
+    max_speech_frames: int = field(
+        default=1500,
+        metadata={
+            "help": "With --feature_mode native, the most speech frames per utterance (HyFusER's attention is "
+            "quadratic in them): 1,500 is 30 s of HuBERT frames. Longer clips are interpolated down to it."
+        },
+    )
     layer_weighting: bool = field(
         default=False,
         metadata={
@@ -183,4 +200,10 @@ class BackboneArguments:
 
     def feature_options(self) -> dict[str, int | bool]:
         """The `HyFusERProcessor` settings these arguments choose beyond the backbones and the positions."""
-        return {"text_layer": self.text_layer, "speech_layer": self.speech_layer, "layer_weighting": self.layer_weighting}
+        return {
+            "text_layer": self.text_layer,
+            "speech_layer": self.speech_layer,
+            "layer_weighting": self.layer_weighting,
+            "feature_mode": self.feature_mode,
+            "max_speech_frames": self.max_speech_frames,
+        }

@@ -12,6 +12,9 @@ EMOTION_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral
 
 DEFAULT_TEXT_BACKBONE = "monologg/koelectra-base-v3-discriminator"
 DEFAULT_SPEECH_BACKBONE = "facebook/hubert-base-ls960"
+FEATURE_MODES: tuple[str, ...] = ("paper", "native")
+"""`HyFusERConfig.feature_mode` values: the paper's fixed-length features, or variable-length ones with masks."""
+
 DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
 """The speech recognizer that writes the text side when an input has only audio: multilingual Whisper, which
 transcribes Korean."""
@@ -31,7 +34,13 @@ class HyFusERConfig(PretrainedConfig):
             the KoELECTRA and HuBERT backbones.
         sequence_length (`int`, defaults to 126):
             Positions T per modality (Table 3 "Input Shape"): text is padded/truncated to this many tokens, the
-            HuBERT frames are linearly interpolated to it (Section 4.2).
+            HuBERT frames are linearly interpolated to it (Section 4.2). With `feature_mode="native"`, the most
+            text tokens kept (the processor's `max_speech_frames` caps the speech frames).
+        feature_mode (`str`, defaults to `"paper"`):
+            `"paper"`: every utterance's features are exactly `sequence_length` positions per modality (Section
+            4.2). `"native"`: text keeps its real token count and speech HuBERT's native frames (no interpolation);
+            batches are padded to their longest item, and `text_attention_mask`/`speech_attention_mask` keep the
+            padding out of every attention's keys and out of the average pooling.
         intermediate_size (`int`, defaults to 768):
             Width of every position-wise ReLU feed-forward (Table 3 "Feed-Forward Dimension").
         num_hidden_layers (`int`, defaults to 3):
@@ -96,6 +105,7 @@ class HyFusERConfig(PretrainedConfig):
         self,
         hidden_size: int = 768,
         sequence_length: int = 126,
+        feature_mode: str = "paper",
         intermediate_size: int = 768,
         num_hidden_layers: int = 3,
         num_attention_heads: int = 1,
@@ -125,6 +135,7 @@ class HyFusERConfig(PretrainedConfig):
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
         self.sequence_length = sequence_length
+        self.feature_mode = feature_mode
         self.intermediate_size = intermediate_size
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
@@ -164,6 +175,8 @@ class HyFusERConfig(PretrainedConfig):
                 f"HyFusERConfig.hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
+        if self.feature_mode not in FEATURE_MODES:
+            raise ValueError(f"HyFusERConfig.feature_mode must be one of {FEATURE_MODES}, got {self.feature_mode!r}")
         if self.layer_weighting:
             for name in ("text_num_layers", "speech_num_layers"):
                 value = getattr(self, name)
@@ -187,7 +200,7 @@ class HyFusERConfig(PretrainedConfig):
 
     @property
     def adapts_features(self) -> bool:
-        """Whether the features need adapting before the encoders: a backbone's width differs from `hidden_size` (a
-        projection), or they hold every backbone layer (a learned weighted sum)."""
+        """Whether the features are other than the paper's: a backbone's width differs from `hidden_size` (a
+        projection), they hold every backbone layer (a learned weighted sum), or their lengths vary (masks)."""
         widths = (self.text_feature_size, self.speech_feature_size)
-        return self.layer_weighting or widths != (self.hidden_size, self.hidden_size)
+        return self.layer_weighting or self.feature_mode != "paper" or widths != (self.hidden_size, self.hidden_size)

@@ -144,7 +144,14 @@ def _transcribe_batch(batch: dict[str, list], processor: HyFusERProcessor) -> di
 
 
 def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[str, np.ndarray]:
-    """Unscaled features of one batch, in the cache's compact dtype."""
+    """Unscaled features of one batch, in the cache's compact dtype; with `feature_mode="native"` each item at its own
+    length (the padding is added per training batch)."""
+    if processor.feature_mode == "native":
+        texts, waveforms = processor._load_pairs(batch["text"], batch["audio"], None)
+        return {
+            "text_features": [states.numpy().astype(FEATURE_DTYPE) for states in processor.encode_text(texts)],
+            "speech_features": [frames.numpy().astype(FEATURE_DTYPE) for frames in processor.encode_speech(waveforms)],
+        }
     features = processor(batch["text"], batch["audio"], scale=False)
     return {name: features[name].numpy().astype(FEATURE_DTYPE) for name in FEATURE_COLUMNS}
 
@@ -184,6 +191,11 @@ def cache_features(
             new_fingerprint=key,
             desc=f"Extracting {name} features",
         )
+        if len(features[name]):
+            logger.info(
+                "Cached %s features: %s bytes on disk per utterance, measured (%s)",
+                name, f"{cache_file.stat().st_size // len(features[name]):,}", cache_file,
+            )  # fmt: skip
     return features
 
 
@@ -200,7 +212,10 @@ def cache_bytes_per_utterance(processor: HyFusERProcessor) -> int:
 
 def check_cache_fits(raw_datasets: DatasetDict, processor: HyFusERProcessor, cache_dir: Path) -> None:
     """Log the cache's size per utterance and refuse, before extracting anything, when the splits not cached yet
-    would not fit on `cache_dir`'s disk."""
+    would not fit on `cache_dir`'s disk. With `feature_mode="native"` the size depends on each utterance's length,
+    so only the measured size is logged, after extraction."""
+    if processor.feature_mode == "native":
+        return
     per_utterance = cache_bytes_per_utterance(processor)
     missing = sum(
         len(split)
@@ -224,22 +239,35 @@ def check_cache_fits(raw_datasets: DatasetDict, processor: HyFusERProcessor, cac
 
 
 def fit_scaler_on_cache(processor: HyFusERProcessor, train_features: Dataset, batch_size: int = 256) -> None:
-    """Fit the joint scaler (Eqs. 4-6) on the cached training split only, in one streaming pass."""
-    batches = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)).iter(batch_size=batch_size)
-    processor.fit_scaler((batch["text_features"], batch["speech_features"]) for batch in batches)
+    """Fit the joint scaler (Eqs. 4-6) on the cached training split only, in one streaming pass (with
+    `feature_mode="native"`, over the real positions of each item: no padding is counted)."""
+    if processor.feature_mode == "native":
+        rows = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS))
+        batches = ((row["text_features"], row["speech_features"]) for row in rows)
+    else:
+        batches = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)).iter(batch_size=batch_size)
+        batches = ((batch["text_features"], batch["speech_features"]) for batch in batches)
+    processor.fit_scaler(batches)
     logger.info("Joint scaler fitted on %d training feature positions", processor.scaler_count)
 
 
 def collate_scaled_features(examples: list[dict[str, torch.Tensor]], processor: HyFusERProcessor) -> dict:
     """Stack cached float16 features into a float32 batch scaled with the training split's joint scaler.
 
-    Scaling per batch rather than in the cache keeps one cache valid whichever split the scaler was fitted on.
+    Scaling per batch rather than in the cache keeps one cache valid whichever split the scaler was fitted on. With
+    `feature_mode="native"` the batch is padded to its longest item and carries the attention masks.
     """
+    labels = torch.stack([example["label"] for example in examples])
+    if processor.feature_mode == "native":
+        batch = dict(processor.pad_features(*([example[name] for example in examples] for name in FEATURE_COLUMNS)))
+        batch["text_features"], batch["speech_features"] = processor.scale(
+            batch["text_features"], batch["speech_features"]
+        )
+        return {**batch, "labels": labels}
     text_features, speech_features = processor.scale(
         torch.stack([example["text_features"] for example in examples]),
         torch.stack([example["speech_features"] for example in examples]),
     )
-    labels = torch.stack([example["label"] for example in examples])
     return {"text_features": text_features, "speech_features": speech_features, "labels": labels}
 
 

@@ -258,6 +258,23 @@ def _projection(feature_size: int, hidden_size: int) -> nn.Module:
     return nn.Identity() if feature_size == hidden_size else nn.Linear(feature_size, hidden_size)
 
 
+def _key_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A (batch, length) 1/0 padding mask as the additive key mask the attention interface takes, (batch, 1, 1,
+    length): 0 for real keys, the most negative float for padding, whose softmax weight is then exactly 0."""
+    if attention_mask is None:
+        return None
+    padding = attention_mask[:, None, None, :] == 0
+    return torch.zeros(padding.shape, dtype=dtype, device=padding.device).masked_fill(padding, torch.finfo(dtype).min)
+
+
+def _masked_mean(states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean over the real positions of (batch, length, hidden) states: GlobalAveragePooling1D with a mask."""
+    if attention_mask is None:
+        return states.mean(dim=1)
+    weights = attention_mask.to(states.dtype)[..., None]
+    return (states * weights).sum(dim=1) / weights.sum(dim=1)
+
+
 LEGACY_KEY_MAPPING = {r"^text_to_speech\.": "text_queries_speech.", r"^speech_to_text\.": "speech_queries_text."}
 """Weight names of checkpoints saved before the two cross-modal steps were renamed, mapped to today's names."""
 
@@ -346,6 +363,9 @@ class HyFusERPreTrainedModel(PreTrainedModel):
         if self.config.layer_weighting:
             fields = (f"{modality}_num_layers", *fields)
         expected = tuple(getattr(self.config, field) for field in fields)
+        if self.config.feature_mode == "native":  # any length: the batch's longest item
+            expected = expected[:-2] + (features.shape[-2], expected[-1])
+            fields = fields[:-2] + ("length", fields[-1])
         if tuple(features.shape[1:]) != expected:
             raise ValueError(
                 f"{name} must have shape (batch_size, {', '.join(map(str, expected))}) to match the config's "
@@ -416,11 +436,14 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         labels: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        speech_attention_mask: torch.Tensor | None = None,
     ) -> HyFusEROutput:
         r"""
         text_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, text_feature_size)`):
             Scaled KoELECTRA features X'_T from [`HyFusERProcessor`]; with `config.layer_weighting`, every
-            backbone layer's: `(batch_size, text_num_layers, sequence_length, text_feature_size)`.
+            backbone layer's: `(batch_size, text_num_layers, sequence_length, text_feature_size)`. With
+            `config.feature_mode="native"` the length is the batch's longest text, not `sequence_length`.
         speech_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, speech_feature_size)`):
             Scaled, time-interpolated HuBERT features X'_S from [`HyFusERProcessor`]; with
             `config.layer_weighting`, `(batch_size, speech_num_layers, sequence_length, speech_feature_size)`.
@@ -430,9 +453,15 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
             Return every attention map / every block's states, in the order `HyFusEROutput` gives.
         return_dict (`bool`, *optional*, defaults to `config.return_dict`):
             `False` returns `HyFusEROutput.to_tuple()`: the fields that are not `None`, in order.
+        text_attention_mask, speech_attention_mask (`torch.LongTensor` of shape `(batch_size, length)`, *optional*):
+            1 for a real position, 0 for padding (`feature_mode="native"` batches). Padded positions are never
+            attended to, as keys of the encoder or of either cross-modal step, and are left out of the average
+            pooling, so an item's prediction does not depend on the items it is batched with. `None`: all real.
         """
         text_features = self._check_features("text_features", text_features)
         speech_features = self._check_features("speech_features", speech_features)
+        text_keys = _key_mask(text_attention_mask, text_features.dtype)
+        speech_keys = _key_mask(speech_attention_mask, speech_features.dtype)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         outputs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
 
@@ -441,20 +470,26 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
             text_features = self.text_layer_weighting(text_features)
             speech_features = self.speech_layer_weighting(speech_features)
         text_features, speech_features = self.text_projection(text_features), self.speech_projection(speech_features)
-        text = self.text_encoder(text_features, **outputs)
-        speech = self.speech_encoder(speech_features, **outputs)
+        text = self.text_encoder(text_features, attention_mask=text_keys, **outputs)
+        speech = self.speech_encoder(speech_features, attention_mask=speech_keys, **outputs)
         # ... then the dual cross-modal attention. Step 1: Q = E_T, K = V = E_S (Eq. 7).
         text_centric, step1_attention = self.text_queries_speech(
-            text.last_hidden_state, speech.last_hidden_state, output_attentions=output_attentions
+            text.last_hidden_state,
+            speech.last_hidden_state,
+            attention_mask=speech_keys,
+            output_attentions=output_attentions,
         )
         # Step 2: Q = E_S, K = V = E_T (Eq. 8).
         speech_centric, step2_attention = self.speech_queries_text(
-            speech.last_hidden_state, text.last_hidden_state, output_attentions=output_attentions
+            speech.last_hidden_state,
+            text.last_hidden_state,
+            attention_mask=text_keys,
+            output_attentions=output_attentions,
         )
 
-        # GlobalAveragePooling1D, then one dense softmax head per direction (Section 4.3.2).
-        text_logits = self.text_classifier(self.dropout(text_centric.mean(dim=1)))
-        speech_logits = self.speech_classifier(self.dropout(speech_centric.mean(dim=1)))
+        # GlobalAveragePooling1D (over the real positions), then one dense softmax head per direction (Section 4.3.2).
+        text_logits = self.text_classifier(self.dropout(_masked_mean(text_centric, text_attention_mask)))
+        speech_logits = self.speech_classifier(self.dropout(_masked_mean(speech_centric, speech_attention_mask)))
 
         # Last Fusion (Eq. 9): log((Y_T + Y_S) / 2), computed in log space so it never underflows.
         log_probs = torch.stack([text_logits.log_softmax(-1), speech_logits.log_softmax(-1)])

@@ -100,12 +100,12 @@ class HyFusERPipeline(Pipeline):
             heard = self.processor.transcribe([waveforms[index] for index in untranscribed], asr_model=asr_model)
             for index, transcript in zip(untranscribed, heard):
                 texts[index] = transcripts[index] = transcript
-        features = self.processor.encode(texts, waveforms)
-        text_features, speech_features = self.processor.scale(features["text_features"], features["speech_features"])
-        output = self.model(
-            text_features=text_features.to(self.device, self.model.dtype),
-            speech_features=speech_features.to(self.device, self.model.dtype),
+        inputs = dict(self.processor.encode(texts, waveforms))  # with feature_mode="native", also the masks
+        inputs["text_features"], inputs["speech_features"] = (
+            features.to(self.device, self.model.dtype)
+            for features in self.processor.scale(inputs["text_features"], inputs["speech_features"])
         )
+        output = self.model(**{name: values.to(self.device) for name, values in inputs.items()})
         outputs = {"logits": output.logits, "transcript": transcripts}
         if self.model.has_modality_heads:
             outputs.update(text_logits=output.text_logits, speech_logits=output.speech_logits)

@@ -24,14 +24,29 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
 try:
-    from .configuration_hyfuser import DEFAULT_ASR_MODEL, DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+    from .configuration_hyfuser import (
+        DEFAULT_ASR_MODEL,
+        DEFAULT_SPEECH_BACKBONE,
+        DEFAULT_TEXT_BACKBONE,
+        FEATURE_MODES,
+        HyFusERConfig,
+    )
 except ImportError:
-    from configuration_hyfuser import DEFAULT_ASR_MODEL, DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+    from configuration_hyfuser import (
+        DEFAULT_ASR_MODEL,
+        DEFAULT_SPEECH_BACKBONE,
+        DEFAULT_TEXT_BACKBONE,
+        FEATURE_MODES,
+        HyFusERConfig,
+    )
 
 logger = logging.get_logger(__name__)
 
 AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, Mapping]
 """One utterance: a wav/flac/ogg path, a 1-D or 2-D array, or a `datasets`-style {"array", "sampling_rate"} dict."""
+
+FEATURE_NAMES = ("text_features", "speech_features")
+"""The two feature inputs of every HyFusER model, text first."""
 
 LOCAL_PREFIX = "./"
 """A backbone name starting with this is a subfolder of the directory or Hub repo the processor was loaded from."""
@@ -173,6 +188,13 @@ class HyFusERProcessor(ProcessorMixin):
         asr_model (`str`, *optional*, defaults to `"openai/whisper-large-v3-turbo"`): Hub id or path of the speech
             recognizer that writes the text of inputs that come without one (`transcribe`); `None` for none.
         asr_language (`str`, defaults to `"korean"`): the language a multilingual Whisper recognizer is told.
+        feature_mode (`str`, defaults to `"paper"`): `"native"` keeps each text's real tokens (at most
+            `sequence_length`) and the speech backbone's native frames, without interpolation; `encode` then pads a
+            batch to its longest item and adds `text_attention_mask`/`speech_attention_mask`
+            (`HyFusERConfig.feature_mode`).
+        max_speech_frames (`int`, defaults to 1500): with `feature_mode="native"`, the most speech frames kept per
+            utterance, so that HyFusER's attention (quadratic in frames) stays within memory: 1,500 frames are 30 s
+            at HuBERT's 50 frames per second. Longer clips are linearly interpolated down to it, with a warning.
     """
 
     def __init__(
@@ -194,6 +216,8 @@ class HyFusERProcessor(ProcessorMixin):
         layer_weighting: bool = False,
         asr_model: str | None = DEFAULT_ASR_MODEL,
         asr_language: str = "korean",
+        feature_mode: str = "paper",
+        max_speech_frames: int = 1500,
     ):
         super().__init__(tokenizer, feature_extractor)
         self.text_backbone = text_backbone
@@ -213,6 +237,8 @@ class HyFusERProcessor(ProcessorMixin):
         self.layer_weighting = layer_weighting
         self.asr_model = asr_model
         self.asr_language = asr_language
+        self.feature_mode = feature_mode
+        self.max_speech_frames = max_speech_frames
         self._backbones = _FrozenBackbones()
         self._source: tuple[str, dict[str, Any]] | None = None
         self._validate()
@@ -220,6 +246,14 @@ class HyFusERProcessor(ProcessorMixin):
     def _validate(self) -> None:
         if not isinstance(self.sequence_length, int) or self.sequence_length <= 0:
             raise ValueError(f"sequence_length must be a positive integer, got {self.sequence_length!r}")
+        if self.feature_mode not in FEATURE_MODES:
+            raise ValueError(f"feature_mode must be one of {FEATURE_MODES}, got {self.feature_mode!r}")
+        if self.feature_mode == "native" and self.layer_weighting:
+            raise ValueError(
+                "layer_weighting works with feature_mode='paper' only (the native cache holds one layer per item)"
+            )
+        if not isinstance(self.max_speech_frames, int) or self.max_speech_frames <= 0:
+            raise ValueError(f"max_speech_frames must be a positive integer, got {self.max_speech_frames!r}")
         if (self.scaler_mean is None) != (self.scaler_std is None):
             raise ValueError("scaler_mean and scaler_std must be given together")
         if (self.speech_scaler_mean is None) != (self.speech_scaler_std is None):
@@ -238,6 +272,8 @@ class HyFusERProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
+        if self.feature_mode == "native":
+            return ["text_features", "speech_features", "text_attention_mask", "speech_attention_mask"]
         return ["text_features", "speech_features"]
 
     # ----------------------------------------------------------------------------------------------------------
@@ -370,6 +406,10 @@ class HyFusERProcessor(ProcessorMixin):
                     f"HyFusERConfig.{name} is {getattr(config, name)} but the backbones {self.text_backbone!r} and "
                     f"{self.speech_backbone!r} have hidden sizes {self.feature_sizes}"
                 )
+        if config.feature_mode != self.feature_mode:
+            raise ValueError(
+                f"HyFusERConfig.feature_mode is {config.feature_mode!r} but the processor's is {self.feature_mode!r}"
+            )
         if config.sequence_length != self.sequence_length:
             raise ValueError(
                 f"HyFusERConfig.sequence_length is {config.sequence_length} but the processor's sequence_length "
@@ -458,8 +498,9 @@ class HyFusERProcessor(ProcessorMixin):
         """One utterance's feature shape per model input: (sequence_length, width), with the layers in front when
         `layer_weighting` keeps them all."""
         shapes = {}
-        for name, width, layers in zip(self.model_input_names, self.feature_sizes, self.num_hidden_states):
-            shapes[name] = ((layers,) if self.layer_weighting else ()) + (self.sequence_length, width)
+        for name, width, layers in zip(FEATURE_NAMES, self.feature_sizes, self.num_hidden_states):
+            length = None if self.feature_mode == "native" else self.sequence_length
+            shapes[name] = ((layers,) if self.layer_weighting else ()) + (length, width)
         return shapes
 
     def model_config_fields(self) -> dict[str, Any]:
@@ -472,6 +513,7 @@ class HyFusERProcessor(ProcessorMixin):
             "text_feature_size": text_size,
             "speech_feature_size": speech_size,
             "sequence_length": self.sequence_length,
+            "feature_mode": self.feature_mode,
             "layer_weighting": self.layer_weighting,
             "text_num_layers": text_layers,
             "speech_num_layers": speech_layers,
@@ -540,9 +582,10 @@ class HyFusERProcessor(ProcessorMixin):
             raise ValueError(f"empty or whitespace-only text {text!r}")
         return text
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor | list[torch.Tensor]:
         """KoELECTRA's hidden state `text_layer` (the last by default), (batch, sequence_length, hidden) float32 on
-        the CPU; (batch, layers, sequence_length, hidden) with `layer_weighting`.
+        the CPU; (batch, layers, sequence_length, hidden) with `layer_weighting`; with `feature_mode="native"`, a
+        list of each text's (tokens, hidden) (`text_sequences`).
 
         Every sentence is padded or truncated to exactly `sequence_length` tokens (Section 4.2), so a row does not
         depend on the other rows of its batch.
@@ -552,17 +595,59 @@ class HyFusERProcessor(ProcessorMixin):
                 self.check_text(text)
             except ValueError as error:
                 raise ValueError(f"text[{index}]: {error}") from error
+        if self.feature_mode == "native":
+            return self.text_sequences(texts)
         inputs = self.tokenizer(
             list(texts), padding="max_length", truncation=True, max_length=self.sequence_length, return_tensors="pt"
         )
         return self._run_backbone(self.text_backbone_model, self.text_layer, **inputs)
 
-    def encode_speech(self, waveforms: Sequence[np.ndarray]) -> torch.Tensor:
-        """HuBERT features interpolated to `sequence_length` positions, (batch, sequence_length, hidden) float32.
+    def text_sequences(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """`feature_mode="native"`: each text's hidden states at its own tokens only, (tokens, hidden), at most
+        `sequence_length` tokens. The batch is padded for the backbone and its attention mask keeps the padding out."""
+        inputs = self.tokenizer(
+            list(texts), padding="longest", truncation=True, max_length=self.sequence_length, return_tensors="pt"
+        )
+        hidden = self._run_backbone(self.text_backbone_model, self.text_layer, **inputs)
+        return [states[:length] for states, length in zip(hidden, inputs["attention_mask"].sum(-1).tolist())]
+
+    def speech_sequence(self, waveform: np.ndarray) -> torch.Tensor:
+        """`feature_mode="native"`: one utterance's native speech frames, (frames, hidden), at most
+        `max_speech_frames` (longer clips are interpolated down to it)."""
+        frames = self.speech_frames(waveform)
+        if len(frames) <= self.max_speech_frames:
+            return frames
+        logger.warning(
+            f"A clip gave {len(frames)} speech frames, more than max_speech_frames={self.max_speech_frames}: they are "
+            f"interpolated down to {self.max_speech_frames}"
+        )
+        resized = F.interpolate(frames.T[None], size=self.max_speech_frames, mode="linear", align_corners=True)
+        return resized[0].T
+
+    def pad_features(self, text_sequences: Sequence[Any], speech_sequences: Sequence[Any]) -> BatchFeature:
+        """`feature_mode="native"`: (length, hidden) sequences of any lengths as zero-padded batches with their
+        `text_attention_mask`/`speech_attention_mask` (1 real, 0 padding): the model's native inputs."""
+        batch = {}
+        for modality, sequences in (("text", text_sequences), ("speech", speech_sequences)):
+            sequences = [torch.as_tensor(sequence, dtype=torch.float32) for sequence in sequences]
+            lengths = [len(sequence) for sequence in sequences]
+            features = torch.zeros(len(sequences), max(lengths), sequences[0].shape[-1])
+            mask = torch.zeros(len(sequences), max(lengths), dtype=torch.long)
+            for row, (sequence, length) in enumerate(zip(sequences, lengths)):
+                features[row, :length] = sequence
+                mask[row, :length] = 1
+            batch[f"{modality}_features"], batch[f"{modality}_attention_mask"] = features, mask
+        return BatchFeature(batch)
+
+    def encode_speech(self, waveforms: Sequence[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
+        """HuBERT features interpolated to `sequence_length` positions, (batch, sequence_length, hidden) float32;
+        with `feature_mode="native"`, a list of each utterance's (frames, hidden) (`speech_sequence`).
 
         `waveforms` are `load_audio` outputs. Each runs alone, unpadded: HuBERT-base's group norm makes padded
         batches change the output, and the result must not depend on the batch.
         """
+        if self.feature_mode == "native":
+            return [self.speech_sequence(waveform) for waveform in waveforms]
         return torch.stack([self.interpolate_frames(self.speech_frames(waveform)) for waveform in waveforms])
 
     def speech_frames(self, waveform: np.ndarray) -> torch.Tensor:
@@ -697,7 +782,10 @@ class HyFusERProcessor(ProcessorMixin):
         """
         if len(texts) != len(waveforms):
             raise ValueError(f"got {len(texts)} texts but {len(waveforms)} audio items; they must pair up one to one")
-        return BatchFeature({"text_features": self.encode_text(texts), "speech_features": self.encode_speech(waveforms)})
+        text_features, speech_features = self.encode_text(texts), self.encode_speech(waveforms)
+        if self.feature_mode == "native":
+            return self.pad_features(text_features, speech_features)
+        return BatchFeature({"text_features": text_features, "speech_features": speech_features})
 
     def _load_pairs(
         self, text: str | Sequence[str], audio: AudioInput | Sequence[AudioInput], sampling_rate: int | None
@@ -796,7 +884,8 @@ class HyFusERProcessor(ProcessorMixin):
         statistics = self.scaler_statistics() if scale else None  # before any file is read
         features = self.encode(*self._load_pairs(text, audio, sampling_rate))
         if statistics is not None:
-            features = dict(zip(features, self.scale(features["text_features"], features["speech_features"])))
+            features = dict(features)
+            features.update(zip(FEATURE_NAMES, self.scale(features["text_features"], features["speech_features"])))
         return BatchFeature(dict(features), tensor_type=return_tensors)
 
 

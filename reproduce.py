@@ -64,7 +64,7 @@ from metrics_hyfuser import (
     save_confusion_matrix,
 )
 from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS, ComposedModel
-from processing_hyfuser import HyFusERProcessor
+from processing_hyfuser import FeatureStatistics, HyFusERProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,10 @@ class ReproduceArguments(CorpusArguments, BackboneArguments):
         unknown = [name for name in names if name not in known]
         if unknown or not names:
             raise ValueError(f"--models: unknown {unknown}; choose 'all' or among {known}")
+        if (self.feature_mode != "paper" or self.layer_weighting) and names != ["hyfuser"]:
+            raise ValueError(
+                "--feature_mode native and --layer_weighting give features only HyFusER takes: use --models hyfuser"
+            )
         return names
 
 
@@ -441,15 +445,15 @@ def plot_comparison(summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def plot_scaling(processor: HyFusERProcessor, train_features: Dataset, path: Path, batch_size: int = 256) -> None:
+def plot_scaling(processor: HyFusERProcessor, train_features: Dataset, path: Path) -> None:
     """Fig. 4: the per-dimension means of the text and the speech training features before and after the joint
     scaler (fitted on the same rows): apart before, both centred on 0 after."""
-    sums = {name: 0.0 for name in FEATURE_COLUMNS}
-    for batch in train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)).iter(batch_size=batch_size):
+    statistics = {name: FeatureStatistics() for name in FEATURE_COLUMNS}
+    # Row by row: native features have a length of their own; every layer's positions count with layer weighting.
+    for row in train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)):
         for name in FEATURE_COLUMNS:
-            sums[name] = sums[name] + batch[name].astype(np.float64).sum(axis=(0, 1))
-    positions = len(train_features) * processor.sequence_length
-    before = [sums[name] / positions for name in FEATURE_COLUMNS]
+            statistics[name].update(row[name])
+    before = [statistics[name].mean for name in FEATURE_COLUMNS]
     after = processor.scale(*before)
     plt = _pyplot()
     figure, panels = plt.subplots(1, 2, figsize=(12, 4), sharey=False)
