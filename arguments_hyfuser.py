@@ -122,8 +122,8 @@ class BackboneArguments:
         default=DEFAULT_TEXT_BACKBONE,
         metadata={
             "help": "Frozen text backbone: a Hub id or a local directory in standard HF layout (tokenizer + BERT-, "
-            "RoBERTa- or ELECTRA-family encoder). The default is the paper's (Section 3.1); --dataset demo's default, None, stands for the "
-            "tiny random ELECTRA it writes under --cache_dir."
+            "RoBERTa- or ELECTRA-family encoder). The default is the paper's (Section 3.1); --dataset demo's "
+            "default, None, stands for the tiny random ELECTRA it writes under --cache_dir."
         },
     )
     speech_backbone: str | None = field(

@@ -304,6 +304,18 @@ def write_model_card(
         else "whole sessions held out (~20%): speaker-independent validation"
     )
     limitation = f"\n- {corpus.limitation}" if corpus.limitation else ""
+    feature_lengths = (
+        f"text keeps its real tokens (at most {config.sequence_length}) and speech the backbone's native frames, "
+        "padded per batch and masked"
+        if config.feature_mode == "native"
+        else f"text padded/truncated to {config.sequence_length} tokens, speech frames linearly interpolated to "
+        f"{config.sequence_length}"
+    )
+    scaling = (
+        "Joint standard scaling (Eqs. 4-6)"
+        if config.text_feature_size == config.speech_feature_size
+        else "Standard scaling of each modality on its own (the backbones' widths differ)"
+    )
     table_4 = (
         ", with each column of the paper's Table 4 beside the stage it counts (its \"collected\" column equals its "
         "\"final\" one for every class but neutral, so it counts rows after the duplicate and syllable filters, not "
@@ -338,10 +350,9 @@ Hangul syllables, downsample neutral to the largest other class. Rows per emotio
 
 ## Training procedure
 
-- Features: frozen backbones run once per utterance; text padded/truncated to {config.sequence_length} tokens, HuBERT
-  frames linearly interpolated to {config.sequence_length}; hidden size {config.hidden_size}; cached as
+- Features: frozen backbones run once per utterance; {feature_lengths}; hidden size {config.hidden_size}; cached as
   {FEATURE_DTYPE}.
-- Joint standard scaling (Eqs. 4-6) fitted on the training split only; stored with the processor.
+- {scaling} fitted on the training split only; stored with the processor.
 - Architecture (Table 3): {config.num_hidden_layers} layers, {config.num_attention_heads} attention head(s),
   feed-forward {config.intermediate_size}, ReLU, LayerNorm eps {config.layer_norm_eps}, dropout
   {config.hidden_dropout_prob}.

@@ -73,7 +73,8 @@ def test_each_backbone_family_trains_through_train_py_and_serves_through_the_pip
 
     speech_width = WIDE if speech_family == "wavlm" else 32
     config = json.loads((output_dir / "config.json").read_text())
-    assert (config["hidden_size"], config["text_feature_size"], config["speech_feature_size"]) == (32, 32, speech_width)
+    widths = (config["hidden_size"], config["text_feature_size"], config["speech_feature_size"])
+    assert widths == (32, 32, speech_width)
     weights = load_file(output_dir / "model.safetensors")
     saved_processor = json.loads((output_dir / "processor_config.json").read_text())
     if speech_width != 32:  # projected onto hidden_size, and each modality scaled with its own statistics

@@ -50,7 +50,8 @@ def test_a_chosen_layer_is_that_hidden_state_of_the_backbone(tiny_backbones):
 
 
 def test_a_layer_the_backbone_does_not_have_is_refused(tiny_backbones):
-    with pytest.raises(ValueError, match=r"speech_layer=3 is out of range: the backbone has 3 hidden states \(indices -3..2\)"):
+    message = r"speech_layer=3 is out of range: the backbone has 3 hidden states \(indices -3..2\)"
+    with pytest.raises(ValueError, match=message):
         HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, speech_layer=3)
 
 

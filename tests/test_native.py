@@ -70,7 +70,9 @@ def test_an_item_s_prediction_does_not_depend_on_its_batch(native_processor, nat
         for index in range(len(TEXTS)):
             alone = native_model(**native_processor(text=TEXTS[index : index + 1], audio=audios[index : index + 1]))
             for field in ("logits", "text_logits", "speech_logits"):
-                torch.testing.assert_close(getattr(together, field)[index], getattr(alone, field)[0], atol=1e-5, rtol=0)
+                torch.testing.assert_close(
+                    getattr(together, field)[index], getattr(alone, field)[0], atol=1e-5, rtol=0
+                )
         # Whatever the padding holds, it is never attended to nor pooled.
         for name in ("text", "speech"):
             padding = batch[f"{name}_attention_mask"] == 0
