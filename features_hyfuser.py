@@ -147,9 +147,9 @@ def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[
     """Unscaled features of one batch, in the cache's compact dtype; with `feature_mode="native"` each item at its own
     length (the padding is added per training batch)."""
     if processor.feature_mode == "native":
-        texts, waveforms = processor._load_pairs(batch["text"], batch["audio"], None)
+        waveforms = [processor.load_audio(path) for path in batch["audio"]]
         return {
-            "text_features": [states.numpy().astype(FEATURE_DTYPE) for states in processor.encode_text(texts)],
+            "text_features": [states.numpy().astype(FEATURE_DTYPE) for states in processor.encode_text(batch["text"])],
             "speech_features": [frames.numpy().astype(FEATURE_DTYPE) for frames in processor.encode_speech(waveforms)],
         }
     features = processor(batch["text"], batch["audio"], scale=False)
