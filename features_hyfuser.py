@@ -205,7 +205,9 @@ def _array_feature(shape: tuple[int, ...]) -> Array2D | Array3D:
 
 def cache_bytes_per_utterance(processor: HyFusERProcessor) -> int:
     """Bytes one utterance's features take in the cache (both modalities, `FEATURE_DTYPE`; every layer with
-    `layer_weighting`)."""
+    `layer_weighting`). Native-length features have no fixed size: `cache_features` logs what they measured."""
+    if processor.feature_mode == "native":
+        raise ValueError("with feature_mode='native' the cache's size per utterance depends on each utterance's length")
     itemsize = np.dtype(FEATURE_DTYPE).itemsize
     return sum(int(np.prod(shape)) * itemsize for shape in processor.feature_shapes().values())
 
