@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: venv demo test bench mutants clean
+.PHONY: venv demo test bench mutants clean app
 
 venv: $(VENV)/.installed
 
@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(OFFLINE) $(BIN)/python train.py --dataset demo --output_dir demo_output
 
-test: venv
+# The suite includes the web demo's tests (tests/test_app.py), hence the `app` extra.
+test: venv $(VENV)/.app-installed
 	$(OFFLINE) $(BIN)/python -m pytest
 
 bench: venv
@@ -33,6 +34,14 @@ mutants: $(VENV)/.mutants-installed
 
 $(VENV)/.mutants-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[mutants]"
+	touch $@
+
+# The web demo (app.py) on http://127.0.0.1:7860, serving demo_output/; Gradio is the `app` extra, not the core install.
+app: $(VENV)/.app-installed
+	$(OFFLINE) $(BIN)/python app.py
+
+$(VENV)/.app-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[app]"
 	touch $@
 
 clean:

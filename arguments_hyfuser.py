@@ -12,6 +12,7 @@ from huggingface_hub.constants import HF_HOME
 from configuration_hyfuser import DEFAULT_ASR_MODEL, DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
 from data_hyfuser import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
 from demo_hyfuser import DEMO_DEFAULTS
+from processing_hyfuser import BACKBONE_DTYPES
 
 CORPUS_DIRECTORIES: dict[str, tuple[str, ...]] = {
     "kemdy": ("kemdy19_dir", "kemdy20_dir"),
@@ -82,8 +83,9 @@ class CorpusArguments:
         default=os.path.join(HF_HOME, "hyfuser"),
         metadata={
             "help": "Where the feature cache (features/) and the generated demo corpus and backbones (demo/) live. "
-            "Cached features are keyed by the backbones, the data and the processor settings, so a re-run, a "
-            "resumed run or the other processes of a multi-process run reuse them."
+            "Cached features are keyed by the backbones, the data and the processor settings, so a re-run or a "
+            "resumed run reuses them. The processes of a multi-process run each extract a part, so on several "
+            "machines this must be storage that every node mounts at the same path."
         },
     )
     transcripts: str = field(
@@ -105,6 +107,15 @@ class CorpusArguments:
     extraction_batch_size: int = field(
         default=16,
         metadata={"help": "Utterances per backbone call during feature extraction, and per write to the cache."},
+    )
+    extraction_dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "Compute dtype of the frozen backbones during feature extraction: 'float32' (the paper's), or "
+            "'bfloat16'/'float16' under autocast, faster on GPUs and on CPUs with bf16 matrix units (Intel AMX). "
+            "Part of the cache key: each dtype has its own cached features.",
+            "choices": tuple(BACKBONE_DTYPES),
+        },
     )
 
     def check_directories(self) -> None:

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Array2D, Array3D, Dataset, DatasetDict
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from datasets import Array2D, Array3D, Dataset, DatasetDict, concatenate_datasets
 from datasets.fingerprint import Hasher
 from huggingface_hub import try_to_load_from_cache
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainingArguments
@@ -25,7 +27,7 @@ from transformers.trainer_utils import PredictionOutput
 
 import processing_hyfuser
 from metrics_hyfuser import compute_metrics
-from processing_hyfuser import HyFusERProcessor
+from processing_hyfuser import BACKBONE_DTYPES, HyFusERProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,8 @@ def feature_cache_key(split: Dataset, processor: HyFusERProcessor) -> str:
     """A fingerprint of everything the cached features depend on.
 
     That is the rows (ids, texts, labels, audio paths) and the audio files' stamps, both backbones, the processor's
-    settings (sequence length, tokenizer, feature extractor, windowing) and the extraction code itself, so a change
+    settings (sequence length, tokenizer, feature extractor, windowing), the backbones' compute dtype (not their
+    device, nor the number of processes that extract) and the extraction code itself, so a change
     to any of them re-extracts instead of silently reusing stale features.
     """
     return Hasher.hash(
@@ -95,6 +98,7 @@ def feature_cache_key(split: Dataset, processor: HyFusERProcessor) -> str:
             "processor": Hasher.hash(processor),
             "code": Path(processing_hyfuser.__file__).read_bytes(),
             "dtype": FEATURE_DTYPE,
+            "backbone_dtype": str(processor.backbone_dtype),
         }
     )
 
@@ -156,45 +160,100 @@ def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[
     return {name: features[name].numpy().astype(FEATURE_DTYPE) for name in FEATURE_COLUMNS}
 
 
+def place_backbones(processor: HyFusERProcessor, device: str | torch.device, dtype_name: str) -> HyFusERProcessor:
+    """Run `processor`'s frozen backbones on this process's `device` (the one the Trainer reports, e.g. `cuda:3` on
+    rank 3 of a node) in the compute dtype named `dtype_name` (a `BACKBONE_DTYPES` key)."""
+    if dtype_name not in BACKBONE_DTYPES:
+        raise ValueError(f"extraction dtype must be one of {list(BACKBONE_DTYPES)}, got {dtype_name!r}")
+    logger.info("The frozen backbones run on %s in %s", device, dtype_name)
+    return processor.to(device, backbone_dtype=BACKBONE_DTYPES[dtype_name])
+
+
+def shard_files(cache_dir: Path, split_name: str, key: str, num_shards: int) -> list[Path]:
+    """The files that `num_shards` processes write a split's features to, in row order."""
+    return [cache_dir / f"{split_name}-{key}-{index:05d}-of-{num_shards:05d}.arrow" for index in range(num_shards)]
+
+
+def _complete_shards(cache_dir: Path, split_name: str, key: str) -> list[Path] | None:
+    """The files of a split's cache written by any number of processes, if one such set is complete.
+
+    `datasets` writes each file under a temporary name and renames it when done, so an existing file is complete.
+    """
+    for path in sorted(cache_dir.glob(f"{split_name}-{key}-*-of-*.arrow")):
+        files = shard_files(cache_dir, split_name, key, int(path.stem.rsplit("-of-", 1)[1]))
+        if all(file.exists() for file in files):
+            return files
+    return None
+
+
+def _shared_storage_error(cache_dir: Path, what: str) -> RuntimeError:
+    return RuntimeError(
+        f"{what}: every process must see the same feature cache, so --cache_dir ({cache_dir}) must be on storage "
+        "that every node mounts at that path (NFS, a cluster file system), not on a node's local disk"
+    )
+
+
 def cache_features(
     raw_datasets: DatasetDict, processor: HyFusERProcessor, cache_dir: str | os.PathLike, batch_size: int = 16
 ) -> DatasetDict:
     """Run the frozen backbones once per utterance of every split, streaming the unscaled features into
-    `cache_dir/features/<split>-<key>.arrow`, or reuse that file when it exists.
+    `cache_dir/features/<split>-<key>-<shard>-of-<shards>.arrow`, or reuse a complete set of such files.
 
-    `batch_size` utterances go through the backbones, and to disk, at a time. Single process on purpose:
-    `datasets.map(num_proc>1)` forks, and forked workers can hang once torch's thread pools have started; in a
-    multi-process run the caller lets the main process extract first while the others wait and then read the cache.
+    Every process of the run (`accelerate.PartialState`, one process when not launched) extracts its contiguous
+    1/N of each split (`Dataset.shard`) into its own file; once all have finished, each reads the whole split back
+    in row order (`concatenate_datasets`). The rows and their order are the same whatever N is, and so are the
+    features up to float16 rounding, so a cache written by any number of processes is reused by any other.
+    `batch_size` utterances go through the backbones, and to disk, at a time. Within a process extraction is
+    sequential on purpose: `datasets.map(num_proc>1)` forks, and forked workers can hang once torch's thread pools
+    have started.
     """
+    state = PartialState()
     cache_dir = Path(cache_dir) / "features"
     cache_dir.mkdir(parents=True, exist_ok=True)
+    keys = {name: feature_cache_key(split, processor) for name, split in raw_datasets.items()}
+    cached = {name: _complete_shards(cache_dir, name, key) for name, key in keys.items()}
+    # Decide together: a process that found the cache would otherwise skip the wait the extracting ones enter.
+    seen = {name: files and [file.name for file in files] for name, files in cached.items()}
+    if any(other != seen for other in gather_object([seen])):
+        raise _shared_storage_error(cache_dir, "the processes of this run found different cached features")
+
+    check_cache_fits(processor, sum(len(split) for name, split in raw_datasets.items() if not cached[name]), cache_dir)
     shapes = processor.feature_shapes()
-    check_cache_fits(raw_datasets, processor, cache_dir)
-    features = DatasetDict()
     for name, split in raw_datasets.items():
-        key = feature_cache_key(split, processor)
-        cache_file = cache_dir / f"{name}-{key}.arrow"
-        if cache_file.exists():
-            logger.info("Reusing cached %s features from %s (no extraction)", name, cache_file)
-        else:
-            logger.info("Extracting %s features for %d utterances into %s", name, len(split), cache_file)
+        if cached[name]:
+            logger.info("Reusing cached %s features from %s (no extraction)", name, ", ".join(map(str, cached[name])))
+            continue
+        cached[name] = shard_files(cache_dir, name, keys[name], state.num_processes)
+        shard = split.shard(num_shards=state.num_processes, index=state.process_index, contiguous=True)
+        shard_file = cached[name][state.process_index]
+        logger.info(
+            "Extracting %s features for %d utterances (shard %d of %d, of %d) into %s",
+            name, len(shard), state.process_index + 1, state.num_processes, len(split), shard_file,
+        )  # fmt: skip
         schema = split.features.copy()
         schema.update({column: _array_feature(shapes[column]) for column in FEATURE_COLUMNS})
-        features[name] = split.map(
+        shard.map(
             _extract_batch,
             fn_kwargs={"processor": processor},
             batched=True,
             batch_size=batch_size,
             writer_batch_size=batch_size,
             features=schema,
-            cache_file_name=str(cache_file),
-            new_fingerprint=key,
+            cache_file_name=str(shard_file),
+            new_fingerprint=f"{keys[name]}-{shard_file.stem}",
             desc=f"Extracting {name} features",
         )
+    state.wait_for_everyone()
+
+    features = DatasetDict()
+    for name, files in cached.items():
+        if missing := [str(file) for file in files if not file.exists()]:
+            raise _shared_storage_error(cache_dir, f"this process cannot see {name} feature shards {missing}")
+        features[name] = concatenate_datasets([Dataset.from_file(str(file)) for file in files])
         if len(features[name]):
             logger.info(
                 "Cached %s features: %s bytes on disk per utterance, measured (%s)",
-                name, f"{cache_file.stat().st_size // len(features[name]):,}", cache_file,
+                name, f"{sum(file.stat().st_size for file in files) // len(features[name]):,}", cache_dir,
             )  # fmt: skip
     return features
 
@@ -212,28 +271,23 @@ def cache_bytes_per_utterance(processor: HyFusERProcessor) -> int:
     return sum(int(np.prod(shape)) * itemsize for shape in processor.feature_shapes().values())
 
 
-def check_cache_fits(raw_datasets: DatasetDict, processor: HyFusERProcessor, cache_dir: Path) -> None:
-    """Log the cache's size per utterance and refuse, before extracting anything, when the splits not cached yet
-    would not fit on `cache_dir`'s disk. With `feature_mode="native"` the size depends on each utterance's length,
-    so only the measured size is logged, after extraction."""
+def check_cache_fits(processor: HyFusERProcessor, utterances: int, cache_dir: Path) -> None:
+    """Log the cache's size per utterance and refuse, before extracting anything, when the `utterances` still to
+    extract would not fit on `cache_dir`'s disk. With `feature_mode="native"` the size depends on each utterance's
+    length, so only the measured size is logged, after extraction."""
     if processor.feature_mode == "native":
         return
     per_utterance = cache_bytes_per_utterance(processor)
-    missing = sum(
-        len(split)
-        for name, split in raw_datasets.items()
-        if not (cache_dir / f"{name}-{feature_cache_key(split, processor)}.arrow").exists()
-    )
     free = shutil.disk_usage(cache_dir).free
     logger.info(
         "Feature cache: %s bytes (%.1f KiB) per utterance, %s; %d utterances to extract need about %.1f MiB, "
         "%.1f MiB free in %s",
-        f"{per_utterance:,}", per_utterance / 1024, processor.feature_shapes(), missing,
-        missing * per_utterance / 2**20, free / 2**20, cache_dir,
+        f"{per_utterance:,}", per_utterance / 1024, processor.feature_shapes(), utterances,
+        utterances * per_utterance / 2**20, free / 2**20, cache_dir,
     )  # fmt: skip
-    if missing * per_utterance > free:
+    if utterances * per_utterance > free:
         raise ValueError(
-            f"the feature cache needs about {missing * per_utterance / 2**30:.2f} GiB for {missing} utterances "
+            f"the feature cache needs about {utterances * per_utterance / 2**30:.2f} GiB for {utterances} utterances "
             f"({per_utterance:,} bytes each, {processor.feature_shapes()}) but {cache_dir} has only "
             f"{free / 2**30:.2f} GiB free: free some space, choose another --cache_dir, or keep one layer instead "
             "of layer_weighting"

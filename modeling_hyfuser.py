@@ -90,12 +90,15 @@ def eager_attention_forward(
     """softmax(Q K^T / sqrt(d_k) + mask) V with the softmax spelled out, so that its weights can be returned.
 
     `query` is `(batch_size, num_heads, query_length, head_dim)`, `key` and `value` `(batch_size, num_heads,
-    key_length, head_dim)`. `attention_mask`, if given, is additive and broadcasts to `(batch_size, num_heads,
-    query_length, key_length)`: 0 where a key may be attended, a large negative number where it may not. Returns the
-    context as `(batch_size, query_length, num_heads, head_dim)` and the weights before attention dropout.
+    key_length, head_dim)`. `attention_mask`, if given, broadcasts to `(batch_size, num_heads, query_length,
+    key_length)` and is either additive (0 where a key may be attended, a large negative number where it may not) or,
+    as masks built for sdpa are, boolean (True where a key may be attended). Returns the context as `(batch_size,
+    query_length, num_heads, head_dim)` and the weights before attention dropout.
     """
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
         scores = scores + attention_mask
     weights = torch.softmax(scores, dim=-1)
     context = torch.matmul(F.dropout(weights, p=dropout, training=module.training), value)
@@ -134,8 +137,10 @@ class HyFusERAttention(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         r"""
-        attention_mask (`torch.FloatTensor` broadcastable to `(batch_size, num_heads, query_length, key_length)`,
-            *optional*): additive key mask, as `eager_attention_forward` describes. The paper's model passes none.
+        attention_mask (`torch.Tensor` broadcastable to `(batch_size, num_heads, query_length, key_length)`,
+            *optional*): key mask, additive or boolean, as `eager_attention_forward` describes; each kernel takes both
+            (`transformers.masking_utils.create_bidirectional_mask` builds one for the configured kernel). The paper's
+            model passes none.
         output_attentions (`bool`): also return the attention weights. Only the eager computation has them, so this
             call then runs eagerly whatever `config._attn_implementation` says.
         """
@@ -289,7 +294,7 @@ class HyFusERPreTrainedModel(PreTrainedModel):
     Attention runs through the library's attention interface: `attn_implementation="eager"`, `"sdpa"` (the default)
     or, on a GPU with flash-attn installed and heads of at most `FLASH_ATTENTION_MAX_HEAD_DIM` dimensions,
     `"flash_attention_2"`, chosen at load time. The models without attention (`text_lstm`, `speech_cnn` and their
-    ensemble) accept every choice, which changes nothing in them, so that one config can build every model; they
+    ensemble) take the choice too, though it changes nothing in them, so that one config builds every model; they
     have no blocks to checkpoint.
     """
 
@@ -345,7 +350,7 @@ class HyFusERPreTrainedModel(PreTrainedModel):
         return super()._flash_attn_can_dispatch(flash_attn_version, is_init_check)
 
     def _output_flags(self, output_attentions: bool | None, output_hidden_states: bool | None) -> tuple[bool, bool]:
-        """The call's `output_attentions` and `output_hidden_states`, or else the config's, as transformers models do."""
+        """The call's `output_attentions` and `output_hidden_states`, else the config's, as transformers models do."""
         if output_attentions is None:
             output_attentions = self.config.output_attentions
         if output_hidden_states is None:
@@ -463,15 +468,15 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         text_keys = _key_mask(text_attention_mask, text_features.dtype)
         speech_keys = _key_mask(speech_attention_mask, speech_features.dtype)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
-        outputs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        output_flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
 
         # Intermediate Layer Fusion: one encoder per modality (Section 4.3.1) ...
         if self.config.layer_weighting:
             text_features = self.text_layer_weighting(text_features)
             speech_features = self.speech_layer_weighting(speech_features)
         text_features, speech_features = self.text_projection(text_features), self.speech_projection(speech_features)
-        text = self.text_encoder(text_features, attention_mask=text_keys, **outputs)
-        speech = self.speech_encoder(speech_features, attention_mask=speech_keys, **outputs)
+        text = self.text_encoder(text_features, attention_mask=text_keys, **output_flags)
+        speech = self.speech_encoder(speech_features, attention_mask=speech_keys, **output_flags)
         # ... then the dual cross-modal attention. Step 1: Q = E_T, K = V = E_S (Eq. 7).
         text_centric, step1_attention = self.text_queries_speech(
             text.last_hidden_state,
@@ -545,6 +550,7 @@ class HyFusERTextLSTM(HyFusERPreTrainedModel):
         text_features: torch.Tensor,
         speech_features: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
     ) -> HyFusEROutput:
         r"""
         text_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
@@ -552,10 +558,17 @@ class HyFusERTextLSTM(HyFusERPreTrainedModel):
         speech_features (*optional*): ignored.
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Emotion ids in `[0, config.num_labels)`.
+        output_hidden_states (`bool`, *optional*, defaults to the config's): return the text features and the LSTM's
+            states, `(batch_size, sequence_length, lstm_hidden_size)`.
         """
-        self._check_features("text_features", text_features)
+        _, output_hidden_states = self._output_flags(None, output_hidden_states)
+        text_features = self._check_features("text_features", text_features)
         states, _ = self.lstm(text_features)
-        return self._one_head_output(self.classifier(self.dropout(states.mean(dim=1))), labels)
+        return self._one_head_output(
+            self.classifier(self.dropout(states.mean(dim=1))),
+            labels,
+            hidden_states=(text_features, states) if output_hidden_states else None,
+        )
 
 
 class HyFusERSpeechCNN(HyFusERPreTrainedModel):
@@ -586,6 +599,7 @@ class HyFusERSpeechCNN(HyFusERPreTrainedModel):
         text_features: torch.Tensor | None = None,
         speech_features: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
     ) -> HyFusEROutput:
         r"""
         text_features (*optional*): ignored.
@@ -593,14 +607,23 @@ class HyFusERSpeechCNN(HyFusERPreTrainedModel):
             Scaled, time-interpolated HuBERT features X'_S from [`HyFusERProcessor`].
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Emotion ids in `[0, config.num_labels)`.
+        output_hidden_states (`bool`, *optional*, defaults to the config's): return the speech features and each
+            convolution's output, `(batch_size, sequence_length, cnn_channels)`.
         """
         if speech_features is None:
             raise ValueError("HyFusERSpeechCNN needs speech_features")
-        self._check_features("speech_features", speech_features)
+        _, output_hidden_states = self._output_flags(None, output_hidden_states)
+        speech_features = self._check_features("speech_features", speech_features)
+        all_states = (speech_features,)
         states = speech_features.transpose(1, 2)  # Conv1d convolves the last axis: (batch, hidden, time)
         for convolution in self.convolutions:
             states = F.relu(convolution(states))
-        return self._one_head_output(self.classifier(self.dropout(states.mean(dim=-1))), labels)
+            all_states += (states.transpose(1, 2),)
+        return self._one_head_output(
+            self.classifier(self.dropout(states.mean(dim=-1))),
+            labels,
+            hidden_states=all_states if output_hidden_states else None,
+        )
 
 
 class HyFusERBidirectionalCrossModalAttention(HyFusERPreTrainedModel):
@@ -693,9 +716,9 @@ class HyFusERKoHMT(HyFusERPreTrainedModel):
         text_features = self._check_features("text_features", text_features)
         speech_features = self._check_features("speech_features", speech_features)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
-        outputs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
-        text = self.text_encoder(text_features, **outputs)
-        speech = self.speech_encoder(speech_features, **outputs)
+        output_flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        text = self.text_encoder(text_features, **output_flags)
+        speech = self.speech_encoder(speech_features, **output_flags)
         queries, keys_values = (text, speech) if self.query_modality == "text" else (speech, text)
         attended, step_attention = self.cross_modal_step(
             queries.last_hidden_state, keys_values.last_hidden_state, output_attentions=output_attentions

@@ -60,6 +60,8 @@ MAX_CHANNELS = 8
 """A 2-D array whose shorter side exceeds this is refused as ambiguous rather than downmixed (7.1 audio has 8)."""
 STD_FLOOR = 1e-6
 """Dimensions whose standard deviation is below this are only centred (divided by 1), like sklearn's StandardScaler."""
+BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""Compute dtypes the frozen backbones can run in, by name; float32 is the paper's."""
 
 
 class FeatureStatistics:
@@ -125,15 +127,19 @@ class FeatureStatistics:
 
 
 class _FrozenBackbones:
-    """The two frozen backbones, loaded on first use, their (text, speech) widths, read once, and their device.
+    """The two frozen backbones, loaded on first use, their (text, speech) widths, read once, and where and in which
+    compute dtype they run.
 
-    Pickling and deep-copying keep only the device: the weights are hundreds of MB, reloadable from the processor's
-    `text_backbone`/`speech_backbone` names, and must not enter `to_dict`, the `datasets` fingerprint or the copies
-    the Trainer makes at every checkpoint.
+    Pickling keeps none of it: the weights are hundreds of MB, reloadable from the processor's `text_backbone`/
+    `speech_backbone` names, and must not enter `to_dict`, the `datasets` fingerprint or the copies the Trainer makes
+    at every checkpoint; the device and dtype are this process's choice, so the features' cache key, which hashes the
+    processor, is the same on every rank and device (the feature cache names the dtype itself). Deep copies keep the
+    device and dtype.
     """
 
-    def __init__(self, device: str | torch.device = "cpu"):
+    def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.device = torch.device(device)
+        self.dtype = dtype
         self.text: PreTrainedModel | None = None
         self.speech: PreTrainedModel | None = None
         self.feature_sizes: tuple[int, int] | None = None
@@ -142,13 +148,13 @@ class _FrozenBackbones:
         """Speech-recognition pipelines by model name, loaded on first use."""
 
     def __getstate__(self) -> dict[str, str]:
-        return {"device": str(self.device)}
+        return {}
 
     def __setstate__(self, state: dict[str, str]) -> None:
-        self.__init__(state["device"])
+        self.__init__()
 
     def __deepcopy__(self, memo: dict) -> _FrozenBackbones:
-        return _FrozenBackbones(self.device)
+        return _FrozenBackbones(self.device, self.dtype)
 
 
 class HyFusERProcessor(ProcessorMixin):
@@ -441,12 +447,26 @@ class HyFusERProcessor(ProcessorMixin):
     def device(self) -> torch.device:
         return self._backbones.device
 
-    def to(self, device: str | torch.device) -> HyFusERProcessor:
-        """Run the backbones on `device` (moving them now if loaded); features are still returned on the CPU."""
-        self._backbones.device = torch.device(device)
-        for model in (self._backbones.text, self._backbones.speech):
-            if model is not None:
-                model.to(device)
+    @property
+    def backbone_dtype(self) -> torch.dtype:
+        """Compute dtype of the backbones' forwards: float32, or bfloat16/float16 under autocast (weights stay
+        float32, and autocast keeps the precision-sensitive ops, such as LayerNorm and softmax, in float32)."""
+        return self._backbones.dtype
+
+    def to(
+        self, device: str | torch.device | None = None, backbone_dtype: torch.dtype | None = None
+    ) -> HyFusERProcessor:
+        """Run the backbones on `device` (moving them now if loaded) and/or in `backbone_dtype`; features are still
+        returned on the CPU in float32."""
+        if backbone_dtype is not None:
+            if backbone_dtype not in BACKBONE_DTYPES.values():
+                raise ValueError(f"backbone_dtype must be one of {list(BACKBONE_DTYPES)}, got {backbone_dtype}")
+            self._backbones.dtype = backbone_dtype
+        if device is not None:
+            self._backbones.device = torch.device(device)
+            for model in (self._backbones.text, self._backbones.speech):
+                if model is not None:
+                    model.to(device)
         return self
 
     @property
@@ -726,7 +746,10 @@ class HyFusERProcessor(ProcessorMixin):
         if model.config.is_encoder_decoder:  # Whisper: its encoder is the backbone, the decoder stays unused
             model = model.get_encoder()
         every_layer = self.layer_weighting or layer != -1
-        with torch.inference_mode():
+        autocast = torch.autocast(
+            self.device.type, dtype=self.backbone_dtype, enabled=self.backbone_dtype != torch.float32
+        )
+        with torch.inference_mode(), autocast:
             output = model(
                 **{name: tensor.to(self.device) for name, tensor in inputs.items()}, output_hidden_states=every_layer
             )

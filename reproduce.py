@@ -52,6 +52,7 @@ from features_hyfuser import (
     PAPER_TRAINING_DEFAULTS,
     cache_features,
     fit_scaler_on_cache,
+    place_backbones,
     train_on_features,
     trainer_dataset,
     transcribe_corpus,
@@ -592,11 +593,12 @@ def main(argv: list[str] | None = None) -> None:
         "%d runs planned, %d finished earlier (skipped), %d to go", len(runs), len(finished), len(runs) - len(finished)
     )
 
-    # 2. Features of every used row, extracted once for all models, splits and seeds
-    with training_args.main_process_first(desc="feature extraction"):
-        features = cache_features(
-            DatasetDict(all=rows), processor, args.cache_dir, batch_size=args.extraction_batch_size
-        )["all"]
+    # 2. Features of every used row, extracted once for all models, splits and seeds, each process its share on its
+    # own device
+    place_backbones(processor, training_args.device, args.extraction_dtype)
+    features = cache_features(
+        DatasetDict(all=rows), processor, args.cache_dir, batch_size=args.extraction_batch_size
+    )["all"]
     config = HyFusERConfig(
         **processor.model_config_fields(),
         text_backbone=text_backbone,

@@ -11,7 +11,7 @@ matrix; `pipeline(model=output_dir, trust_remote_code=True)` serves it.
     # offline demo: generated Korean corpus, tiny random backbones, about a minute on a 2-core CPU
     python train.py --dataset demo --output_dir demo_output
 
-    # the paper: KEMDy19 + KEMDy20, one or several GPUs
+    # the paper: KEMDy19 + KEMDy20, one or several GPUs (each extracts its share of the features; the batch stays 32)
     accelerate launch train.py --dataset kemdy --kemdy19_dir KEMDy19 --kemdy20_dir KEMDy20_v1_1 \
         --output_dir outputs/hyfuser-kemdy
 
@@ -52,6 +52,7 @@ from features_hyfuser import (
     PAPER_TRAINING_DEFAULTS,
     cache_features,
     fit_scaler_on_cache,
+    place_backbones,
     train_on_features,
     transcribe_corpus,
 )
@@ -162,6 +163,16 @@ class DataTrainingArguments(CorpusArguments):
             "choices": SPLITS,
         },
     )
+    global_train_batch_size: int = field(
+        default=PAPER_TRAINING_DEFAULTS["per_device_train_batch_size"],
+        metadata={
+            "help": "Training examples per optimizer step over all devices and processes (Table 3: 32). Unless "
+            "--per_device_train_batch_size is given, the per-device batch is this divided by the devices and by "
+            "--gradient_accumulation_steps, and a run whose devices x accumulation steps do not divide it stops with "
+            "an error (no silent change of the batch). With --per_device_train_batch_size, that wins and the log "
+            "states the effective batch."
+        },
+    )
 
 
 def build_parser(dataset: str) -> HfArgumentParser:
@@ -174,6 +185,8 @@ def build_parser(dataset: str) -> HfArgumentParser:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     corpus = CORPORA[dataset]
     parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir=corpus.output_dir)
+    # Unset, it is derived from --global_train_batch_size (`derive_train_batch_size`).
+    parser.set_defaults(per_device_train_batch_size=None)
     # Without a GPU, the processes of `accelerate launch --multi_gpu` or `torchrun` only join one gloo DDP run when
     # use_cpu is set; otherwise each of them trains alone on all the data.
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
@@ -181,6 +194,9 @@ def build_parser(dataset: str) -> HfArgumentParser:
     # TrainingArguments' own help names its default ('loss'), which the paper's replaces.
     parser._option_string_actions["--metric_for_best_model"].help = (
         "Metric compared across evaluations to pick the checkpoint restored at the end and to stop early."
+    )
+    parser._option_string_actions["--per_device_train_batch_size"].help = (
+        "Training batch per device. Unset: --global_train_batch_size / (devices x --gradient_accumulation_steps)."
     )
     return parser
 
@@ -191,7 +207,44 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
     dataset = HfArgumentParser(DataTrainingArguments, add_help=False).parse_known_args(argv)[0].dataset
     model_args, data_args, training_args = build_parser(dataset).parse_args_into_dataclasses(argv)
     data_args.check_directories()
+    derive_train_batch_size(data_args, training_args)
     return model_args, data_args, training_args
+
+
+def training_devices(training_args: TrainingArguments) -> int:
+    """Devices that each take a per-device batch per step: the processes of a distributed run, or the GPUs of one
+    process (the Trainer's DataParallel)."""
+    return training_args.world_size * max(training_args.n_gpu, 1)
+
+
+def derive_train_batch_size(data_args: DataTrainingArguments, training_args: TrainingArguments) -> None:
+    """Set an unset per-device batch so that the effective batch is `--global_train_batch_size` on any number of
+    devices, or refuse a device count that cannot reach it exactly."""
+    if training_args.per_device_train_batch_size is not None:
+        return
+    per_device_share = training_devices(training_args) * training_args.gradient_accumulation_steps
+    if data_args.global_train_batch_size % per_device_share:
+        raise ValueError(
+            f"--global_train_batch_size {data_args.global_train_batch_size} cannot be split over "
+            f"{training_devices(training_args)} device(s) x {training_args.gradient_accumulation_steps} gradient "
+            "accumulation step(s): choose a device count or --gradient_accumulation_steps that divides it, or give "
+            "--per_device_train_batch_size (the effective batch then changes, and the log says to what)"
+        )
+    training_args.per_device_train_batch_size = data_args.global_train_batch_size // per_device_share
+
+
+def effective_batch_size(training_args: TrainingArguments) -> int:
+    """Training examples per optimizer step, over all devices and accumulation steps."""
+    return training_args.train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
+
+
+def precision(training_args: TrainingArguments) -> str:
+    """The training precision as the model card states it."""
+    if training_args.bf16:
+        return "bf16 mixed precision (autocast; float32 weights and optimizer)"
+    if training_args.fp16:
+        return "fp16 mixed precision (autocast; float32 weights and optimizer)"
+    return "float32"
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -350,16 +403,19 @@ Hangul syllables, downsample neutral to the largest other class. Rows per emotio
 
 ## Training procedure
 
-- Features: frozen backbones run once per utterance; {feature_lengths}; hidden size {config.hidden_size}; cached as
-  {FEATURE_DTYPE}.
+- Features: frozen backbones run once per utterance; {feature_lengths}; hidden size {config.hidden_size}; backbones
+  run in {data_args.extraction_dtype}; cached as {FEATURE_DTYPE}.
 - {scaling} fitted on the training split only; stored with the processor.
 - Architecture (Table 3): {config.num_hidden_layers} layers, {config.num_attention_heads} attention head(s),
   feed-forward {config.intermediate_size}, ReLU, LayerNorm eps {config.layer_norm_eps}, dropout
   {config.hidden_dropout_prob}.
 - Optimiser: Adam (`{training_args.optim.value}`, weight decay {training_args.weight_decay}), learning rate
-  {training_args.learning_rate} ({training_args.lr_scheduler_type.value}), batch {training_args.per_device_train_batch_size}
-  per device x {training_args.world_size} process(es), up to {training_args.num_train_epochs:g} epochs, early stopping
-  on validation `{training_args.metric_for_best_model}`; best checkpoint restored; seed {training_args.seed}.
+  {training_args.learning_rate} ({training_args.lr_scheduler_type.value}), batch {effective_batch_size(training_args)}
+  ({training_args.per_device_train_batch_size} per device x {training_devices(training_args)} device(s) x
+  {training_args.gradient_accumulation_steps} accumulation step(s)), up to {training_args.num_train_epochs:g} epochs,
+  early stopping on validation `{training_args.metric_for_best_model}`; best checkpoint restored; seed
+  {training_args.seed}.
+- Precision: {precision(training_args)}.
 
 ## Evaluation (validation split, best checkpoint)
 
@@ -408,6 +464,13 @@ def main() -> None:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:])
     setup_logging(training_args)
     logger.info("Training/evaluation parameters %s", training_args)
+    logger.info(
+        "Effective train batch %d: %d per device x %d device(s) x %d gradient accumulation step(s)%s",
+        effective_batch_size(training_args), training_args.per_device_train_batch_size, training_devices(training_args),
+        training_args.gradient_accumulation_steps,
+        "" if effective_batch_size(training_args) == data_args.global_train_batch_size
+        else f" (not --global_train_batch_size {data_args.global_train_batch_size}: --per_device_train_batch_size wins)",
+    )  # fmt: skip
 
     # 2. Data: the corpora through the paper's preprocessing (the demo first writes its corpus and backbones)
     with training_args.main_process_first(desc="dataset preparation"):
@@ -419,7 +482,7 @@ def main() -> None:
         # make every step far slower (3 epochs: 3 s with one thread, 175 s with two, next to two busy processes).
         torch.set_num_threads(1)
 
-    # 3. Processor: tokenizer + feature extractor of the two frozen backbones
+    # 3. Processor: tokenizer + feature extractor of the two frozen backbones, which run on this process's device
     text_backbone = model_args.text_backbone or demo.backbones.text
     speech_backbone = model_args.speech_backbone or demo.backbones.speech
     processor = HyFusERProcessor.from_backbones(
@@ -429,17 +492,15 @@ def main() -> None:
         asr_model=data_args.asr_model,
         **model_args.feature_options(),
     )
+    place_backbones(processor, training_args.device, data_args.extraction_dtype)
     if data_args.transcripts == "asr":
         with training_args.main_process_first(desc="transcription"):
             raw_datasets = transcribe_corpus(
                 raw_datasets, processor, data_args.cache_dir, batch_size=data_args.extraction_batch_size
             )
 
-    # 4. Features: backbones run once per utterance, into the on-disk cache (main process first, others reuse it)
-    with training_args.main_process_first(desc="feature extraction"):
-        features = cache_features(
-            raw_datasets, processor, data_args.cache_dir, batch_size=data_args.extraction_batch_size
-        )
+    # 4. Features: backbones run once per utterance, into the on-disk cache (each process extracts its share)
+    features = cache_features(raw_datasets, processor, data_args.cache_dir, batch_size=data_args.extraction_batch_size)
 
     # 5. Joint scaler on the training split only
     fit_scaler_on_cache(processor, features["train"])

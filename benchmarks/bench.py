@@ -11,13 +11,19 @@ by side in the same run does not, so every headline number here is a ratio or a 
 - `extraction_rss_ratio`: peak RSS of `features_hyfuser.cache_features` over many synthetic utterances over that for ten
   times fewer, each in a fresh process. Goal <= 1.2.
 - `long_audio_peak_mb`: peak RSS increase while extracting one 10-minute clip, over the loaded-model baseline.
+- `extraction_shard_speedup`: wall time of `cache_features` over the same utterances with 2 processes of one thread
+  each (`accelerate launch`, gloo) over 1 process of one thread. Goal <= 0.6.
+- `extraction_bf16_speedup`: real-size backbone extraction in bfloat16 over float32 (autocast), timed side by side.
+  Goal >= 1.5 where the CPU has bf16 matrix units (Intel AMX); elsewhere measured and reported as not applicable.
+  `extraction_bf16_agreement`: top-1 agreement of a trained demo model on bf16 vs float32 features. Goal >= 0.99.
+- `train_bf16_fraction`: FLOP/s of `--bf16` training steps over the FLOP/s of a large bf16 matmul. Goal >= 0.4.
 
 The backbones are the real architectures (ELECTRA-base with KoELECTRA-v3's vocabulary, HuBERT-base) with random
 weights, written to a temporary directory in Hugging Face layout so that the real loading path runs and nothing is
 downloaded. See `benchmarks/README.md` for the definitions and the committed results.
 
-    python benchmarks/bench.py            # full run (~20 min on 2 CPU cores), writes benchmarks/results.json
-    python benchmarks/bench.py --quick    # smoke run (< 3 min): fewer repeats, tiny backbones for the memory keys
+    python benchmarks/bench.py            # full run (~25 min on 2 CPU cores), writes benchmarks/results.json
+    python benchmarks/bench.py --quick    # smoke run: fewer repeats, tiny backbones for the memory keys
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ import os
 import platform
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -48,6 +55,7 @@ import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from accelerate import PartialState  # noqa: E402
 from datasets import Array2D, Dataset, DatasetDict, Features, Value  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import (  # noqa: E402
@@ -63,7 +71,8 @@ from transformers import (  # noqa: E402
 
 import features_hyfuser  # noqa: E402
 from configuration_hyfuser import HyFusERConfig  # noqa: E402
-from demo_hyfuser import BackbonePaths, build_tiny_backbones  # noqa: E402
+from data_hyfuser import build_paper_dataset  # noqa: E402
+from demo_hyfuser import BackbonePaths, build_tiny_backbones, prepare_demo  # noqa: E402
 from modeling_hyfuser import HyFusERForEmotionRecognition  # noqa: E402
 from pipeline_hyfuser import save_hyfuser  # noqa: E402
 from processing_hyfuser import FeatureStatistics, HyFusERProcessor  # noqa: E402
@@ -74,6 +83,10 @@ GOALS = {
     "pipeline_over_backbones": ("<=", 1.10),
     "train_gemm_fraction": (">=", 0.5),
     "extraction_rss_ratio": ("<=", 1.2),
+    "extraction_shard_speedup": ("<=", 0.6),
+    "extraction_bf16_speedup": (">=", 1.5),
+    "extraction_bf16_agreement": (">=", 0.99),
+    "train_bf16_fraction": (">=", 0.4),
 }
 RESULT_PREFIX = "BENCH_RESULT "
 """Marks the line on which a child process prints its JSON result (its other output is progress)."""
@@ -108,6 +121,13 @@ class Settings:
     extraction_batch_size: int
     long_audio_backbones: str
     long_audio_seconds: float
+    shard_utterances: int
+    """Utterances (real-size backbones) that 1 and then 2 single-thread processes extract for the shard speedup."""
+    shard_repeats: int
+    bf16_extraction_utterances: int
+    """Utterances per timed bf16 / float32 extraction (one backbone batch)."""
+    demo_epochs: int
+    """Training epochs of the demo model whose predictions on bf16 and float32 features are compared."""
 
 
 FULL = Settings(
@@ -123,16 +143,24 @@ FULL = Settings(
     extraction_batch_size=16,
     long_audio_backbones="real",
     long_audio_seconds=600.0,
+    shard_utterances=32,
+    shard_repeats=2,
+    bf16_extraction_utterances=8,
+    demo_epochs=30,
 )
 QUICK = replace(
     FULL,
     repeats=3,
     pipeline_items=2,
-    train_batch_size=8,
     extraction_backbones="tiny",
     extraction_counts=(30, 300),
     long_audio_backbones="tiny",
+    shard_utterances=4,
+    shard_repeats=1,
+    bf16_extraction_utterances=2,
+    demo_epochs=1,
 )
+"""The paper's training batch of 32 in both: a smaller batch would measure a different, less efficient workload."""
 
 
 def log(message: str) -> None:
@@ -145,8 +173,24 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+BF16_CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_fp16")
+"""/proc/cpuinfo flags that say whether this CPU multiplies bf16 matrices in hardware: AMX tiles (Sapphire Rapids
+and later) make bf16 GEMMs several times faster than fp32; AVX512-BF16 only has dot-product instructions."""
+
+
+def cpu_matmul_capabilities(cpuinfo: str) -> dict[str, Any]:
+    """The CPU's matmul-relevant instruction sets, from its flags and from what PyTorch dispatches to."""
+    flags = set(re.findall(r"^flags\s*:\s*(.+)$", cpuinfo, flags=re.MULTILINE)[0].split()) if cpuinfo else set()
+    return {
+        **{flag: flag in flags for flag in BF16_CPU_FLAGS},
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_matrix_units": "amx_bf16" in flags,
+    }
+
+
 def describe_machine() -> dict[str, Any]:
-    """Enough to tell two results.json files apart: CPU, cores, memory, library versions, threads and load."""
+    """Enough to tell two results.json files apart: CPU and its matmul capabilities, cores, memory, library versions,
+    threads and load."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo, flags=re.MULTILINE)
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
@@ -156,6 +200,7 @@ def describe_machine() -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_matmul": cpu_matmul_capabilities(cpuinfo),
         "memory_gb": round(int(memory_kb.group(1)) / 2**20, 1) if memory_kb else None,
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -497,13 +542,28 @@ def measure_training(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def run_child(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """Run `CHILDREN[kind]` in a fresh interpreter, so that its peak RSS is its own; its progress goes to stderr."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind]
+def run_child(kind: str, arguments: dict[str, Any], launcher: Sequence[str] = (), threads: int | None = None) -> dict[str, Any]:
+    """Run `CHILDREN[kind]` in a fresh interpreter (or the processes `launcher` starts), so that its peak RSS is its
+    own; its progress goes to stderr. `threads` caps its torch threads (OMP_NUM_THREADS)."""
+    command = [*(launcher or [sys.executable]), str(Path(__file__).resolve()), "--child", kind]
     command += ["--child-arguments", json.dumps(arguments)]
-    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+    environment = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, env=environment)
     line = next(line for line in reversed(completed.stdout.splitlines()) if line.startswith(RESULT_PREFIX))
     return json.loads(line.removeprefix(RESULT_PREFIX))
+
+
+def extraction_split(audio_dir: str, count: int) -> Dataset:
+    """`count` (Korean text, wav path) rows shaped like a corpus split, from the wav files in `audio_dir`."""
+    paths = sorted(str(path) for path in Path(audio_dir).glob("*.wav"))[:count]
+    return Dataset.from_dict(
+        {
+            "id": [Path(path).stem for path in paths],
+            "text": korean_texts(count),
+            "audio": paths,
+            "label": [index % 7 for index in range(count)],
+        }
+    )
 
 
 def child_extraction(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -513,15 +573,7 @@ def child_extraction(arguments: dict[str, Any]) -> dict[str, Any]:
     reset, so the reported peak is that of the measured extraction, with the loaded models resident.
     """
     count, batch_size = arguments["count"], arguments["batch_size"]
-    paths = sorted(str(path) for path in Path(arguments["audio_dir"]).glob("*.wav"))[:count]
-    split = Dataset.from_dict(
-        {
-            "id": [Path(path).stem for path in paths],
-            "text": korean_texts(count),
-            "audio": paths,
-            "label": [index % 7 for index in range(count)],
-        }
-    )
+    split = extraction_split(arguments["audio_dir"], count)
     processor = HyFusERProcessor.from_backbones(arguments["text"], arguments["speech"])
     cache = partial(features_hyfuser.cache_features, processor=processor, cache_dir=arguments["cache_dir"],
                     batch_size=batch_size)  # fmt: skip
@@ -613,9 +665,143 @@ def bench_long_audio(settings: Settings, backbones: BackbonePaths, workdir: Path
     }
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# extraction_shard_speedup: the same utterances extracted by 1 and by 2 single-thread processes
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def child_shard_extraction(arguments: dict[str, Any]) -> dict[str, Any] | None:
+    """`cache_features` on one split in each process of this run (1 when started plain, N under `accelerate launch`),
+    timed from a common start, after the backbones are loaded, to the end of the last process's shard."""
+    torch.set_num_threads(1)
+    state = PartialState(cpu=True)
+    split = extraction_split(arguments["audio_dir"], arguments["count"])
+    processor = HyFusERProcessor.from_backbones(arguments["text"], arguments["speech"])
+    processor(split["text"][:1], split["audio"][:1], scale=False)  # loads the backbones, warms the kernels
+    state.wait_for_everyone()
+    start = time.perf_counter()
+    features_hyfuser.cache_features(
+        DatasetDict({"train": split}), processor, arguments["cache_dir"], batch_size=arguments["batch_size"]
+    )  # ends when every process has written its shard
+    seconds = time.perf_counter() - start
+    if not state.is_main_process:
+        return None
+    return {"processes": state.num_processes, "seconds": seconds, "threads_per_process": torch.get_num_threads()}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def bench_shard(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
+    """Wall time of extracting the same utterances with 2 processes of one thread over 1 process of one thread."""
+    count = settings.shard_utterances
+    audio_dir = workdir / "shard_audio"
+    write_utterances(audio_dir, count, settings.extraction_audio_seconds)
+    arguments = {"count": count, "batch_size": settings.extraction_batch_size, "audio_dir": str(audio_dir),
+                 "text": backbones.text, "speech": backbones.speech}  # fmt: skip
+    runs: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
+    for repeat in range(settings.shard_repeats):
+        for processes in ("1", "2") if repeat % 2 == 0 else ("2", "1"):
+            launcher = [] if processes == "1" else [
+                sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", processes,
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(free_port()),
+            ]  # fmt: skip
+            cache_dir = workdir / f"shard_cache_{processes}_{repeat}"
+            runs[processes].append(run_child("shard", {**arguments, "cache_dir": str(cache_dir)}, launcher, threads=1))
+            log(f"shard: {count} utterances, {processes} process(es) of 1 thread: {runs[processes][-1]['seconds']:.1f}s")
+    ratios = [two["seconds"] / one["seconds"] for one, two in zip(runs["1"], runs["2"])]
+    return {
+        "extraction_shard_speedup": statistics.median(ratios),
+        "per_repeat_ratios": ratios,
+        "utterances": count,
+        "audio_seconds": settings.extraction_audio_seconds,
+        "backbones": "real",
+        "runs": runs,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# extraction_bf16_speedup, extraction_bf16_agreement and train_bf16_fraction
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def demo_bf16_agreement(settings: Settings, workdir: Path) -> dict[str, Any]:
+    """Top-1 agreement of a trained demo model between features its backbones extract in bfloat16 and in float32,
+    on the demo's validation split (the items `train.py` held out)."""
+    output_dir, cache_dir = workdir / "demo_model", workdir / "demo_cache"
+    log(f"bf16: training the demo model ({settings.demo_epochs} epochs at most) with train.py")
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), "--dataset", "demo", "--num_train_epochs",
+         str(settings.demo_epochs), "--cache_dir", str(cache_dir), "--output_dir", str(output_dir),
+         "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "epoch", "--save_total_limit", "1"],
+        stdout=subprocess.DEVNULL, check=True, cwd=REPO_ROOT,
+    )  # fmt: skip
+    validation = build_paper_dataset(kemdy20_dir=prepare_demo(cache_dir / "demo").train_dir, seed=42)["validation"]
+    classifier = pipeline(model=str(output_dir), trust_remote_code=True, device="cpu")
+    processor, model = classifier.processor, classifier.model
+    predictions = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        processor.to(backbone_dtype=dtype)
+        batches = []
+        for start in range(0, len(validation), 32):
+            rows = validation[start : start + 32]
+            with torch.no_grad():
+                batches.append(model(**processor(rows["text"], rows["audio"])).logits.argmax(-1))
+        predictions[str(dtype).removeprefix("torch.")] = torch.cat(batches)
+    agreement = (predictions["float32"] == predictions["bfloat16"]).double().mean().item()
+    accuracy = (predictions["float32"] == torch.tensor(validation["label"])).double().mean().item()
+    return {"agreement": agreement, "items": len(validation), "float32_accuracy": accuracy}
+
+
+def bench_bf16(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
+    """bf16 against float32: real-size extraction time and the predictions it leads to, and training efficiency."""
+    machine = cpu_matmul_capabilities(Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "")
+    count = settings.bf16_extraction_utterances
+    paths = write_utterances(workdir / "bf16_audio", count, settings.extraction_audio_seconds)
+    texts = korean_texts(count)
+    processor = HyFusERProcessor.from_backbones(backbones.text, backbones.speech)
+
+    def extract(dtype: torch.dtype) -> Callable[[], Any]:
+        return lambda: processor.to(backbone_dtype=dtype)(texts, paths, scale=False)
+
+    times = side_by_side({"float32": extract(torch.float32), "bfloat16": extract(torch.bfloat16)},
+                         settings.repeats, settings.warmup, "bf16 extraction")  # fmt: skip
+    ratios = [fp32 / bf16 for fp32, bf16 in zip(times["float32"], times["bfloat16"])]
+    agreement = demo_bf16_agreement(settings, workdir)
+    log("bf16: training steps with --bf16")
+    training = measure_training(settings, backbones, workdir, torch.device("cpu"), bf16=True)
+    matmul = {name: matmul_flops_per_second(settings.matmul_size, torch.device("cpu"), dtype, settings.repeats)
+              for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}  # fmt: skip
+    not_applicable = {}
+    if not machine["bf16_matrix_units"]:
+        not_applicable["extraction_bf16_speedup"] = (
+            f"the goal is set for CPUs with AMX; this one has no amx_bf16 flag (avx512_bf16: "
+            f"{machine['avx512_bf16']}; its bf16 matmul runs at {matmul['bfloat16'] / matmul['float32']:.2f}x fp32)"
+        )
+    return {
+        "extraction_bf16_speedup": statistics.median(ratios),
+        "extraction_bf16_agreement": agreement["agreement"],
+        "train_bf16_fraction": training["fraction"],
+        "not_applicable": not_applicable,
+        "per_repeat_speedups": ratios,
+        "extraction_seconds": times,
+        "extraction_utterances": count,
+        "agreement": agreement,
+        "matmul_flops_per_second": matmul,
+        "bf16_over_fp32_matmul": matmul["bfloat16"] / matmul["float32"],
+        "cpu_matmul": machine,
+        "training": training,
+    }
+
+
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "extraction": child_extraction,
     "long-audio": child_long_audio,
+    "shard": child_shard_extraction,
 }
 
 
@@ -628,15 +814,30 @@ NOMINAL_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12),
 
 
 def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
-    """Extraction utterances/s with both backbones on the GPU, and training MFU with bf16 autocast."""
+    """The CUDA path: the pipeline with real-size backbones, extraction utterances/s with both backbones on the GPU,
+    training MFU with bf16 autocast, and `train.py --bf16` (demo) placing its backbones on the GPU."""
     if not torch.cuda.is_available():
         log("gpu: no CUDA device, skipped")
         return {"skipped": "torch.cuda.is_available() is False"}
     device = torch.device("cuda")
-    processor = HyFusERProcessor.from_backbones(backbones.text, backbones.speech).to(device)
     count, batch_size = settings.extraction_counts[0], settings.extraction_batch_size
     paths = write_utterances(workdir / "gpu_audio", count, settings.extraction_audio_seconds)
     texts = korean_texts(count)
+
+    log("gpu: pipeline(device='cuda') on a Table 3 HyFusER with the real-size backbones")
+    torch.manual_seed(0)
+    model = HyFusERForEmotionRecognition(HyFusERConfig(text_backbone=backbones.text, speech_backbone=backbones.speech))
+    save_dir = save_hyfuser(workdir / "gpu_hyfuser", model.eval(), random_fitted_processor(backbones), save_backbones=False)
+    classifier = pipeline(model=str(save_dir), trust_remote_code=True, device="cuda")
+    items = [{"text": text, "audio": path} for text, path in zip(texts[:batch_size], paths[:batch_size])]
+    pipeline_seconds = side_by_side({"pipeline": lambda: classifier(items, batch_size=len(items))},
+                                    settings.repeats, settings.warmup, "gpu pipeline")["pipeline"]  # fmt: skip
+    placed_on = {
+        "pipeline_backbones": str(classifier.processor.text_backbone_model.device),
+        "pipeline_model": str(classifier.model.device),
+    }
+
+    processor = HyFusERProcessor.from_backbones(backbones.text, backbones.speech).to(device)
 
     def extract_all() -> None:
         for start in range(0, count, batch_size):
@@ -647,12 +848,26 @@ def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> di
     name = torch.cuda.get_device_name(device)
     peak = next((flops for key, flops in NOMINAL_BF16_FLOPS if key in name), None)
     achieved = statistics.median(training["achieved_flops_per_second"])
+
+    log("gpu: train.py --dataset demo --bf16 true, one epoch")
+    demo = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), "--dataset", "demo", "--bf16", "true", "--num_train_epochs", "1",
+         "--cache_dir", str(workdir / "gpu_demo_cache"), "--output_dir", str(workdir / "gpu_demo"),
+         "--report_to", "none", "--disable_tqdm", "true"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True, cwd=REPO_ROOT,
+    )  # fmt: skip
+    placement = re.search(r"The frozen backbones run on (\S+) in (\w+)", demo.stdout)
+    placed_on["train_py_backbones"] = placement.group(1) if placement else None
     return {
         "device": name,
+        "pipeline_items_per_second": len(items) / statistics.median(pipeline_seconds),
+        "placed_on": placed_on,
         "extraction_utterances_per_second": count / statistics.median(seconds),
         "train_bf16_matmul_fraction": training["fraction"],
         "train_mfu_bf16": achieved / peak if peak else None,
         "nominal_bf16_flops": peak,
+        "train_py_bf16_demo": {"eval_accuracy": json.loads((workdir / "gpu_demo" / "eval_results.json").read_text())
+                               .get("eval_accuracy")},  # fmt: skip
         "training": training,
     }
 
@@ -662,52 +877,96 @@ def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> di
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def bench_training(settings: Settings, backbones: dict[str, BackbonePaths], workdir: Path) -> dict[str, Any]:
+    measured = measure_training(settings, backbones["real"], workdir, torch.device("cpu"))
+    return {"train_gemm_fraction": measured["fraction"], **measured}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One independently runnable part of the benchmark: what it measures and which of its keys are headlines."""
+
+    measure: Callable[[Settings, dict[str, BackbonePaths], Path], dict[str, Any]]
+    headline_keys: tuple[str, ...]
+
+
+SECTIONS: dict[str, Section] = {
+    "pipeline": Section(lambda s, b, w: bench_pipeline(s, b["real"], w), ("pipeline_over_backbones",)),
+    "training": Section(bench_training, ("train_gemm_fraction",)),
+    "extraction": Section(
+        lambda s, b, w: bench_extraction(s, b[s.extraction_backbones], w),
+        ("extraction_rss_ratio", "cache_bytes_per_utterance"),
+    ),
+    "long_audio": Section(lambda s, b, w: bench_long_audio(s, b[s.long_audio_backbones], w), ("long_audio_peak_mb",)),
+    "gpu": Section(lambda s, b, w: bench_gpu(s, b["real"], w), ()),
+    "shard": Section(lambda s, b, w: bench_shard(s, b["real"], w), ("extraction_shard_speedup",)),
+    "bf16": Section(
+        lambda s, b, w: bench_bf16(s, b["real"], w),
+        ("extraction_bf16_speedup", "extraction_bf16_agreement", "train_bf16_fraction"),
+    ),
+}
+
+
 def goal_report(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each headline against its goal; a goal that a section declares not applicable on its machine says why."""
+    not_applicable = {key: reason for details in results.get("details", {}).values()
+                      for key, reason in details.get("not_applicable", {}).items()}  # fmt: skip
     report = {}
     for key, (direction, bound) in GOALS.items():
+        if key not in results:
+            continue
         value = results[key]
         report[key] = {"goal": f"{direction} {bound}", "met": value <= bound if direction == "<=" else value >= bound}
+        if key in not_applicable:
+            report[key].update(met=None, not_applicable=not_applicable[key])
     return report
 
 
-def run(settings: Settings, quick: bool) -> dict[str, Any]:
+def run(settings: Settings, quick: bool, sections: list[str], previous: dict[str, Any]) -> dict[str, Any]:
+    """Measure `sections` and merge them into `previous` (the existing results file, or {}).
+
+    Each section's details record the machine and mode they were measured on, so that a file assembled from
+    several `--only` runs still says where every figure comes from.
+    """
     started = time.time()
     machine = describe_machine()
+    results = {**previous, "details": dict(previous.get("details", {}))}
     with tempfile.TemporaryDirectory(prefix="hyfuser-bench-") as directory:
         workdir = Path(directory)
         log("building random-weight backbones in HF layout (ELECTRA-base/KoELECTRA-v3 shape, HuBERT-base, tiny)")
         backbones = build_backbones(workdir / "backbones")
-        pipeline_result = bench_pipeline(settings, backbones["real"], workdir)
-        training = measure_training(settings, backbones["real"], workdir, torch.device("cpu"))
-        extraction = bench_extraction(settings, backbones[settings.extraction_backbones], workdir)
-        long_audio = bench_long_audio(settings, backbones[settings.long_audio_backbones], workdir)
-        gpu = bench_gpu(settings, backbones["real"], workdir)
+        for name in sections:
+            section_started = time.time()
+            measured = SECTIONS[name].measure(settings, backbones, workdir)
+            for key in SECTIONS[name].headline_keys:
+                results[key] = measured[key]
+            measured["machine"] = {**machine, "load_average_at_end": os.getloadavg()}
+            measured["mode"] = "quick" if quick else "full"
+            measured["wall_seconds"] = time.time() - section_started
+            results["details"][name] = measured
     machine["load_average_at_end"] = os.getloadavg()
-    results = {
-        "mode": "quick" if quick else "full",
-        "pipeline_over_backbones": pipeline_result["pipeline_over_backbones"],
-        "train_gemm_fraction": training["fraction"],
-        "extraction_rss_ratio": extraction["extraction_rss_ratio"],
-        "long_audio_peak_mb": long_audio["long_audio_peak_mb"],
-        "cache_bytes_per_utterance": extraction["cache_bytes_per_utterance"],
-        "machine": machine,
-        "settings": asdict(settings),
-        "details": {
-            "pipeline": pipeline_result,
-            "training": training,
-            "extraction": extraction,
-            "long_audio": long_audio,
-            "gpu": gpu,
-        },
-        "wall_seconds": time.time() - started,
-    }
+    modes = {results["details"][name]["mode"] for name in results["details"]}
+    results.update(
+        {
+            "mode": modes.pop() if len(modes) == 1 else "mixed",
+            "machine": machine,
+            "settings": asdict(settings),
+            "wall_seconds": time.time() - started,
+        }
+    )
     results["goals"] = goal_report(results)
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (< 3 min on 2 cores): see QUICK")
+    parser.add_argument("--quick", action="store_true", help="smoke run (about 9 min on a busy 2-core machine): see QUICK")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to measure, merged into the existing --output file (default: all of "
+        f"{', '.join(SECTIONS)})",
+    )
     parser.add_argument(
         "--output", type=Path, default=Path(__file__).resolve().parent / "results.json", help="where the JSON goes"
     )
@@ -715,15 +974,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--child-arguments", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(RESULT_PREFIX + json.dumps(CHILDREN[args.child](json.loads(args.child_arguments))), flush=True)
+        result = CHILDREN[args.child](json.loads(args.child_arguments))
+        if result is not None:  # one line from a multi-process child: its main process's
+            print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
 
-    results = run(QUICK if args.quick else FULL, args.quick)
+    sections = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    partial_run = set(sections) != set(SECTIONS)
+    previous = json.loads(args.output.read_text()) if partial_run and args.output.exists() else {}
+    results = run(QUICK if args.quick else FULL, args.quick, sections, previous)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     for key, goal in results["goals"].items():
-        log(f"{key} = {results[key]:.3f} (goal {goal['goal']}: {'met' if goal['met'] else 'MISSED'})")
-    log(f"long_audio_peak_mb = {results['long_audio_peak_mb']:.0f}")
+        verdict = "not applicable here" if goal["met"] is None else "met" if goal["met"] else "MISSED"
+        log(f"{key} = {results[key]:.3f} (goal {goal['goal']}: {verdict})")
     log(f"wrote {args.output} in {results['wall_seconds']:.0f}s")
 
 

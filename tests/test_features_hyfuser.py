@@ -1,10 +1,14 @@
 """The feature cache on real tiny backbones and real wav files: what it stores, when it extracts, what its key sees."""
 
+import copy
 import functools
 import json
 import logging
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +26,12 @@ from features_hyfuser import (
     cache_features,
     feature_cache_key,
     fit_scaler_on_cache,
+    place_backbones,
     train_on_features,
 )
+from configuration_hyfuser import HyFusERConfig
 from modeling_hyfuser import HyFusERForEmotionRecognition
-from processing_hyfuser import HyFusERProcessor
+from processing_hyfuser import BACKBONE_DTYPES, HyFusERProcessor
 
 SEQUENCE_LENGTH = 8
 UTTERANCES = 17
@@ -64,18 +70,21 @@ def test_cache_stores_the_unscaled_features_in_float16_and_is_reused(
 ):
     caplog.set_level(logging.INFO, logger="features_hyfuser")
     key = feature_cache_key(split, processor)
-    cache_file = tmp_path / "cache" / "features" / f"train-{key}.arrow"
+    cache_file = tmp_path / "cache" / "features" / f"train-{key}-00000-of-00001.arrow"
 
     expected = processor(split["text"], split["audio"], scale=False)
     cached = cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache")["train"]
     size, extraction, measured = caplog.messages
-    assert extraction == f"Extracting train features for {UTTERANCES} utterances into {cache_file}"
+    assert extraction == (
+        f"Extracting train features for {UTTERANCES} utterances (shard 1 of 1, of {UTTERANCES}) into {cache_file}"
+    )
     # 2 modalities x SEQUENCE_LENGTH positions x 32 dimensions x 2 bytes (float16)
     assert size.startswith(f"Feature cache: {2 * SEQUENCE_LENGTH * 32 * 2:,} bytes (1.0 KiB) per utterance")
     assert f"; {UTTERANCES} utterances to extract need about" in size
     bytes_on_disk = cache_file.stat().st_size // UTTERANCES
-    assert measured == f"Cached train features: {bytes_on_disk:,} bytes on disk per utterance, measured ({cache_file})"
-    assert cache_file.is_file() and cached._fingerprint == key
+    measurement = f"Cached train features: {bytes_on_disk:,} bytes on disk per utterance, measured ({cache_file.parent})"
+    assert measured == measurement
+    assert cache_file.is_file()
     assert text_backbone_batches[-2:] == [16, 1]  # the default batch (`datasets` may first try a sample of its own)
     calls = len(text_backbone_batches)
     for column in FEATURE_COLUMNS:
@@ -128,6 +137,103 @@ def test_cache_key_changes_with_everything_the_features_depend_on(processor, spl
     vocabulary.rename(copied / "tokenizer-old.json")  # a file renamed, keeping its size and time
     os.utime(copied / "tokenizer-old.json", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert feature_cache_key(split, retrained) != touched
+
+
+def test_backbone_dtype_is_part_of_the_cache_key_and_the_device_is_not(tiny_backbones, split, tmp_path):
+    def fresh() -> HyFusERProcessor:
+        return HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, SEQUENCE_LENGTH)
+
+    key = feature_cache_key(split, fresh())
+    # Each rank of a multi-GPU run places its backbones on its own device: they must all find the same cache.
+    assert feature_cache_key(split, place_backbones(fresh(), "meta", "float32")) == key
+    keys = {name: feature_cache_key(split, place_backbones(fresh(), "cpu", name)) for name in BACKBONE_DTYPES}
+    assert keys["float32"] == key and len(set(keys.values())) == 3
+
+
+def test_backbones_move_to_the_given_device_whether_loaded_before_or_after(tiny_backbones):
+    """The placement step on a device other than the CPU, without a GPU: PyTorch's `meta` device."""
+    loaded = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, SEQUENCE_LENGTH)
+    models = (loaded.text_backbone_model, loaded.speech_backbone_model)
+    assert place_backbones(loaded, torch.device("meta"), "bfloat16") is loaded
+    lazy = place_backbones(
+        HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, SEQUENCE_LENGTH), "meta", "float16"
+    )
+    for processor, dtype in ((loaded, torch.bfloat16), (lazy, torch.float16)):
+        assert processor.device == torch.device("meta") and processor.backbone_dtype == dtype
+        for model in (processor.text_backbone_model, processor.speech_backbone_model):
+            assert {parameter.device.type for parameter in model.parameters()} == {"meta"}
+            assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}  # autocast, not a cast
+    assert (loaded.text_backbone_model, loaded.speech_backbone_model) == models
+    with pytest.raises(ValueError, match="extraction dtype must be one of"):
+        place_backbones(lazy, "cpu", "int8")
+
+
+def test_bfloat16_extraction_on_the_cpu_stays_close_to_float32_and_is_cached_apart(processor, split, tmp_path):
+    texts, audio = split["text"][:4], split["audio"][:4]
+    reference = processor(texts, audio, scale=False)
+    half = copy.deepcopy(processor).to(backbone_dtype=torch.bfloat16)
+    features = half(texts, audio, scale=False)
+    for column in FEATURE_COLUMNS:
+        assert features[column].dtype == torch.float32 and not torch.equal(features[column], reference[column])
+        torch.testing.assert_close(features[column], reference[column], rtol=0.05, atol=0.05)
+    first = cache_features(DatasetDict({"train": split.select(range(4))}), processor, tmp_path)
+    second = cache_features(DatasetDict({"train": split.select(range(4))}), half, tmp_path)
+    assert first["train"].cache_files != second["train"].cache_files
+    assert len(list((tmp_path / "features").glob("train-*.arrow"))) == 2
+
+
+NODE_SCRIPT = """
+import json, sys
+sys.path.insert(0, {repo!r})
+from accelerate import PartialState
+from datasets import Dataset, DatasetDict
+from features_hyfuser import cache_features
+from processing_hyfuser import HyFusERProcessor
+
+state = PartialState(cpu=True)
+arguments = json.loads(sys.argv[1])
+split = DatasetDict(train=Dataset.from_dict(arguments["rows"]))
+processor = HyFusERProcessor.from_backbones(arguments["text"], arguments["speech"], sequence_length=8)
+for case, cache_dirs in arguments["cases"].items():  # each process's --cache_dir: as if on its own node's disk
+    try:
+        cache_features(split, processor, cache_dirs[state.process_index])
+        print(f"rank {{state.process_index}} {{case}}: no error", flush=True)
+    except RuntimeError as error:
+        print(f"rank {{state.process_index}} {{case}}: {{error}}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_processes_that_do_not_share_the_cache_directory_fail_clearly(processor, split, tiny_backbones, tmp_path):
+    """Two gloo processes, each with its own --cache_dir, like two nodes without shared storage."""
+    rows = split.select(range(4)).to_dict()
+    node_0, node_1 = tmp_path / "node0", tmp_path / "node1"
+    cache_features(DatasetDict(train=Dataset.from_dict(rows)), processor, node_0 / "found")  # only node 0 has it
+    script = tmp_path / "nodes.py"
+    script.write_text(NODE_SCRIPT.format(repo=str(Path(__file__).resolve().parent.parent)))
+    arguments = {
+        "rows": rows, "text": tiny_backbones.text, "speech": tiny_backbones.speech,
+        "cases": {"found": [str(node_0 / "found"), str(node_1 / "found")],
+                  "written": [str(node_0 / "written"), str(node_1 / "written")]},
+    }  # fmt: skip
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+    ]  # fmt: skip
+    completed = subprocess.run([*launch, str(script), json.dumps(arguments)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    log = completed.stdout
+    shared = "must be on storage that every node mounts at that path"
+    for rank in (0, 1):
+        # Node 0 found a cache that node 1 cannot see: both stop instead of one waiting for the other forever.
+        assert f"rank {rank} found: the processes of this run found different cached features" in log, log[-3000:]
+        # Each node extracted its shard onto its own disk: each misses the other's and says which, and why.
+        missing = next(line for line in log.splitlines() if line.startswith(f"rank {rank} written:"))
+        assert "this process cannot see train feature shards" in missing and shared in missing
+        assert f"{tmp_path / f'node{rank}' / 'written'}" in missing and f"-{1 - rank:05d}-of-00002.arrow" in missing
 
 
 def test_a_hub_backbone_is_identified_by_its_cached_snapshot(tmp_path, monkeypatch):
@@ -225,3 +331,26 @@ def test_resuming_from_a_checkpoint_trains_only_the_remaining_epochs(
     )  # fmt: skip
     assert trainer.state.global_step == 2 * STEPS_PER_EPOCH
     assert len(training_forwards) == 2 * STEPS_PER_EPOCH  # epoch 1 was not trained again
+
+
+def test_gradient_checkpointing_argument_trains_with_checkpointed_blocks_to_the_same_weights(
+    tiny_config, tiny_processor, tmp_path
+):
+    """`--gradient_checkpointing` reaches the model through the Trainer: the blocks are checkpointed, and since
+    checkpointing only trades memory for recomputation, training gives the weights of a run without it."""
+    train, validation = (random_cache(seed, tiny_config.sequence_length) for seed in (1, 2))
+    config = HyFusERConfig(**{**tiny_config.to_diff_dict(), "hidden_dropout_prob": 0.0, "attention_dropout": 0.0})
+    trained = {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = HyFusERForEmotionRecognition(config)
+        initial = {name: weight.clone() for name, weight in model.state_dict().items()}
+        arguments = training_arguments(
+            tmp_path / f"checkpointing-{checkpointing}", learning_rate=1e-3, gradient_checkpointing=checkpointing
+        )
+        trainer, _ = train_on_features(model, arguments, tiny_processor, train, validation)
+        assert trainer.model.is_activation_checkpointing is checkpointing
+        trained[checkpointing] = trainer.model.state_dict()
+    assert all(not torch.equal(weight, initial[name]) for name, weight in trained[True].items())  # every one trained
+    for name, weight in trained[False].items():
+        torch.testing.assert_close(trained[True][name], weight, rtol=1e-5, atol=1e-6, msg=name)

@@ -1,6 +1,6 @@
-"""The conventions generic tooling expects of a transformers model, on HyFusER and the baselines with attention:
-every block's states, plain tuples, a selectable attention kernel, gradient checkpointing. transformers' own common
-tests run in test_transformers_common.py."""
+"""The conventions generic tooling expects of a transformers model, on HyFusER and its baselines: every block's
+states, plain tuples, a selectable attention kernel, key masks, gradient checkpointing, any label set in the config.
+transformers' own common tests run in test_transformers_common.py."""
 
 import pytest
 import torch
@@ -37,23 +37,41 @@ def test_eager_and_sdpa_give_the_same_outputs(name):
         torch.testing.assert_close(got_states, expected_states, atol=1e-5, rtol=0)
 
 
+def test_eager_and_sdpa_agree_at_the_papers_size():
+    """Table 3's model: one 768-dimensional head over 126 positions per modality."""
+    model = TRAINABLE_MODELS["hyfuser"]._from_config(HyFusERConfig(), attn_implementation="eager").eval()
+    features = random_features(model.config, batch_size=2)
+    with torch.no_grad():
+        expected = model(*features)
+        model.set_attn_implementation("sdpa")
+        assert model.text_encoder.layers[0].attention.config._attn_implementation == "sdpa"
+        got = model(*features)
+    for field in ("logits", "text_logits", "speech_logits"):
+        torch.testing.assert_close(got[field], expected[field], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mask_kind", ["additive", "boolean"])
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_additive_key_mask_hides_the_masked_keys(attn_implementation):
-    """A large negative mask on the last two keys gives what attending to the other keys alone gives; both kernels."""
+def test_key_mask_hides_the_masked_keys(attn_implementation, mask_kind):
+    """Masking the last two keys gives what attending to the other keys alone gives, whatever their values: with
+    either kernel, and with an additive mask or a boolean one (the kind masks built for sdpa are)."""
     config = small_config()
     config._attn_implementation = attn_implementation
     attention = HyFusERAttention(config).eval()
     queries, keys = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
-    mask = torch.zeros(2, 1, 5, 5)
-    mask[..., 3:] = torch.finfo(torch.float32).min
+    visible = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    visible[..., 3:] = False
+    mask = visible if mask_kind == "boolean" else torch.zeros(2, 1, 5, 5).masked_fill(~visible, -1e9)
     with torch.no_grad():
         masked, _ = attention(queries, keys, attention_mask=mask)
         visible_only, _ = attention(queries, keys[:, :3])
         changed_hidden_keys = keys.clone()
         changed_hidden_keys[:, 3:] = torch.randn(2, 2, 16)
         masked_again, _ = attention(queries, changed_hidden_keys, attention_mask=mask)
+        _, weights = attention(queries, keys, attention_mask=mask, output_attentions=True)  # always eager
     torch.testing.assert_close(masked, visible_only, atol=1e-6, rtol=0)
     torch.testing.assert_close(masked_again, masked, atol=1e-6, rtol=0)
+    assert weights[..., 3:].max() == 0
 
 
 def test_attn_implementation_is_chosen_at_load_time(tmp_path):
@@ -112,6 +130,21 @@ def test_baselines_return_the_states_of_the_blocks_they_have(name, blocks):
     assert all(state.shape == text.shape for state in states)
 
 
+def test_lstm_and_cnn_return_their_input_and_each_layer_s_states():
+    config = small_config(lstm_hidden_size=6, cnn_channels=10, cnn_num_layers=2)
+    text, speech = random_features(config)
+    lstm, cnn = (TRAINABLE_MODELS[name](config).eval() for name in ("text_lstm", "speech_cnn"))
+    with torch.no_grad():
+        lstm_states = lstm(text, speech, output_hidden_states=True).hidden_states
+        cnn_states = cnn(text, speech, output_hidden_states=True).hidden_states
+        first_convolution = torch.relu(cnn.convolutions[0](speech.transpose(1, 2))).transpose(1, 2)
+    assert lstm_states[0] is text and cnn_states[0] is speech
+    torch.testing.assert_close(lstm_states[1], lstm.lstm(text)[0], rtol=0, atol=0)
+    assert len(cnn_states) == 1 + config.cnn_num_layers
+    torch.testing.assert_close(cnn_states[1], first_convolution, rtol=0, atol=0)
+    assert cnn_states[2].shape == (3, config.sequence_length, config.cnn_channels)
+
+
 def test_config_output_flags_are_the_defaults_of_a_call():
     config = small_config(output_hidden_states=True)
     config._attn_implementation = "eager"
@@ -132,7 +165,8 @@ def test_return_dict_false_returns_the_output_fields_as_a_plain_tuple(name):
     as_tuple = model(*features, **options, return_dict=False)
     assert type(as_tuple) is tuple
     expected = [value for value in as_dict.values() if value is not None]
-    assert len(as_tuple) == len(expected) == (6 if name == "hyfuser" else 4)  # loss, logits(, text, speech), states, maps
+    # loss, logits, (text_logits, speech_logits,) hidden_states, attentions
+    assert len(as_tuple) == len(expected) == (6 if name == "hyfuser" else 4)
     for got, want in zip(as_tuple, expected, strict=True):
         if isinstance(want, tuple):
             assert len(got) == len(want) and all(torch.equal(g, w) for g, w in zip(got, want, strict=True))

@@ -35,6 +35,10 @@ NOT_RUN = {
     "make test": "builds .venv with pip from a package index, then runs this very suite",
     "hf upload": "uploads to the Hugging Face Hub: needs the network and a login",
     "python reproduce.py": "trains every model on every split; tests/test_reproduce.py runs it on the fixture corpora",
+    "accelerate launch": "the two-machine launch (a bare `accelerate launch train.py` runs below); tests/test_train.py "
+    "runs it at a smaller size, 2 gloo processes on one machine",
+    "make app": "builds .venv with pip from a package index, then serves until stopped",
+    "python app.py": "serves until stopped; tests/test_app.py parses its flags and serves it to a browser",
 }
 """Commands, by their first two words, that only get an offline check: `make -n` or the program's `--help`."""
 

@@ -2,8 +2,8 @@
 processes, early stopping and resuming. Plus in-process checks of the argument defaults and the metrics.
 
 Every run uses the tiny backbones and a tiny HyFusER (sequence length 8, one layer), so each CLI run costs mostly
-interpreter start-up. The fixture KEMDy corpora give 18 training and 2 validation utterances: with batch 4 that
-is 5 optimisation steps per epoch in one process.
+interpreter start-up. The fixture KEMDy corpora give 18 training and 2 validation utterances: with a global batch of
+6 that is 3 optimisation steps per epoch, in one process (batch 6) or two (3 each).
 """
 
 import functools
@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 from corpora import KEMDY19_SEGMENTS, write_aihub263, write_kemdy19, write_kemdy20
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from train_script import TRAIN
@@ -37,8 +38,8 @@ from processing_hyfuser import HyFusERProcessor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 parse_arguments, load_corpora = TRAIN["parse_arguments"], TRAIN["load_corpora"]
-STEPS_PER_EPOCH = 5
-"""ceil(18 training utterances / batch 4) in one process."""
+STEPS_PER_EPOCH = 3
+"""18 training utterances / global batch 6, on any number of processes that divides it."""
 
 OVERRIDES = "intermediate_size=16,num_hidden_layers=1,hidden_dropout_prob=0,attention_dropout=0"
 """A tiny HyFusER. Without dropout, training is a function of the data order alone (no dropout masks drawn), which is
@@ -72,7 +73,7 @@ def train_args(tiny_backbones, corpora) -> list[str]:
         "--dataset", "kemdy", "--kemdy19_dir", str(kemdy19), "--kemdy20_dir", str(kemdy20),
         "--text_backbone", tiny_backbones.text, "--speech_backbone", tiny_backbones.speech,
         "--sequence_length", "8", "--config_overrides", OVERRIDES,
-        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--disable_tqdm", "true",
+        "--global_train_batch_size", "6", "--per_device_eval_batch_size", "4", "--disable_tqdm", "true",
     ]  # fmt: skip
 
 
@@ -160,7 +161,8 @@ def printed_defaults(argv: list[str], capsys, monkeypatch) -> dict[str, str]:
 def test_help_shows_the_paper_s_defaults_and_the_demo_s_only_under_dataset_demo(capsys, monkeypatch):
     paper = printed_defaults([], capsys, monkeypatch)
     assert paper["--learning_rate"] == "0.0001" and paper["--sequence_length"] == "126"
-    assert (paper["--per_device_train_batch_size"], paper["--num_train_epochs"]) == ("32", "30")
+    assert (paper["--global_train_batch_size"], paper["--num_train_epochs"]) == ("32", "30")
+    assert paper["--per_device_train_batch_size"] == "None"  # derived from the global batch and the device count
     assert paper["--text_backbone"] == DEFAULT_TEXT_BACKBONE and paper["--config_overrides"] == "None"
     assert paper["--output_dir"] == "outputs/hyfuser-kemdy"
 
@@ -174,6 +176,19 @@ def test_help_shows_the_paper_s_defaults_and_the_demo_s_only_under_dataset_demo(
     assert {flag: value for flag, value in demo.items() if flag not in changed} == {
         flag: value for flag, value in paper.items() if flag not in changed
     }
+
+
+def test_the_paper_s_global_batch_is_split_over_accumulation_steps_unless_the_per_device_batch_is_given(caplog):
+    paper = ["--dataset", "kemdy", "--kemdy20_dir", "KEMDy20"]
+    _, _, training_args = parse_arguments([*paper, "--gradient_accumulation_steps", "4"])
+    assert training_args.per_device_train_batch_size == 8  # 8 x 1 device x 4 steps = 32
+    with pytest.raises(ValueError, match=r"--global_train_batch_size 32 cannot be split over 1 device\(s\) x 3 "):
+        parse_arguments([*paper, "--gradient_accumulation_steps", "3"])
+    _, _, training_args = parse_arguments([*paper, "--gradient_accumulation_steps", "3",
+                                           "--per_device_train_batch_size", "5"])  # fmt: skip
+    assert training_args.per_device_train_batch_size == 5  # explicit wins: an effective batch of 15, logged by main()
+    _, _, training_args = parse_arguments([*paper, "--global_train_batch_size", "6"])
+    assert training_args.per_device_train_batch_size == 6
 
 
 def test_a_dataset_without_its_directory_is_refused():
@@ -273,40 +288,91 @@ def test_second_run_with_the_same_settings_reuses_the_feature_cache(trained, tra
     assert sorted((cache_dir / "features").iterdir()) == cached
 
 
+def feature_cache(cache_dir: Path) -> dict[str, Dataset]:
+    """Each split of a feature cache written by any number of processes, its shards read back in row order."""
+    shards = sorted((cache_dir / "features").glob("*.arrow"))
+    return {
+        split: concatenate_datasets([Dataset.from_file(str(path)) for path in shards if path.name.startswith(split)])
+        for split in ("train", "validation")
+    }
+
+
+def readme_multi_node_command(port: int) -> tuple[list[str], list[str]]:
+    """The README's two-machine `accelerate launch` at a smaller size: (launcher, train.py arguments).
+
+    Its launch options become 2 processes on this machine (the README's other options are kept as written), and its
+    train.py arguments are kept, for the tests' own arguments to follow them (later flags win)."""
+    command = re.search(r"^accelerate launch --multi_gpu (?:.*\\\n)*.*$", (REPO_ROOT / "README.md").read_text(), re.M)
+    assert command, "the README's scaling-out section has no `accelerate launch --multi_gpu` command"
+    words = shlex.split(command.group(0).replace("\\\n", " "))
+    smaller = {"--num_machines": "1", "--num_processes": "2", "--machine_rank": "0",
+               "--main_process_ip": "127.0.0.1", "--main_process_port": str(port)}  # fmt: skip
+    options = words[2 : words.index("train.py")]
+    assert set(smaller) <= set(options), options
+    options = [smaller.get(previous, word) for previous, word in zip(["", *options], options)]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", *options,
+                "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    return launcher, words[words.index("train.py") + 1 :]
+
+
 @pytest.mark.slow
-def test_two_process_gloo_run_extracts_features_once(trained, train_args, hf_home, tmp_path):
+def test_two_process_gloo_run_shards_extraction_and_matches_one_process(trained, train_args, hf_home, tmp_path):
+    """The README's scaling-out launch at a small size (2 CPU processes over gloo), against the single-process
+    `trained` run of the same settings."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    output_dir = tmp_path / "ddp"
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-    ]  # fmt: skip
+    output_dir, cache_dir = tmp_path / "ddp", tmp_path / "cache"
+    launcher, readme_arguments = readme_multi_node_command(port)
     log = run(
-        [*launch, "train.py", *train_args, "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(output_dir),
-         "--num_train_epochs", "2", "--log_level_replica", "info"],
+        [*launcher, "train.py", *readme_arguments, *train_args, "--cache_dir", str(cache_dir),
+         "--output_dir", str(output_dir), "--num_train_epochs", "2", "--log_level_replica", "info"],
         hf_home,
     ).stdout  # fmt: skip
-    # Both ranks log at INFO: the main one extracts, the other one waits and then reads the cache.
+    # Each rank extracts its half of each split into its own shard; nobody reuses anything.
+    for split, rows, halves in (("train", 18, (9, 9)), ("validation", 2, (1, 1))):
+        for shard, half in enumerate(halves, start=1):
+            assert f"Extracting {split} features for {half} utterances (shard {shard} of 2, of {rows})" in log, log[-6000:]
+    assert "Reusing" not in log
+    assert log.count("Effective train batch 6: 3 per device x 2 device(s) x 1 gradient accumulation step(s)") == 2
+
+    # The merged cache is the single-process one: same rows in the same order, same features up to float16 rounding.
+    one_process, two_processes = feature_cache(trained[1]), feature_cache(cache_dir)
     for split in ("train", "validation"):
-        assert log.count(f"Extracting {split} features for") == 1, log[-6000:]
-        assert log.count(f"Reusing cached {split} features") == 1, log[-6000:]
-    # The same kind of output as a single-process run (checkpoint numbers aside).
-    saved = [{path.name for path in folder.iterdir() if not path.name.startswith("checkpoint-")}
-             for folder in (output_dir, trained[0])]  # fmt: skip
+        assert two_processes[split]["id"] == one_process[split]["id"]
+        assert two_processes[split]["label"] == one_process[split]["label"]
+        for column in FEATURE_COLUMNS:
+            np.testing.assert_allclose(
+                two_processes[split].with_format("numpy")[column], one_process[split].with_format("numpy")[column],
+                rtol=2e-3, atol=2e-3,
+            )  # fmt: skip
+
+    # The global batch stays 6: the same optimizer steps, and without dropout the same weights up to float sums.
+    assert trainer_state(output_dir)["global_step"] == trainer_state(trained[0])["global_step"] == 2 * STEPS_PER_EPOCH
+    last_checkpoint = Path(f"checkpoint-{2 * STEPS_PER_EPOCH}") / "model.safetensors"
+    reference = load_file(trained[0] / last_checkpoint)
+    for name, tensor in load_file(output_dir / last_checkpoint).items():
+        torch.testing.assert_close(tensor, reference[name], rtol=1e-4, atol=1e-5, msg=name)
+    saved = [{path.name for path in folder.iterdir()} for folder in (output_dir, trained[0])]
     assert saved[0] == saved[1]
-    # Two ranks share each epoch: ceil(18 / (4 x 2)) = 3 steps instead of 5.
-    assert trainer_state(output_dir)["global_step"] == 2 * 3
+
+    # One process reuses the two-process cache (training precision is not part of it) and records its bf16 training.
+    log = train([*train_args, "--cache_dir", str(cache_dir), "--output_dir", str(tmp_path / "reused"),
+                 "--num_train_epochs", "1", "--bf16", "true"], hf_home)  # fmt: skip
+    assert "Extracting" not in log and "Reusing cached train features" in log
+    card = " ".join((tmp_path / "reused" / "README.md").read_text().split())
+    assert "Precision: bf16 mixed precision" in card and "backbones run in float32" in card
 
 
 @pytest.mark.slow
 def test_early_stopping_after_three_flat_epochs_restores_the_best_epoch(train_args, hf_home, tmp_path):
     # At lr 1e-7 the weights move but no prediction flips, so validation accuracy stays flat: epoch 1 stays best and
     # patience 3 stops the run after epoch 4 of 30.
+    # The backbones run in bfloat16 here (a cache of its own), which the model card records.
     output_dir = tmp_path / "early"
     train([*train_args, "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(output_dir),
-           "--learning_rate", "1e-7", "--num_train_epochs", "30"], hf_home)  # fmt: skip
+           "--learning_rate", "1e-7", "--num_train_epochs", "30", "--extraction_dtype", "bfloat16"], hf_home)  # fmt: skip
+    assert "backbones run in bfloat16" in " ".join((output_dir / "README.md").read_text().split())
     state = trainer_state(output_dir)
     accuracies = [entry["eval_accuracy"] for entry in state["log_history"] if "eval_accuracy" in entry]
     assert len(accuracies) == 4 and len(set(accuracies)) == 1  # the best epoch, then 3 without improvement
@@ -599,3 +665,16 @@ def test_train_main_fits_on_train_only_trains_on_scaled_batches_evaluates_the_be
     check_training_batches_are_the_scaled_cached_features_of_every_training_row(glue_run)
     check_final_evaluation_uses_the_restored_best_checkpoint(glue_run)
     check_model_card_header_holds_the_validation_metrics_and_the_stage_counts(glue_run)
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_flag_trains_the_same_weights(trained, train_args, hf_home, tmp_path):
+    """`--gradient_checkpointing` end to end: the run succeeds with HyFusER's blocks checkpointed (a model that cannot
+    checkpoint fails the run) and, recomputation changing nothing, ends at the weights of the same run without it."""
+    output_dir, cache_dir, _ = trained
+    arguments = ["--cache_dir", str(cache_dir), "--output_dir", str(tmp_path / "checkpointed"), "--num_train_epochs", "2"]
+    train([*train_args, *arguments, "--gradient_checkpointing"], hf_home)
+    checkpointed, plain = (load_file(folder / "model.safetensors") for folder in (tmp_path / "checkpointed", output_dir))
+    assert checkpointed.keys() == plain.keys()
+    for name, weight in plain.items():
+        torch.testing.assert_close(checkpointed[name], weight, rtol=1e-5, atol=1e-6, msg=name)
