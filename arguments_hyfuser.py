@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from huggingface_hub.constants import HF_HOME
 
-from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+from configuration_hyfuser import DEFAULT_ASR_MODEL, DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
 from data_hyfuser import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
 from demo_hyfuser import DEMO_DEFAULTS
 from processing_hyfuser import BACKBONE_DTYPES
@@ -88,6 +88,22 @@ class CorpusArguments:
             "machines this must be storage that every node mounts at the same path."
         },
     )
+    transcripts: str = field(
+        default="corpus",
+        metadata={
+            "help": "The text side: the corpus's own transcripts ('corpus', the paper's) or what the speech "
+            "recognizer --asr_model hears in the audio ('asr': the realistic setting where users have recordings "
+            "only; utterances it hears nothing in are dropped and logged).",
+            "choices": ("corpus", "asr"),
+        },
+    )
+    asr_model: str | None = field(
+        default=DEFAULT_ASR_MODEL,
+        metadata={
+            "help": "Speech recognizer (Hub id or local directory) for --transcripts asr, saved with the processor "
+            "as the one the pipeline uses for inputs without text."
+        },
+    )
     extraction_batch_size: int = field(
         default=16,
         metadata={"help": "Utterances per backbone call during feature extraction, and per write to the cache."},
@@ -116,9 +132,9 @@ class BackboneArguments:
     text_backbone: str | None = field(
         default=DEFAULT_TEXT_BACKBONE,
         metadata={
-            "help": "Frozen text backbone: a Hub id or a local directory in standard HF layout (tokenizer + ELECTRA-"
-            "like model). The default is the paper's (Section 3.1); --dataset demo's default, None, stands for the "
-            "tiny random ELECTRA it writes under --cache_dir."
+            "help": "Frozen text backbone: a Hub id or a local directory in standard HF layout (tokenizer + BERT-, "
+            "RoBERTa- or ELECTRA-family encoder). The default is the paper's (Section 3.1); --dataset demo's "
+            "default, None, stands for the tiny random ELECTRA it writes under --cache_dir."
         },
     )
     speech_backbone: str | None = field(
@@ -126,7 +142,9 @@ class BackboneArguments:
         metadata={
             "help": "Frozen speech backbone: a Hub id or a local directory in standard HF layout (feature extractor "
             "+ HuBERT-like model). The default is the paper's (Section 3.2); --dataset demo's default, None, stands "
-            "for the tiny random HuBERT it writes under --cache_dir. Its hidden size must equal the text backbone's."
+            "for the tiny random HuBERT it writes under --cache_dir. HuBERT, wav2vec2, WavLM, data2vec-audio and "
+            "Whisper (its encoder) work. If its hidden size differs from the text backbone's, HyFusER works at the "
+            "narrower one, projects the wider features onto it, and each modality is scaled on its own."
         },
     )
     sequence_length: int = field(
@@ -136,12 +154,51 @@ class BackboneArguments:
             "interpolated to it (Section 4.2). The default is Table 3's."
         },
     )
+    text_layer: int = field(
+        default=-1,
+        metadata={
+            "help": "Which hidden state of the text backbone is the feature: 0 is the embedding output, 1 the first "
+            "layer's, -1 the last (the paper's choice)."
+        },
+    )
+    speech_layer: int = field(
+        default=-1,
+        metadata={
+            "help": "Which hidden state of the speech backbone is the feature, indexed like --text_layer. Emotion "
+            "lives mostly in the middle layers of HuBERT-style encoders (SUPERB; emotion2vec)."
+        },
+    )
+    feature_mode: str = field(
+        default="paper",
+        metadata={
+            "help": "'paper': every utterance as --sequence_length positions per modality (text padded/truncated, "
+            "HuBERT frames interpolated), as Section 4.2. 'native': text keeps its real tokens (at most "
+            "--sequence_length) and speech the backbone's native frames (at most --max_speech_frames), padded per "
+            "batch with masks that keep the padding out of attention and pooling. Only --model hyfuser takes it.",
+            "choices": ("paper", "native"),
+        },
+    )
+    max_speech_frames: int = field(
+        default=1500,
+        metadata={
+            "help": "With --feature_mode native, the most speech frames per utterance (HyFusER's attention is "
+            "quadratic in them): 1,500 is 30 s of HuBERT frames. Longer clips are interpolated down to it."
+        },
+    )
+    layer_weighting: bool = field(
+        default=False,
+        metadata={
+            "help": "Cache every hidden state of both backbones (float16; the log reports the size per utterance) "
+            "and let HyFusER learn a softmax-weighted sum over them per modality. --text_layer and --speech_layer "
+            "are then unused. Refused when the cache would not fit on the disk of --cache_dir."
+        },
+    )
     config_overrides: str | None = field(
         default=None,
         metadata={
             "help": "Override HyFusERConfig defaults (Table 3), as comma-separated key=value pairs, e.g. "
-            "'num_hidden_layers=2,hidden_dropout_prob=0.2,use_modality_losses=true'. hidden_size always comes from "
-            "the backbones and sequence_length from --sequence_length."
+            "'num_hidden_layers=2,hidden_dropout_prob=0.2,use_modality_losses=true'. The feature widths always come "
+            "from the backbones and sequence_length from --sequence_length."
         },
     )
     early_stopping_patience: int = field(
@@ -151,3 +208,13 @@ class BackboneArguments:
             "on validation accuracy; reproduce.py evaluates its model-selection set). 0 disables early stopping."
         },
     )
+
+    def feature_options(self) -> dict[str, int | bool]:
+        """The `HyFusERProcessor` settings these arguments choose beyond the backbones and the positions."""
+        return {
+            "text_layer": self.text_layer,
+            "speech_layer": self.speech_layer,
+            "layer_weighting": self.layer_weighting,
+            "feature_mode": self.feature_mode,
+            "max_speech_frames": self.max_speech_frames,
+        }

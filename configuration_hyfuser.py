@@ -12,6 +12,12 @@ EMOTION_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral
 
 DEFAULT_TEXT_BACKBONE = "monologg/koelectra-base-v3-discriminator"
 DEFAULT_SPEECH_BACKBONE = "facebook/hubert-base-ls960"
+FEATURE_MODES: tuple[str, ...] = ("paper", "native")
+"""`HyFusERConfig.feature_mode` values: the paper's fixed-length features, or variable-length ones with masks."""
+
+DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
+"""The speech recognizer that writes the text side when an input has only audio: multilingual Whisper, which
+transcribes Korean."""
 
 
 class HyFusERConfig(PretrainedConfig):
@@ -28,7 +34,13 @@ class HyFusERConfig(PretrainedConfig):
             the KoELECTRA and HuBERT backbones.
         sequence_length (`int`, defaults to 126):
             Positions T per modality (Table 3 "Input Shape"): text is padded/truncated to this many tokens, the
-            HuBERT frames are linearly interpolated to it (Section 4.2).
+            HuBERT frames are linearly interpolated to it (Section 4.2). With `feature_mode="native"`, the most
+            text tokens kept (the processor's `max_speech_frames` caps the speech frames).
+        feature_mode (`str`, defaults to `"paper"`):
+            `"paper"`: every utterance's features are exactly `sequence_length` positions per modality (Section
+            4.2). `"native"`: text keeps its real token count and speech HuBERT's native frames (no interpolation);
+            batches are padded to their longest item, and `text_attention_mask`/`speech_attention_mask` keep the
+            padding out of every attention's keys and out of the average pooling.
         intermediate_size (`int`, defaults to 768):
             Width of every position-wise ReLU feed-forward (Table 3 "Feed-Forward Dimension").
         num_hidden_layers (`int`, defaults to 3):
@@ -63,6 +75,21 @@ class HyFusERConfig(PretrainedConfig):
             Weight of the text member's probabilities in the average ensembles; the speech member gets the rest.
             0.5 is the plain average (the paper's Eq. 9); the weighted ensemble's is chosen on held-out training
             rows (`metrics_hyfuser.choose_ensemble_weight`).
+        text_feature_size (`int`, *optional*, defaults to `hidden_size`):
+            Width of the text features, i.e. the text backbone's hidden size. When it differs from `hidden_size`
+            (e.g. a 1024-wide backbone), HyFusER first applies a learned linear projection to `hidden_size`.
+        speech_feature_size (`int`, *optional*, defaults to `hidden_size`):
+            Width of the speech features; projected like the text's when it differs from `hidden_size`.
+        layer_weighting (`bool`, defaults to `False`):
+            If `True`, the features hold every hidden state of each backbone, (batch, layers, sequence_length,
+            width), and HyFusER learns a softmax-weighted sum over the layers per modality (as transformers' audio
+            classifiers do with `use_weighted_layer_sum`). The paper uses the last layer only.
+        text_num_layers (`int`, *optional*):
+            Hidden states of the text backbone, embedding output included (13 for KoELECTRA-base); needed with
+            `layer_weighting`.
+        speech_num_layers (`int`, *optional*):
+            Hidden states of the speech backbone, embedding output included (13 for HuBERT-base); needed with
+            `layer_weighting`.
         text_backbone (`str`, defaults to `"monologg/koelectra-base-v3-discriminator"`):
             Hub id or path of the frozen text backbone (Section 3.1). Informational: the processor loads it.
         speech_backbone (`str`, defaults to `"facebook/hubert-base-ls960"`):
@@ -78,6 +105,7 @@ class HyFusERConfig(PretrainedConfig):
         self,
         hidden_size: int = 768,
         sequence_length: int = 126,
+        feature_mode: str = "paper",
         intermediate_size: int = 768,
         num_hidden_layers: int = 3,
         num_attention_heads: int = 1,
@@ -92,6 +120,11 @@ class HyFusERConfig(PretrainedConfig):
         cnn_kernel_size: int = 3,
         cnn_num_layers: int = 2,
         ensemble_text_weight: float = 0.5,
+        text_feature_size: int | None = None,
+        speech_feature_size: int | None = None,
+        layer_weighting: bool = False,
+        text_num_layers: int | None = None,
+        speech_num_layers: int | None = None,
         text_backbone: str = DEFAULT_TEXT_BACKBONE,
         speech_backbone: str = DEFAULT_SPEECH_BACKBONE,
         **kwargs,
@@ -102,6 +135,7 @@ class HyFusERConfig(PretrainedConfig):
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
         self.sequence_length = sequence_length
+        self.feature_mode = feature_mode
         self.intermediate_size = intermediate_size
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
@@ -116,6 +150,11 @@ class HyFusERConfig(PretrainedConfig):
         self.cnn_kernel_size = cnn_kernel_size
         self.cnn_num_layers = cnn_num_layers
         self.ensemble_text_weight = ensemble_text_weight
+        self.text_feature_size = hidden_size if text_feature_size is None else text_feature_size
+        self.speech_feature_size = hidden_size if speech_feature_size is None else speech_feature_size
+        self.layer_weighting = layer_weighting
+        self.text_num_layers = text_num_layers
+        self.speech_num_layers = speech_num_layers
         self.text_backbone = text_backbone
         self.speech_backbone = speech_backbone
         self._validate()
@@ -124,7 +163,8 @@ class HyFusERConfig(PretrainedConfig):
         """Fail early, naming the field, instead of deep inside a matmul."""
         sizes = (
             "hidden_size", "sequence_length", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "lstm_hidden_size", "cnn_channels", "cnn_kernel_size", "cnn_num_layers",
+            "lstm_hidden_size", "cnn_channels", "cnn_kernel_size", "cnn_num_layers", "text_feature_size",
+            "speech_feature_size",
         )  # fmt: skip
         for name in sizes:
             value = getattr(self, name)
@@ -135,6 +175,15 @@ class HyFusERConfig(PretrainedConfig):
                 f"HyFusERConfig.hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
+        if self.feature_mode not in FEATURE_MODES:
+            raise ValueError(f"HyFusERConfig.feature_mode must be one of {FEATURE_MODES}, got {self.feature_mode!r}")
+        if self.layer_weighting:
+            for name in ("text_num_layers", "speech_num_layers"):
+                value = getattr(self, name)
+                if not isinstance(value, int) or value <= 0:
+                    raise ValueError(
+                        f"HyFusERConfig.{name} must be a positive integer with layer_weighting, got {value!r}"
+                    )
         if not 0.0 <= self.ensemble_text_weight <= 1.0:
             raise ValueError(
                 f"HyFusERConfig.ensemble_text_weight must be in [0, 1], got {self.ensemble_text_weight!r}"
@@ -145,5 +194,13 @@ class HyFusERConfig(PretrainedConfig):
 
     @property
     def feature_shape(self) -> tuple[int, int]:
-        """(sequence_length, hidden_size): the shape of one utterance's features per modality."""
+        """(sequence_length, hidden_size): the shape of one utterance's features per modality in the paper's
+        setting, where both backbones are `hidden_size` wide."""
         return (self.sequence_length, self.hidden_size)
+
+    @property
+    def adapts_features(self) -> bool:
+        """Whether the features are other than the paper's: a backbone's width differs from `hidden_size` (a
+        projection), they hold every backbone layer (a learned weighted sum), or their lengths vary (masks)."""
+        widths = (self.text_feature_size, self.speech_feature_size)
+        return self.layer_weighting or self.feature_mode != "paper" or widths != (self.hidden_size, self.hidden_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
-from datasets import Array2D, Dataset, DatasetDict, concatenate_datasets
+from datasets import Array2D, Array3D, Dataset, DatasetDict, concatenate_datasets
 from datasets.fingerprint import Hasher
 from huggingface_hub import try_to_load_from_cache
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainingArguments
@@ -102,8 +103,59 @@ def feature_cache_key(split: Dataset, processor: HyFusERProcessor) -> str:
     )
 
 
+def transcribe_corpus(
+    raw_datasets: DatasetDict, processor: HyFusERProcessor, cache_dir: str | os.PathLike, batch_size: int = 16
+) -> DatasetDict:
+    """Every split with its `text` replaced by what `processor.asr_model` hears in the audio: training on ASR
+    transcripts, as the model will see them where users have recordings only.
+
+    Transcripts are cached in `cache_dir/transcripts/<split>-<key>.arrow`, keyed by the rows, the audio files and the
+    recognizer. Utterances in which the recognizer hears nothing are dropped, and their ids logged.
+    """
+    cache_dir = Path(cache_dir) / "transcripts"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    transcribed = DatasetDict()
+    for name, split in raw_datasets.items():
+        key = Hasher.hash(
+            {
+                "rows": split.to_dict(),
+                "audio": [_file_stamp(Path(path)) for path in split["audio"]],
+                "asr_model": _backbone_key(processor.asr_model),
+                "asr_language": processor.asr_language,
+            }
+        )
+        logger.info("Transcribing %s audio with %s (cache: %s)", name, processor.asr_model, cache_dir)
+        heard = split.map(
+            _transcribe_batch,
+            fn_kwargs={"processor": processor},
+            batched=True,
+            batch_size=batch_size,
+            cache_file_name=str(cache_dir / f"{name}-{key}.arrow"),
+            new_fingerprint=key,
+            desc=f"Transcribing {name}",
+        )
+        silent = [row["id"] for row in heard if not row["text"]]
+        if silent:
+            logger.warning("Dropped %d %s utterances the recognizer heard no words in: %s", len(silent), name, silent)
+            heard = heard.filter(lambda row: bool(row["text"]))
+        transcribed[name] = heard
+    return transcribed
+
+
+def _transcribe_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[str, list[str]]:
+    waveforms = [processor.load_audio(path) for path in batch["audio"]]
+    return {"text": processor.recognize(waveforms, processor.asr_model)}
+
+
 def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[str, np.ndarray]:
-    """Unscaled features of one batch, in the cache's compact dtype."""
+    """Unscaled features of one batch, in the cache's compact dtype; with `feature_mode="native"` each item at its own
+    length (the padding is added per training batch)."""
+    if processor.feature_mode == "native":
+        waveforms = [processor.load_audio(path) for path in batch["audio"]]
+        return {
+            "text_features": [states.numpy().astype(FEATURE_DTYPE) for states in processor.encode_text(batch["text"])],
+            "speech_features": [frames.numpy().astype(FEATURE_DTYPE) for frames in processor.encode_speech(waveforms)],
+        }
     features = processor(batch["text"], batch["audio"], scale=False)
     return {name: features[name].numpy().astype(FEATURE_DTYPE) for name in FEATURE_COLUMNS}
 
@@ -165,7 +217,8 @@ def cache_features(
     if any(other != seen for other in gather_object([seen])):
         raise _shared_storage_error(cache_dir, "the processes of this run found different cached features")
 
-    shape = (processor.sequence_length, processor.hidden_size)
+    check_cache_fits(processor, sum(len(split) for name, split in raw_datasets.items() if not cached[name]), cache_dir)
+    shapes = processor.feature_shapes()
     for name, split in raw_datasets.items():
         if cached[name]:
             logger.info("Reusing cached %s features from %s (no extraction)", name, ", ".join(map(str, cached[name])))
@@ -178,7 +231,7 @@ def cache_features(
             name, len(shard), state.process_index + 1, state.num_processes, len(split), shard_file,
         )  # fmt: skip
         schema = split.features.copy()
-        schema.update({column: Array2D(shape, FEATURE_DTYPE) for column in FEATURE_COLUMNS})
+        schema.update({column: _array_feature(shapes[column]) for column in FEATURE_COLUMNS})
         shard.map(
             _extract_batch,
             fn_kwargs={"processor": processor},
@@ -197,26 +250,80 @@ def cache_features(
         if missing := [str(file) for file in files if not file.exists()]:
             raise _shared_storage_error(cache_dir, f"this process cannot see {name} feature shards {missing}")
         features[name] = concatenate_datasets([Dataset.from_file(str(file)) for file in files])
+        if len(features[name]):
+            logger.info(
+                "Cached %s features: %s bytes on disk per utterance, measured (%s)",
+                name, f"{sum(file.stat().st_size for file in files) // len(features[name]):,}", cache_dir,
+            )  # fmt: skip
     return features
 
 
+def _array_feature(shape: tuple[int, ...]) -> Array2D | Array3D:
+    return (Array2D if len(shape) == 2 else Array3D)(shape, FEATURE_DTYPE)
+
+
+def cache_bytes_per_utterance(processor: HyFusERProcessor) -> int:
+    """Bytes one utterance's features take in the cache (both modalities, `FEATURE_DTYPE`; every layer with
+    `layer_weighting`). Native-length features have no fixed size: `cache_features` logs what they measured."""
+    if processor.feature_mode == "native":
+        raise ValueError("with feature_mode='native' the cache's size per utterance depends on each utterance's length")
+    itemsize = np.dtype(FEATURE_DTYPE).itemsize
+    return sum(int(np.prod(shape)) * itemsize for shape in processor.feature_shapes().values())
+
+
+def check_cache_fits(processor: HyFusERProcessor, utterances: int, cache_dir: Path) -> None:
+    """Log the cache's size per utterance and refuse, before extracting anything, when the `utterances` still to
+    extract would not fit on `cache_dir`'s disk. With `feature_mode="native"` the size depends on each utterance's
+    length, so only the measured size is logged, after extraction."""
+    if processor.feature_mode == "native":
+        return
+    per_utterance = cache_bytes_per_utterance(processor)
+    free = shutil.disk_usage(cache_dir).free
+    logger.info(
+        "Feature cache: %s bytes (%.1f KiB) per utterance, %s; %d utterances to extract need about %.1f MiB, "
+        "%.1f MiB free in %s",
+        f"{per_utterance:,}", per_utterance / 1024, processor.feature_shapes(), utterances,
+        utterances * per_utterance / 2**20, free / 2**20, cache_dir,
+    )  # fmt: skip
+    if utterances * per_utterance > free:
+        raise ValueError(
+            f"the feature cache needs about {utterances * per_utterance / 2**30:.2f} GiB for {utterances} utterances "
+            f"({per_utterance:,} bytes each, {processor.feature_shapes()}) but {cache_dir} has only "
+            f"{free / 2**30:.2f} GiB free: free some space, choose another --cache_dir, or keep one layer instead "
+            "of layer_weighting"
+        )
+
+
 def fit_scaler_on_cache(processor: HyFusERProcessor, train_features: Dataset, batch_size: int = 256) -> None:
-    """Fit the joint scaler (Eqs. 4-6) on the cached training split only, in one streaming pass."""
-    batches = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)).iter(batch_size=batch_size)
-    processor.fit_scaler((batch["text_features"], batch["speech_features"]) for batch in batches)
+    """Fit the joint scaler (Eqs. 4-6) on the cached training split only, in one streaming pass (with
+    `feature_mode="native"`, over the real positions of each item: no padding is counted)."""
+    if processor.feature_mode == "native":
+        rows = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS))
+        batches = ((row["text_features"], row["speech_features"]) for row in rows)
+    else:
+        batches = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)).iter(batch_size=batch_size)
+        batches = ((batch["text_features"], batch["speech_features"]) for batch in batches)
+    processor.fit_scaler(batches)
     logger.info("Joint scaler fitted on %d training feature positions", processor.scaler_count)
 
 
 def collate_scaled_features(examples: list[dict[str, torch.Tensor]], processor: HyFusERProcessor) -> dict:
     """Stack cached float16 features into a float32 batch scaled with the training split's joint scaler.
 
-    Scaling per batch rather than in the cache keeps one cache valid whichever split the scaler was fitted on.
+    Scaling per batch rather than in the cache keeps one cache valid whichever split the scaler was fitted on. With
+    `feature_mode="native"` the batch is padded to its longest item and carries the attention masks.
     """
+    labels = torch.stack([example["label"] for example in examples])
+    if processor.feature_mode == "native":
+        batch = dict(processor.pad_features(*([example[name] for example in examples] for name in FEATURE_COLUMNS)))
+        batch["text_features"], batch["speech_features"] = processor.scale(
+            batch["text_features"], batch["speech_features"]
+        )
+        return {**batch, "labels": labels}
     text_features, speech_features = processor.scale(
         torch.stack([example["text_features"] for example in examples]),
         torch.stack([example["speech_features"] for example in examples]),
     )
-    labels = torch.stack([example["label"] for example in examples])
     return {"text_features": text_features, "speech_features": speech_features, "labels": labels}
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
@@ -243,6 +244,42 @@ class HyFusEREncoder(nn.Module):
 FLASH_ATTENTION_MAX_HEAD_DIM = 256
 """The widest attention head FlashAttention's kernels take."""
 
+
+class HyFusERLayerWeighting(nn.Module):
+    """A softmax-weighted sum over a backbone's layers: (batch, layers, positions, width) -> (batch, positions, width).
+
+    The weights start equal (zeros before the softmax) and are learned with the rest of HyFusER.
+    """
+
+    def __init__(self, num_layers: int):
+        super().__init__()
+        self.layer_weights = nn.Parameter(torch.zeros(num_layers))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("blpw,l->bpw", features, self.layer_weights.softmax(-1))
+
+
+def _projection(feature_size: int, hidden_size: int) -> nn.Module:
+    return nn.Identity() if feature_size == hidden_size else nn.Linear(feature_size, hidden_size)
+
+
+def _key_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A (batch, length) 1/0 padding mask as the additive key mask the attention interface takes, (batch, 1, 1,
+    length): 0 for real keys, the most negative float for padding, whose softmax weight is then exactly 0."""
+    if attention_mask is None:
+        return None
+    padding = attention_mask[:, None, None, :] == 0
+    return torch.zeros(padding.shape, dtype=dtype, device=padding.device).masked_fill(padding, torch.finfo(dtype).min)
+
+
+def _masked_mean(states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean over the real positions of (batch, length, hidden) states: GlobalAveragePooling1D with a mask."""
+    if attention_mask is None:
+        return states.mean(dim=1)
+    weights = attention_mask.to(states.dtype)[..., None]
+    return (states * weights).sum(dim=1) / weights.sum(dim=1)
+
+
 LEGACY_KEY_MAPPING = {r"^text_to_speech\.": "text_queries_speech.", r"^speech_to_text\.": "speech_queries_text."}
 """Weight names of checkpoints saved before the two cross-modal steps were renamed, mapped to today's names."""
 
@@ -272,8 +309,12 @@ class HyFusERPreTrainedModel(PreTrainedModel):
     """Whether the output also holds `text_logits` and `speech_logits`: a text-side and a speech-side prediction
     whose probabilities the fused one averages (HyFusER's two heads, an ensemble's two members)."""
 
-    def __init__(self, config: HyFusERConfig):
-        super().__init__(config)
+    adapts_features = False
+    """Whether the model projects features of another width than `hidden_size` and learns a weighted sum of backbone
+    layers (only HyFusER does)."""
+
+    def __init__(self, config: HyFusERConfig, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
         # The config accepts any label set, as every transformers config does; a softmax classifier needs two labels.
         if config.num_labels < 2:
             raise ValueError(
@@ -285,6 +326,17 @@ class HyFusERPreTrainedModel(PreTrainedModel):
                 f"{type(self).__name__} is a single-label classifier (cross-entropy over softmax probabilities); "
                 f"config.problem_type {config.problem_type!r} is not supported"
             )
+        if config.adapts_features and not self.adapts_features:
+            raise ValueError(
+                f"{type(self).__name__} needs one backbone layer (layer_weighting=False) and text_feature_size "
+                f"({config.text_feature_size}) and speech_feature_size ({config.speech_feature_size}) equal to "
+                f"hidden_size ({config.hidden_size}); only HyFusERForEmotionRecognition adapts other features"
+            )
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, HyFusERLayerWeighting):
+            init.zeros_(module.layer_weights)  # equal weights at the start
 
     def _flash_attn_can_dispatch(self, flash_attn_version: int, is_init_check: bool = False) -> bool:
         """The library's checks, plus the head size: the paper's single 768-dimensional head is too wide."""
@@ -311,11 +363,18 @@ class HyFusERPreTrainedModel(PreTrainedModel):
         Under reentrant gradient checkpointing a block backpropagates only if one of its tensor inputs requires grad,
         and features read from a dataset do not: they then enter as a leaf that does, whose gradient nothing reads.
         """
-        expected = self.config.feature_shape
-        if features.dim() != 3 or tuple(features.shape[1:]) != expected:
+        modality = name.removesuffix("_features")
+        fields = ("sequence_length", f"{modality}_feature_size")
+        if self.config.layer_weighting:
+            fields = (f"{modality}_num_layers", *fields)
+        expected = tuple(getattr(self.config, field) for field in fields)
+        if self.config.feature_mode == "native":  # any length: the batch's longest item
+            expected = expected[:-2] + (features.shape[-2], expected[-1])
+            fields = fields[:-2] + ("length", fields[-1])
+        if tuple(features.shape[1:]) != expected:
             raise ValueError(
-                f"{name} must have shape (batch_size, {expected[0]}, {expected[1]}) to match the config's "
-                f"(sequence_length, hidden_size), got {tuple(features.shape)}"
+                f"{name} must have shape (batch_size, {', '.join(map(str, expected))}) to match the config's "
+                f"({', '.join(fields)}), got {tuple(features.shape)}"
             )
         if (
             self.training
@@ -352,9 +411,19 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
     """HyFusER with its two emotion heads and the average-ensemble Last Fusion (Algorithm 1)."""
 
     has_modality_heads = True
+    adapts_features = True
 
     def __init__(self, config: HyFusERConfig):
         super().__init__(config)
+        # A backbone wider or narrower than hidden_size (e.g. WavLM-large's 1024) is projected onto it first; in the
+        # paper's setting both are hidden_size wide and nothing is added.
+        self.text_projection = _projection(config.text_feature_size, config.hidden_size)
+        self.speech_projection = _projection(config.speech_feature_size, config.hidden_size)
+        # With layer_weighting the features hold every backbone layer: one learned softmax weighting per modality.
+        self.text_layer_weighting = HyFusERLayerWeighting(config.text_num_layers) if config.layer_weighting else None
+        self.speech_layer_weighting = (
+            HyFusERLayerWeighting(config.speech_num_layers) if config.layer_weighting else None
+        )
         self.text_encoder = HyFusEREncoder(config)
         self.speech_encoder = HyFusEREncoder(config)
         self.text_queries_speech = HyFusEREncoderLayer(config)
@@ -372,39 +441,60 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         labels: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        speech_attention_mask: torch.Tensor | None = None,
     ) -> HyFusEROutput:
         r"""
-        text_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
-            Scaled KoELECTRA features X'_T from [`HyFusERProcessor`].
-        speech_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
-            Scaled, time-interpolated HuBERT features X'_S from [`HyFusERProcessor`].
+        text_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, text_feature_size)`):
+            Scaled KoELECTRA features X'_T from [`HyFusERProcessor`]; with `config.layer_weighting`, every
+            backbone layer's: `(batch_size, text_num_layers, sequence_length, text_feature_size)`. With
+            `config.feature_mode="native"` the length is the batch's longest text, not `sequence_length`.
+        speech_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, speech_feature_size)`):
+            Scaled, time-interpolated HuBERT features X'_S from [`HyFusERProcessor`]; with
+            `config.layer_weighting`, `(batch_size, speech_num_layers, sequence_length, speech_feature_size)`.
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Emotion ids in `[0, config.num_labels)`.
         output_attentions, output_hidden_states (`bool`, *optional*, default to the config's):
             Return every attention map / every block's states, in the order `HyFusEROutput` gives.
         return_dict (`bool`, *optional*, defaults to `config.return_dict`):
             `False` returns `HyFusEROutput.to_tuple()`: the fields that are not `None`, in order.
+        text_attention_mask, speech_attention_mask (`torch.LongTensor` of shape `(batch_size, length)`, *optional*):
+            1 for a real position, 0 for padding (`feature_mode="native"` batches). Padded positions are never
+            attended to, as keys of the encoder or of either cross-modal step, and are left out of the average
+            pooling, so an item's prediction does not depend on the items it is batched with. `None`: all real.
         """
         text_features = self._check_features("text_features", text_features)
         speech_features = self._check_features("speech_features", speech_features)
+        text_keys = _key_mask(text_attention_mask, text_features.dtype)
+        speech_keys = _key_mask(speech_attention_mask, speech_features.dtype)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         output_flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
 
         # Intermediate Layer Fusion: one encoder per modality (Section 4.3.1) ...
-        text = self.text_encoder(text_features, **output_flags)
-        speech = self.speech_encoder(speech_features, **output_flags)
+        if self.config.layer_weighting:
+            text_features = self.text_layer_weighting(text_features)
+            speech_features = self.speech_layer_weighting(speech_features)
+        text_features, speech_features = self.text_projection(text_features), self.speech_projection(speech_features)
+        text = self.text_encoder(text_features, attention_mask=text_keys, **output_flags)
+        speech = self.speech_encoder(speech_features, attention_mask=speech_keys, **output_flags)
         # ... then the dual cross-modal attention. Step 1: Q = E_T, K = V = E_S (Eq. 7).
         text_centric, step1_attention = self.text_queries_speech(
-            text.last_hidden_state, speech.last_hidden_state, output_attentions=output_attentions
+            text.last_hidden_state,
+            speech.last_hidden_state,
+            attention_mask=speech_keys,
+            output_attentions=output_attentions,
         )
         # Step 2: Q = E_S, K = V = E_T (Eq. 8).
         speech_centric, step2_attention = self.speech_queries_text(
-            speech.last_hidden_state, text.last_hidden_state, output_attentions=output_attentions
+            speech.last_hidden_state,
+            text.last_hidden_state,
+            attention_mask=text_keys,
+            output_attentions=output_attentions,
         )
 
-        # GlobalAveragePooling1D, then one dense softmax head per direction (Section 4.3.2).
-        text_logits = self.text_classifier(self.dropout(text_centric.mean(dim=1)))
-        speech_logits = self.speech_classifier(self.dropout(speech_centric.mean(dim=1)))
+        # GlobalAveragePooling1D (over the real positions), then one dense softmax head per direction (Section 4.3.2).
+        text_logits = self.text_classifier(self.dropout(_masked_mean(text_centric, text_attention_mask)))
+        speech_logits = self.speech_classifier(self.dropout(_masked_mean(speech_centric, speech_attention_mask)))
 
         # Last Fusion (Eq. 9): log((Y_T + Y_S) / 2), computed in log space so it never underflows.
         log_probs = torch.stack([text_logits.log_softmax(-1), speech_logits.log_softmax(-1)])

@@ -4,6 +4,8 @@
     >>> classifier = pipeline(model="path/or/repo", trust_remote_code=True)
     >>> classifier({"text": "정말 너무 화가 나요", "audio": "utterance.wav"}, top_k=3)
     [{'label': 'angry', 'score': 0.71}, {'label': 'disgust', 'score': 0.12}, {'label': 'sad', 'score': 0.06}]
+    >>> classifier({"audio": "utterance.wav"}, top_k=1)  # no transcript: a speech recognizer writes it
+    {'transcript': '정말 너무 화가 나요', 'emotions': [{'label': 'angry', 'score': 0.69}]}
 
 `preprocess` only validates the text and decodes/resamples the audio, so it can run in DataLoader workers; the
 neural work (both frozen backbones and the fusion model) happens in `_forward`, once per batch.
@@ -28,7 +30,9 @@ class HyFusERPipeline(Pipeline):
     pipelines take: a file path or the file's bytes (wav, flac, ogg, mp3), a numpy array or `torch.Tensor`, a
     `{"array", "sampling_rate"}` or `{"bytes", "path"}` dict, or a `datasets` `Audio` column's decoded item.
 
-    One dict gives a list of emotions, most likely first; a list of dicts gives a list of those lists.
+    One dict gives a list of emotions, most likely first; a list of dicts gives a list of those lists. An input
+    without `text` is transcribed by the processor's speech recognizer (`asr_model`) and gives
+    `{"transcript": ..., "emotions": [...]}`, so that the caller sees what the text side read.
 
     A directory written by `export_onnx.py` loads the same way and runs its backbones and fusion model on ONNX
     Runtime (`HyFusEROnnxModel`); decoding, resampling, tokenization, interpolation and scaling are this same code.
@@ -39,6 +43,8 @@ class HyFusERPipeline(Pipeline):
             `speech_score` (Step 2, speech-centric head) to each emotion, as in the paper's Table 2. An ensemble
             baseline gives its members' scores; a one-head baseline refuses it.
         sampling_rate (`int`, *optional*): rate of raw numpy audio that carries no rate of its own.
+        asr_model (`str`, *optional*): Hub id or path of the speech recognizer for inputs without text, instead of
+            the processor's `asr_model` (a multilingual Whisper by default).
     """
 
     _load_processor = True
@@ -57,8 +63,12 @@ class HyFusERPipeline(Pipeline):
         self.processor.scaler_statistics()  # an unfitted scaler fails here, not at the first call
         self.processor.to(self.device)
 
-    def _sanitize_parameters(self, top_k=None, return_modalities=None, sampling_rate=None, **kwargs):
-        preprocess_params, postprocess_params = {}, {}
+    def _sanitize_parameters(
+        self, top_k=None, return_modalities=None, sampling_rate=None, asr_model=None, **kwargs
+    ):
+        preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if asr_model is not None:
+            forward_params["asr_model"] = asr_model
         if sampling_rate is not None:
             preprocess_params["sampling_rate"] = sampling_rate
         if top_k is not None:
@@ -72,33 +82,47 @@ class HyFusERPipeline(Pipeline):
                     f"{type(self.model).__name__} makes one prediction only"
                 )
             postprocess_params["return_modalities"] = return_modalities
-        return preprocess_params, {}, postprocess_params
+        return preprocess_params, forward_params, postprocess_params
 
     def preprocess(self, inputs: dict, sampling_rate: int | None = None) -> dict[str, list]:
-        if not isinstance(inputs, dict) or not {"text", "audio"} <= inputs.keys():
-            raise ValueError(f"Each input must be a dict with 'text' and 'audio' keys, got {type(inputs).__name__}")
-        text = self.processor.check_text(inputs["text"])
+        if not isinstance(inputs, dict) or "audio" not in inputs:
+            raise ValueError(
+                f"Each input must be a dict with an 'audio' key and, unless it is to be transcribed, a 'text' key; "
+                f"got {type(inputs).__name__}"
+            )
+        text = inputs.get("text")
+        if text is not None:
+            text = self.processor.check_text(text)
         waveform = self.processor.load_audio(inputs["audio"], sampling_rate=sampling_rate)
         # Lists, not tensors: the pipeline's collator then batches them as lists instead of zero-padding the audio,
         # which would change HuBERT-base's output (its group norm sees the padding).
         return {"text": [text], "waveform": [waveform]}
 
-    def _forward(self, model_inputs: dict[str, list]) -> dict[str, torch.Tensor]:
+    def _forward(self, model_inputs: dict[str, list], asr_model: str | None = None) -> dict[str, torch.Tensor]:
         # Unbatched calls give one list per key; batched calls give a list of those lists.
         texts = _flatten(model_inputs["text"])
         waveforms = _flatten(model_inputs["waveform"])
-        features = self.processor.encode(texts, waveforms)
-        text_features, speech_features = self.processor.scale(features["text_features"], features["speech_features"])
-        output = self.model(
-            text_features=text_features.to(self.device, self.model.dtype),
-            speech_features=speech_features.to(self.device, self.model.dtype),
+        untranscribed = [index for index, text in enumerate(texts) if text is None]
+        transcripts = [None] * len(texts)
+        if untranscribed:
+            heard = self.processor.transcribe([waveforms[index] for index in untranscribed], asr_model=asr_model)
+            for index, transcript in zip(untranscribed, heard):
+                texts[index] = transcripts[index] = transcript
+        inputs = dict(self.processor.encode(texts, waveforms))  # with feature_mode="native", also the masks
+        inputs["text_features"], inputs["speech_features"] = (
+            features.to(self.device, self.model.dtype)
+            for features in self.processor.scale(inputs["text_features"], inputs["speech_features"])
         )
-        outputs = {"logits": output.logits}
+        output = self.model(**{name: values.to(self.device) for name, values in inputs.items()})
+        outputs = {"logits": output.logits, "transcript": transcripts}
         if self.model.has_modality_heads:
             outputs.update(text_logits=output.text_logits, speech_logits=output.speech_logits)
         return outputs
 
     def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None, return_modalities=False):
+        # One item's transcript: a one-item list from an unbatched call, the item itself from a batched one.
+        transcript = model_outputs.pop("transcript")
+        transcript = transcript[0] if isinstance(transcript, list) else transcript
         probabilities = {name: model_outputs[name][0].float().softmax(-1).tolist() for name in model_outputs}
         id2label = self.model.config.id2label
         emotions = []
@@ -109,7 +133,8 @@ class HyFusERPipeline(Pipeline):
                 emotion["speech_score"] = probabilities["speech_logits"][index]
             emotions.append(emotion)
         emotions.sort(key=lambda emotion: emotion["score"], reverse=True)
-        return emotions[:top_k] if top_k else emotions
+        emotions = emotions[:top_k] if top_k else emotions
+        return emotions if transcript is None else {"transcript": transcript, "emotions": emotions}
 
 
 def _flatten(values: list) -> list:

@@ -1,13 +1,15 @@
 """HyFusER processor: (Korean text, speech) -> the jointly scaled (sequence_length, hidden) features of Section 4.2.
 
-The steps, each one method: `load_audio` (read, downmix, resample), `encode_text` (KoELECTRA last hidden state of
-the padded/truncated tokens), `encode_speech` (HuBERT last hidden state, linearly interpolated to
-`sequence_length` positions), `fit_scaler` / `scale` (one standard scaler over both modalities, Eqs. 4-6).
+The steps, each one method: `load_audio` (read, downmix, resample), `encode_text` (a KoELECTRA hidden state, the last
+by default, of the padded/truncated tokens), `encode_speech` (a HuBERT hidden state, the last by default, linearly
+interpolated to `sequence_length` positions), `fit_scaler` / `scale` (one standard scaler over both modalities, Eqs.
+4-6).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
@@ -17,21 +19,36 @@ import soundfile
 import torch
 import torch.nn.functional as F
 from scipy.signal import resample_poly
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer, PreTrainedModel, pipeline
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
 try:
-    from .configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+    from .configuration_hyfuser import (
+        DEFAULT_ASR_MODEL,
+        DEFAULT_SPEECH_BACKBONE,
+        DEFAULT_TEXT_BACKBONE,
+        FEATURE_MODES,
+        HyFusERConfig,
+    )
 except ImportError:
-    from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+    from configuration_hyfuser import (
+        DEFAULT_ASR_MODEL,
+        DEFAULT_SPEECH_BACKBONE,
+        DEFAULT_TEXT_BACKBONE,
+        FEATURE_MODES,
+        HyFusERConfig,
+    )
 
 logger = logging.get_logger(__name__)
 
 AudioInput = Union[str, os.PathLike, bytes, np.ndarray, torch.Tensor, Mapping]
 """One utterance: a wav/flac/ogg/mp3 path or its bytes, a 1-D or 2-D array or tensor, a `datasets`-style
 {"array", "sampling_rate"} or {"bytes", "path"} dict, or the audio decoder a `datasets` `Audio` column yields."""
+
+FEATURE_NAMES = ("text_features", "speech_features")
+"""The two feature inputs of every HyFusER model, text first."""
 
 LOCAL_PREFIX = "./"
 """A backbone name starting with this is a subfolder of the directory or Hub repo the processor was loaded from."""
@@ -112,7 +129,7 @@ class FeatureStatistics:
 
 
 class _FrozenBackbones:
-    """The two frozen backbones, loaded on first use, their shared hidden size, read once, and where and in which
+    """The two frozen backbones, loaded on first use, their (text, speech) widths, read once, and where and in which
     compute dtype they run.
 
     Pickling keeps none of it: the weights are hundreds of MB, reloadable from the processor's `text_backbone`/
@@ -127,7 +144,10 @@ class _FrozenBackbones:
         self.dtype = dtype
         self.text: PreTrainedModel | None = None
         self.speech: PreTrainedModel | None = None
-        self.hidden_size: int | None = None
+        self.feature_sizes: tuple[int, int] | None = None
+        self.num_hidden_states: tuple[int, int] | None = None
+        self.recognizers: dict[str, Any] = {}
+        """Speech-recognition pipelines by model name, loaded on first use."""
 
     def __getstate__(self) -> dict[str, str]:
         return {}
@@ -159,11 +179,30 @@ class HyFusERProcessor(ProcessorMixin):
         scaler_mean / scaler_std (`list[float]`, *optional*): the joint scaler (Eq. 5), one value per hidden
             dimension, set by `fit_scaler`. `None` until fitted.
         scaler_count (`int`): how many feature positions (both modalities) the scaler was fitted on.
+        speech_scaler_mean / speech_scaler_std (`list[float]`, *optional*): set only when the backbones' widths
+            differ, so that one joint scaler cannot exist: then `scaler_mean`/`scaler_std` scale the text features
+            alone and these the speech features. `None` in the paper's setting (equal widths, joint scaler).
         speech_window_seconds (`float`): clips longer than this run through HuBERT in windows of this length, so
             that memory stays bounded (self-attention is quadratic in frames); shorter clips use one exact pass.
             30 s keeps ordinary utterances on the exact path.
         speech_window_overlap_seconds (`float`): overlap of consecutive windows; each frame is taken from the
             window in which it lies furthest from an edge, so every kept frame has at least half this much context.
+        text_layer / speech_layer (`int`, defaults to -1): which of a backbone's hidden states is the feature:
+            0 is the embedding output, 1 the first layer's, -1 the last (the paper's choice). Emotion often lives
+            in the middle layers of speech encoders.
+        layer_weighting (`bool`, defaults to `False`): keep every hidden state of both backbones, giving features
+            of shape (batch, layers, sequence_length, hidden), for HyFusER to learn a softmax-weighted sum of them
+            (`HyFusERConfig.layer_weighting`). `text_layer`/`speech_layer` are then unused.
+        asr_model (`str`, *optional*, defaults to `"openai/whisper-large-v3-turbo"`): Hub id or path of the speech
+            recognizer that writes the text of inputs that come without one (`transcribe`); `None` for none.
+        asr_language (`str`, defaults to `"korean"`): the language a multilingual Whisper recognizer is told.
+        feature_mode (`str`, defaults to `"paper"`): `"native"` keeps each text's real tokens (at most
+            `sequence_length`) and the speech backbone's native frames, without interpolation; `encode` then pads a
+            batch to its longest item and adds `text_attention_mask`/`speech_attention_mask`
+            (`HyFusERConfig.feature_mode`).
+        max_speech_frames (`int`, defaults to 1500): with `feature_mode="native"`, the most speech frames kept per
+            utterance, so that HyFusER's attention (quadratic in frames) stays within memory: 1,500 frames are 30 s
+            at HuBERT's 50 frames per second. Longer clips are linearly interpolated down to it, with a warning.
     """
 
     def __init__(
@@ -176,8 +215,17 @@ class HyFusERProcessor(ProcessorMixin):
         scaler_mean: list[float] | None = None,
         scaler_std: list[float] | None = None,
         scaler_count: int = 0,
+        speech_scaler_mean: list[float] | None = None,
+        speech_scaler_std: list[float] | None = None,
         speech_window_seconds: float = 30.0,
         speech_window_overlap_seconds: float = 5.0,
+        text_layer: int = -1,
+        speech_layer: int = -1,
+        layer_weighting: bool = False,
+        asr_model: str | None = DEFAULT_ASR_MODEL,
+        asr_language: str = "korean",
+        feature_mode: str = "paper",
+        max_speech_frames: int = 1500,
     ):
         super().__init__(tokenizer, feature_extractor)
         self.text_backbone = text_backbone
@@ -186,8 +234,19 @@ class HyFusERProcessor(ProcessorMixin):
         self.scaler_mean = None if scaler_mean is None else [float(value) for value in scaler_mean]
         self.scaler_std = None if scaler_std is None else [float(value) for value in scaler_std]
         self.scaler_count = scaler_count
+        self.speech_scaler_mean = (
+            None if speech_scaler_mean is None else [float(value) for value in speech_scaler_mean]
+        )
+        self.speech_scaler_std = None if speech_scaler_std is None else [float(value) for value in speech_scaler_std]
         self.speech_window_seconds = speech_window_seconds
         self.speech_window_overlap_seconds = speech_window_overlap_seconds
+        self.text_layer = text_layer
+        self.speech_layer = speech_layer
+        self.layer_weighting = layer_weighting
+        self.asr_model = asr_model
+        self.asr_language = asr_language
+        self.feature_mode = feature_mode
+        self.max_speech_frames = max_speech_frames
         self._backbones = _FrozenBackbones()
         self._source: tuple[str, dict[str, Any]] | None = None
         self._validate()
@@ -195,12 +254,24 @@ class HyFusERProcessor(ProcessorMixin):
     def _validate(self) -> None:
         if not isinstance(self.sequence_length, int) or self.sequence_length <= 0:
             raise ValueError(f"sequence_length must be a positive integer, got {self.sequence_length!r}")
+        if self.feature_mode not in FEATURE_MODES:
+            raise ValueError(f"feature_mode must be one of {FEATURE_MODES}, got {self.feature_mode!r}")
+        if self.feature_mode == "native" and self.layer_weighting:
+            raise ValueError(
+                "layer_weighting works with feature_mode='paper' only (the native cache holds one layer per item)"
+            )
+        if not isinstance(self.max_speech_frames, int) or self.max_speech_frames <= 0:
+            raise ValueError(f"max_speech_frames must be a positive integer, got {self.max_speech_frames!r}")
         if (self.scaler_mean is None) != (self.scaler_std is None):
             raise ValueError("scaler_mean and scaler_std must be given together")
-        if self.scaler_mean is not None and len(self.scaler_mean) != len(self.scaler_std):
-            raise ValueError(
-                f"scaler_mean has {len(self.scaler_mean)} values but scaler_std has {len(self.scaler_std)}"
-            )
+        if (self.speech_scaler_mean is None) != (self.speech_scaler_std is None):
+            raise ValueError("speech_scaler_mean and speech_scaler_std must be given together")
+        if self.speech_scaler_mean is not None and self.scaler_mean is None:
+            raise ValueError("speech_scaler_mean is set but scaler_mean (the text side's) is not")
+        for prefix in ("", "speech_"):
+            mean, std = getattr(self, f"{prefix}scaler_mean"), getattr(self, f"{prefix}scaler_std")
+            if mean is not None and len(mean) != len(std):
+                raise ValueError(f"{prefix}scaler_mean has {len(mean)} values but {prefix}scaler_std has {len(std)}")
         if not 0 <= self.speech_window_overlap_seconds < self.speech_window_seconds:
             raise ValueError(
                 f"need 0 <= speech_window_overlap_seconds ({self.speech_window_overlap_seconds}) < "
@@ -209,6 +280,8 @@ class HyFusERProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
+        if self.feature_mode == "native":
+            return ["text_features", "speech_features", "text_attention_mask", "speech_attention_mask"]
         return ["text_features", "speech_features"]
 
     # ----------------------------------------------------------------------------------------------------------
@@ -302,35 +375,65 @@ class HyFusERProcessor(ProcessorMixin):
     # ----------------------------------------------------------------------------------------------------------
     # Frozen backbones
 
-    def check_backbones(self) -> int:
-        """Read both backbones' configs (no weights) and return their hidden size, which HyFusER needs to be shared.
+    def check_backbones(self) -> tuple[int, int]:
+        """Read both backbones' configs (no weights) and return their widths, (text, speech).
 
-        `from_backbones` calls it, so that a mismatched pair fails at construction rather than at the first batch.
+        `from_backbones` calls it, so that an unusable backbone fails at construction rather than at the first batch.
         """
         configs = [AutoConfig.from_pretrained(path, **kwargs) for path, kwargs in map(self._resolve, self._names)]
-        self._backbones.hidden_size = self._shared_hidden_size(*configs)
-        return self._backbones.hidden_size
+        self._read_backbone_configs(*configs)
+        return self._backbones.feature_sizes
+
+    @property
+    def feature_sizes(self) -> tuple[int, int]:
+        """(text, speech) widths of the features, from `check_backbones` the first time and remembered after that."""
+        return self._backbones.feature_sizes or self.check_backbones()
 
     @property
     def hidden_size(self) -> int:
-        """The backbones' shared hidden size, from `check_backbones` the first time and remembered after that."""
-        return self._backbones.hidden_size or self.check_backbones()
+        """The width both backbones share (the paper's setting: 768 and 768); a ValueError if they differ."""
+        text_size, speech_size = self.feature_sizes
+        if text_size != speech_size:
+            raise ValueError(
+                f"the text backbone {self.text_backbone!r} has hidden size {text_size} but the speech backbone "
+                f"{self.speech_backbone!r} has hidden size {speech_size}; only HyFusER itself projects different "
+                "widths onto its hidden_size"
+            )
+        return text_size
+
+    @property
+    def scales_per_modality(self) -> bool:
+        """Whether each modality has its own scaler (different widths) instead of the paper's joint one."""
+        return self.speech_scaler_mean is not None
 
     def check_compatible(self, config: HyFusERConfig) -> None:
-        """Raise ValueError unless this processor produces the feature shape (and scaler size) `config` expects."""
-        hidden_size = self.hidden_size
-        if config.hidden_size != hidden_size:
+        """Raise ValueError unless this processor produces the feature shapes (and scaler sizes) `config` expects."""
+        for name, size in zip(("text_feature_size", "speech_feature_size"), self.feature_sizes):
+            if getattr(config, name) != size:
+                raise ValueError(
+                    f"HyFusERConfig.{name} is {getattr(config, name)} but the backbones {self.text_backbone!r} and "
+                    f"{self.speech_backbone!r} have hidden sizes {self.feature_sizes}"
+                )
+        if config.feature_mode != self.feature_mode:
             raise ValueError(
-                f"HyFusERConfig.hidden_size is {config.hidden_size} but the backbones {self.text_backbone!r} and "
-                f"{self.speech_backbone!r} have hidden size {hidden_size}"
+                f"HyFusERConfig.feature_mode is {config.feature_mode!r} but the processor's is {self.feature_mode!r}"
             )
         if config.sequence_length != self.sequence_length:
             raise ValueError(
                 f"HyFusERConfig.sequence_length is {config.sequence_length} but the processor's sequence_length "
                 f"is {self.sequence_length}"
             )
-        if self.scaler_mean is not None and len(self.scaler_mean) != hidden_size:
-            raise ValueError(f"the scaler has {len(self.scaler_mean)} dimensions but the backbones have {hidden_size}")
+        if self.scaler_mean is not None:
+            scaler_sizes = (
+                (len(self.scaler_mean), len(self.speech_scaler_mean))
+                if self.scales_per_modality
+                else (len(self.scaler_mean),) * 2
+            )
+            if scaler_sizes != self.feature_sizes:
+                raise ValueError(
+                    f"the scaler has {scaler_sizes} dimensions (text, speech) but the backbones have "
+                    f"{self.feature_sizes}"
+                )
 
     @property
     def text_backbone_model(self) -> PreTrainedModel:
@@ -387,18 +490,64 @@ class HyFusERProcessor(ProcessorMixin):
                 AutoModel.from_pretrained(path, **kwargs).eval().requires_grad_(False).to(backbones.device)
                 for path, kwargs in map(self._resolve, self._names)
             )
-            backbones.hidden_size = self._shared_hidden_size(text.config, speech.config)
+            self._read_backbone_configs(text.config, speech.config)
             backbones.text, backbones.speech = text, speech
         return backbones
 
-    def _shared_hidden_size(self, text_config, speech_config) -> int:
-        if text_config.hidden_size != speech_config.hidden_size:
+    def _read_backbone_configs(self, text_config, speech_config) -> None:
+        """Remember the (text, speech) widths and hidden-state counts, refusing a speech backbone this processor
+        cannot run and a layer index a backbone does not have."""
+        if speech_config.model_type != "whisper" and not hasattr(speech_config, "conv_stride"):
             raise ValueError(
-                f"the text backbone {self.text_backbone!r} has hidden size {text_config.hidden_size} but the speech "
-                f"backbone {self.speech_backbone!r} has hidden size {speech_config.hidden_size}; HyFusER needs both "
-                "modalities in one feature space"
+                f"the speech backbone {self.speech_backbone!r} is a {speech_config.model_type!r} model: supported are "
+                "wav2vec2-style encoders (HuBERT, wav2vec2, WavLM, data2vec-audio) and Whisper's encoder"
             )
-        return text_config.hidden_size
+        # The embedding output and one per layer; Whisper's encoder counts its own layers (not the decoder's).
+        counts = tuple(
+            1 + getattr(config, "encoder_layers", config.num_hidden_layers) for config in (text_config, speech_config)
+        )
+        for name, count in zip(("text_layer", "speech_layer"), counts):
+            if not -count <= getattr(self, name) < count:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is out of range: the backbone has {count} hidden states "
+                    f"(indices {-count}..{count - 1})"
+                )
+        # Whisper's config maps hidden_size to its d_model.
+        self._backbones.feature_sizes = (text_config.hidden_size, speech_config.hidden_size)
+        self._backbones.num_hidden_states = counts
+
+    @property
+    def num_hidden_states(self) -> tuple[int, int]:
+        """(text, speech) hidden states per backbone, the embedding output included: the layers `layer_weighting`
+        keeps."""
+        if self._backbones.num_hidden_states is None:
+            self.check_backbones()
+        return self._backbones.num_hidden_states
+
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        """One utterance's feature shape per model input: (sequence_length, width), with the layers in front when
+        `layer_weighting` keeps them all."""
+        shapes = {}
+        for name, width, layers in zip(FEATURE_NAMES, self.feature_sizes, self.num_hidden_states):
+            length = None if self.feature_mode == "native" else self.sequence_length
+            shapes[name] = ((layers,) if self.layer_weighting else ()) + (length, width)
+        return shapes
+
+    def model_config_fields(self) -> dict[str, Any]:
+        """The `HyFusERConfig` fields these features decide: the widths (HyFusER works at the narrower one when they
+        differ), the positions and the layer weighting."""
+        text_size, speech_size = self.feature_sizes
+        text_layers, speech_layers = self.num_hidden_states
+        return {
+            "hidden_size": min(text_size, speech_size),
+            "text_feature_size": text_size,
+            "speech_feature_size": speech_size,
+            "sequence_length": self.sequence_length,
+            "feature_mode": self.feature_mode,
+            "layer_weighting": self.layer_weighting,
+            "text_num_layers": text_layers,
+            "speech_num_layers": speech_layers,
+        }
 
     # ----------------------------------------------------------------------------------------------------------
     # Audio
@@ -479,8 +628,10 @@ class HyFusERProcessor(ProcessorMixin):
             raise ValueError(f"empty or whitespace-only text {text!r}")
         return text
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """KoELECTRA's last hidden state, (batch, sequence_length, hidden) float32 on the CPU.
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor | list[torch.Tensor]:
+        """KoELECTRA's hidden state `text_layer` (the last by default), (batch, sequence_length, hidden) float32 on
+        the CPU; (batch, layers, sequence_length, hidden) with `layer_weighting`; with `feature_mode="native"`, a
+        list of each text's (tokens, hidden) (`text_sequences`).
 
         Every sentence is padded or truncated to exactly `sequence_length` tokens (Section 4.2), so a row does not
         depend on the other rows of its batch.
@@ -490,31 +641,76 @@ class HyFusERProcessor(ProcessorMixin):
                 self.check_text(text)
             except ValueError as error:
                 raise ValueError(f"text[{index}]: {error}") from error
+        if self.feature_mode == "native":
+            return self.text_sequences(texts)
         inputs = self.tokenizer(
             list(texts), padding="max_length", truncation=True, max_length=self.sequence_length, return_tensors="pt"
         )
-        return self._run_backbone(self.text_backbone_model, **inputs)
+        return self._run_backbone(self.text_backbone_model, self.text_layer, **inputs)
 
-    def encode_speech(self, waveforms: Sequence[np.ndarray]) -> torch.Tensor:
-        """HuBERT features interpolated to `sequence_length` positions, (batch, sequence_length, hidden) float32.
+    def text_sequences(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """`feature_mode="native"`: each text's hidden states at its own tokens only, (tokens, hidden), at most
+        `sequence_length` tokens. The batch is padded for the backbone and its attention mask keeps the padding out."""
+        inputs = self.tokenizer(
+            list(texts), padding="longest", truncation=True, max_length=self.sequence_length, return_tensors="pt"
+        )
+        hidden = self._run_backbone(self.text_backbone_model, self.text_layer, **inputs)
+        return [states[:length] for states, length in zip(hidden, inputs["attention_mask"].sum(-1).tolist())]
+
+    def speech_sequence(self, waveform: np.ndarray) -> torch.Tensor:
+        """`feature_mode="native"`: one utterance's native speech frames, (frames, hidden), at most
+        `max_speech_frames` (longer clips are interpolated down to it)."""
+        frames = self.speech_frames(waveform)
+        if len(frames) <= self.max_speech_frames:
+            return frames
+        logger.warning(
+            f"A clip gave {len(frames)} speech frames, more than max_speech_frames={self.max_speech_frames}: they are "
+            f"interpolated down to {self.max_speech_frames}"
+        )
+        resized = F.interpolate(frames.T[None], size=self.max_speech_frames, mode="linear", align_corners=True)
+        return resized[0].T
+
+    def pad_features(self, text_sequences: Sequence[Any], speech_sequences: Sequence[Any]) -> BatchFeature:
+        """`feature_mode="native"`: (length, hidden) sequences of any lengths as zero-padded batches with their
+        `text_attention_mask`/`speech_attention_mask` (1 real, 0 padding): the model's native inputs."""
+        batch = {}
+        for modality, sequences in (("text", text_sequences), ("speech", speech_sequences)):
+            sequences = [torch.as_tensor(sequence, dtype=torch.float32) for sequence in sequences]
+            lengths = [len(sequence) for sequence in sequences]
+            features = torch.zeros(len(sequences), max(lengths), sequences[0].shape[-1])
+            mask = torch.zeros(len(sequences), max(lengths), dtype=torch.long)
+            for row, (sequence, length) in enumerate(zip(sequences, lengths)):
+                features[row, :length] = sequence
+                mask[row, :length] = 1
+            batch[f"{modality}_features"], batch[f"{modality}_attention_mask"] = features, mask
+        return BatchFeature(batch)
+
+    def encode_speech(self, waveforms: Sequence[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
+        """HuBERT features interpolated to `sequence_length` positions, (batch, sequence_length, hidden) float32;
+        with `feature_mode="native"`, a list of each utterance's (frames, hidden) (`speech_sequence`).
 
         `waveforms` are `load_audio` outputs. Each runs alone, unpadded: HuBERT-base's group norm makes padded
         batches change the output, and the result must not depend on the batch.
         """
+        if self.feature_mode == "native":
+            return [self.speech_sequence(waveform) for waveform in waveforms]
         return torch.stack([self.interpolate_frames(self.speech_frames(waveform)) for waveform in waveforms])
 
     def speech_frames(self, waveform: np.ndarray) -> torch.Tensor:
-        """HuBERT's last hidden state of one utterance, (frames, hidden) float32 on the CPU, ~49 frames per second.
+        """HuBERT's hidden state `speech_layer` (the last by default) of one utterance, (frames, hidden) float32 on
+        the CPU, ~49 frames per second; (layers, frames, hidden) with `layer_weighting`.
 
         Audio shorter than the convolutional receptive field (400 samples = 25 ms for HuBERT) is zero-padded after
         normalisation to that minimum, giving one frame. Clips longer than `speech_window_seconds` run in
         overlapping windows placed on the frame grid; each output frame comes from the window where it is furthest
         from an edge, so the frame count is the same as one pass and the backbone's memory is bounded by the window.
         What grows with the clip is the waveform (4 bytes a sample, plus its normalised copy) and the kept frames,
-        written straight into one (hidden, frames) buffer: no per-window pieces held until a final concatenation,
-        and `interpolate_frames` reads the returned transposed view without copying it.
+        written straight into one ([layers,] hidden, frames) buffer: no per-window pieces held until a final
+        concatenation.
         """
         model = self.speech_backbone_model
+        if model.config.model_type == "whisper":
+            return self._whisper_frames(model, waveform)
         values = self.feature_extractor(waveform, sampling_rate=self.sampling_rate, return_tensors="np")
         values = values.input_values[0]
         receptive_field, stride = _receptive_field_and_stride(model.config)
@@ -523,34 +719,110 @@ class HyFusERProcessor(ProcessorMixin):
         num_frames = (len(values) - receptive_field) // stride + 1
         window = max(1, round(self.speech_window_seconds * self.sampling_rate / stride))
         if num_frames <= window:
-            return self._run_backbone(model, input_values=torch.from_numpy(values)[None])[0]
+            return self._run_backbone(model, self.speech_layer, input_values=torch.from_numpy(values)[None])[0]
         hop = max(1, window - round(self.speech_window_overlap_seconds * self.sampling_rate / stride))
         starts = [*range(0, num_frames - window, hop), num_frames - window]
         cuts = [0] + [(previous + window + start) // 2 for previous, start in zip(starts, starts[1:])] + [num_frames]
-        frames = torch.empty(model.config.hidden_size, num_frames)
+        frames = None
         for start, keep_from, keep_to in zip(starts, cuts, cuts[1:]):
             samples = values[start * stride : (start + window - 1) * stride + receptive_field]
-            hidden = self._run_backbone(model, input_values=torch.from_numpy(samples)[None])[0]
-            frames[:, keep_from:keep_to] = hidden[keep_from - start : keep_to - start].T
-        return frames.T
+            hidden = self._run_backbone(model, self.speech_layer, input_values=torch.from_numpy(samples)[None])[0]
+            if frames is None:  # ([layers,] hidden, frames)
+                frames = torch.empty(*hidden.shape[:-2], hidden.shape[-1], num_frames)
+            frames[..., keep_from:keep_to] = hidden[..., keep_from - start : keep_to - start, :].transpose(-1, -2)
+        return frames.transpose(-1, -2)
+
+    def _whisper_frames(self, model: PreTrainedModel, waveform: np.ndarray) -> torch.Tensor:
+        """Whisper's encoder frames of the audio itself, (frames, hidden), 50 per second.
+
+        Whisper's encoder only takes its fixed window (30 s of log-mel frames), so each 30 s piece of the clip is
+        padded to the window by the feature extractor and its output cut back to the frames that cover real audio:
+        one per `2 * hop_length` samples (the encoder's second convolution halves the mel frame rate). Features of
+        silence padding would otherwise dominate every short utterance.
+        """
+        extractor = self.feature_extractor
+        samples_per_frame = 2 * extractor.hop_length
+        pieces = []
+        for start in range(0, len(waveform), extractor.n_samples):
+            piece = waveform[start : start + extractor.n_samples]
+            mel = extractor(piece, sampling_rate=self.sampling_rate, return_tensors="pt").input_features
+            hidden = self._run_backbone(model, self.speech_layer, input_features=mel)[0]
+            pieces.append(hidden[..., : max(1, math.ceil(len(piece) / samples_per_frame)), :])
+        return torch.cat(pieces, dim=-2)
 
     def interpolate_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """(frames, hidden) -> (sequence_length, hidden) by linear interpolation along time (Section 4.2).
+        """([layers,] frames, hidden) -> ([layers,] sequence_length, hidden) by linear interpolation along time
+        (Section 4.2).
 
         `align_corners=True`: the first and last output positions are the first and last frames and the others are
         evenly spaced between them, i.e. `np.interp` at `linspace(0, frames - 1, sequence_length)`.
         """
-        resized = F.interpolate(frames.T[None], size=self.sequence_length, mode="linear", align_corners=True)
-        return resized[0].T
+        channels_first = frames.transpose(-1, -2)  # ([layers,] hidden, frames): interpolate runs along the last axis
+        resized = F.interpolate(
+            channels_first.reshape(-1, *channels_first.shape[-2:]),
+            size=self.sequence_length,
+            mode="linear",
+            align_corners=True,
+        )
+        return resized.reshape(*channels_first.shape[:-1], self.sequence_length).transpose(-1, -2)
 
-    def _run_backbone(self, model: PreTrainedModel, **inputs: torch.Tensor) -> torch.Tensor:
+    def _run_backbone(self, model: PreTrainedModel, layer: int, **inputs: torch.Tensor) -> torch.Tensor:
+        """(batch, positions, hidden) of hidden state `layer`, or (batch, layers, positions, hidden) of all of them
+        with `layer_weighting`, float32 on the CPU."""
+        if model.config.is_encoder_decoder:  # Whisper: its encoder is the backbone, the decoder stays unused
+            model = model.get_encoder()
+        every_layer = self.layer_weighting or layer != -1
         autocast = torch.autocast(
             self.device.type, dtype=self.backbone_dtype, enabled=self.backbone_dtype != torch.float32
         )
         with torch.inference_mode(), autocast:
-            hidden = model(**{name: tensor.to(self.device) for name, tensor in inputs.items()}).last_hidden_state
+            output = model(
+                **{name: tensor.to(self.device) for name, tensor in inputs.items()}, output_hidden_states=every_layer
+            )
+            if self.layer_weighting:
+                hidden = torch.stack(output.hidden_states, dim=1)
+            else:
+                hidden = output.hidden_states[layer] if every_layer else output.last_hidden_state
         # A copy made outside inference mode is an ordinary tensor, usable in autograd (e.g. a trained model's input).
         return hidden.to(device="cpu", dtype=torch.float32, copy=True)
+
+    def transcribe(self, waveforms: Sequence[np.ndarray], asr_model: str | None = None) -> list[str]:
+        """Transcripts of `load_audio` waveforms by the speech recognizer `asr_model` (default: `self.asr_model`),
+        for inputs that come with audio only. A recognizer that cannot be loaded, or hears no words, is an error."""
+        asr_model = asr_model or self.asr_model
+        if asr_model is None:
+            raise ValueError(
+                "an input has audio but no text, and this processor has no speech recognizer (asr_model=None) to "
+                "transcribe it: give the text, or pass asr_model= a speech-recognition model"
+            )
+        transcripts = self.recognize(waveforms, asr_model)
+        for index, transcript in enumerate(transcripts):
+            if not transcript:
+                raise ValueError(f"audio[{index}]: the speech recognizer {asr_model!r} heard no words; give the text")
+        return transcripts
+
+    def recognize(self, waveforms: Sequence[np.ndarray], asr_model: str) -> list[str]:
+        """What `asr_model` hears in each waveform, stripped; empty where it hears nothing."""
+        recognizer = self._load_recognizer(asr_model)
+        options = {}
+        generation_config = getattr(recognizer.model, "generation_config", None)
+        if getattr(generation_config, "is_multilingual", False):  # Whisper: Korean, transcribed (not translated)
+            options["generate_kwargs"] = {"language": self.asr_language, "task": "transcribe"}
+        inputs = [{"raw": waveform, "sampling_rate": self.sampling_rate} for waveform in waveforms]
+        return [result["text"].strip() for result in recognizer(inputs, **options)]
+
+    def _load_recognizer(self, asr_model: str):
+        recognizers = self._backbones.recognizers
+        if asr_model not in recognizers:
+            try:
+                recognizers[asr_model] = pipeline("automatic-speech-recognition", model=asr_model, device=self.device)
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    f"an input has audio but no text, and the speech recognizer {asr_model!r} cannot be loaded "
+                    f"({error}). Offline, it must be a local directory or already in the Hugging Face cache: pass "
+                    "asr_model= one that is, or give the text"
+                ) from error
+        return recognizers[asr_model]
 
     def encode(self, texts: Sequence[str], waveforms: Sequence[np.ndarray]) -> BatchFeature:
         """Unscaled `text_features` and `speech_features` of paired texts and `load_audio` waveforms.
@@ -559,7 +831,10 @@ class HyFusERProcessor(ProcessorMixin):
         """
         if len(texts) != len(waveforms):
             raise ValueError(f"got {len(texts)} texts but {len(waveforms)} audio items; they must pair up one to one")
-        return BatchFeature({"text_features": self.encode_text(texts), "speech_features": self.encode_speech(waveforms)})
+        text_features, speech_features = self.encode_text(texts), self.encode_speech(waveforms)
+        if self.feature_mode == "native":
+            return self.pad_features(text_features, speech_features)
+        return BatchFeature({"text_features": text_features, "speech_features": speech_features})
 
     def _load_pairs(
         self, text: str | Sequence[str], audio: AudioInput | Sequence[AudioInput], sampling_rate: int | None
@@ -592,40 +867,55 @@ class HyFusERProcessor(ProcessorMixin):
     def fit_scaler(
         self, batches: Iterable[tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]]
     ) -> HyFusERProcessor:
-        """Fit the joint scaler on the unscaled (text_features, speech_features) of the *training* data.
+        """Fit the scaler on the unscaled (text_features, speech_features) of the *training* data, in one streaming
+        pass (`FeatureStatistics`).
 
-        One mean and std per hidden dimension over all positions of both modalities, i.e. over
-        concat(X_T, X_S) (Eq. 5), in one streaming pass (`FeatureStatistics`).
+        Equal widths (the paper): one mean and std per hidden dimension over all positions of both modalities, i.e.
+        over concat(X_T, X_S) (Eq. 5). Different widths: each modality's own statistics.
         """
-        statistics = FeatureStatistics()
+        text_statistics, speech_statistics = FeatureStatistics(), FeatureStatistics()
         for text_features, speech_features in batches:
-            statistics.update(text_features).update(speech_features)
-        if statistics.count == 0:
+            text_statistics.update(text_features)
+            speech_statistics.update(speech_features)
+        if text_statistics.count == 0:
             raise ValueError("fit_scaler got no features: pass an iterable of (text_features, speech_features)")
-        return self.set_scaler(statistics)
+        if text_statistics.mean.shape == speech_statistics.mean.shape:
+            return self.set_scaler(text_statistics.merge(speech_statistics))
+        return self.set_scaler(text_statistics, speech_statistics)
 
-    def set_scaler(self, statistics: FeatureStatistics) -> HyFusERProcessor:
-        """Use statistics gathered elsewhere (e.g. `merge`d across processes) as the joint scaler."""
+    def set_scaler(
+        self, statistics: FeatureStatistics, speech_statistics: FeatureStatistics | None = None
+    ) -> HyFusERProcessor:
+        """Use statistics gathered elsewhere (e.g. `merge`d across processes): the joint scaler, or with
+        `speech_statistics` the text side's and the speech side's."""
         self.scaler_mean = statistics.mean.tolist()
         self.scaler_std = statistics.std.tolist()
         self.scaler_count = statistics.count
+        self.speech_scaler_mean = self.speech_scaler_std = None
+        if speech_statistics is not None:
+            self.speech_scaler_mean = speech_statistics.mean.tolist()
+            self.speech_scaler_std = speech_statistics.std.tolist()
+            self.scaler_count += speech_statistics.count
         return self
 
     def scale(self, text_features: Any, speech_features: Any) -> tuple[Any, Any]:
-        """(x - mean) / std with the joint statistics (Eqs. 5-6), as float32 numpy arrays or tensors, like the input."""
-        mean, std = self.scaler_statistics()
-        return tuple(_standardize(features, mean, std) for features in (text_features, speech_features))
+        """(x - mean) / std with the fitted statistics (Eqs. 5-6), as float32 numpy arrays or tensors, like the
+        input."""
+        text_statistics, speech_statistics = self.scaler_statistics()
+        return _standardize(text_features, *text_statistics), _standardize(speech_features, *speech_statistics)
 
-    def scaler_statistics(self) -> tuple[np.ndarray, np.ndarray]:
-        """The fitted joint scaler as float32 (mean, std); a std below `STD_FLOOR` counts as 1, so constant
-        dimensions are centred instead of divided by ~0. Raises if the scaler is not fitted."""
+    def scaler_statistics(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The fitted scaler as float32 ((text mean, text std), (speech mean, speech std)): the same pair twice in
+        the paper's joint setting. A std below `STD_FLOOR` counts as 1, so constant dimensions are centred instead
+        of divided by ~0. Raises if the scaler is not fitted."""
         if not self.is_scaler_fitted:
             raise ValueError(
                 "this HyFusERProcessor's scaler is not fitted: call processor.fit_scaler(...) on the unscaled "
                 "training features (processor(..., scale=False)) first, or pass scale=False"
             )
-        std = np.asarray(self.scaler_std, dtype=np.float32)
-        return np.asarray(self.scaler_mean, dtype=np.float32), np.where(std < STD_FLOOR, np.float32(1), std)
+        text = _statistics(self.scaler_mean, self.scaler_std)
+        speech = _statistics(self.speech_scaler_mean, self.speech_scaler_std) if self.scales_per_modality else text
+        return text, speech
 
     def __call__(
         self,
@@ -644,7 +934,8 @@ class HyFusERProcessor(ProcessorMixin):
         statistics = self.scaler_statistics() if scale else None  # before any file is read
         features = self.encode(*self._load_pairs(text, audio, sampling_rate))
         if statistics is not None:
-            features = {name: _standardize(values, *statistics) for name, values in features.items()}
+            features = dict(features)
+            features.update(zip(FEATURE_NAMES, self.scale(features["text_features"], features["speech_features"])))
         return BatchFeature(dict(features), tensor_type=return_tensors)
 
 
@@ -703,6 +994,11 @@ def _receptive_field_and_stride(config) -> tuple[int, int]:
         receptive_field += (kernel - 1) * stride
         stride *= layer_stride
     return receptive_field, stride
+
+
+def _statistics(mean: list[float], std: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    std = np.asarray(std, dtype=np.float32)
+    return np.asarray(mean, dtype=np.float32), np.where(std < STD_FLOOR, np.float32(1), std)
 
 
 def _standardize(features: Any, mean: np.ndarray, std: np.ndarray) -> Any:

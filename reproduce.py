@@ -55,6 +55,7 @@ from features_hyfuser import (
     place_backbones,
     train_on_features,
     trainer_dataset,
+    transcribe_corpus,
 )
 from metrics_hyfuser import (
     choose_ensemble_weight,
@@ -64,7 +65,7 @@ from metrics_hyfuser import (
     save_confusion_matrix,
 )
 from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS, ComposedModel
-from processing_hyfuser import HyFusERProcessor
+from processing_hyfuser import FeatureStatistics, HyFusERProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,10 @@ class ReproduceArguments(CorpusArguments, BackboneArguments):
         unknown = [name for name in names if name not in known]
         if unknown or not names:
             raise ValueError(f"--models: unknown {unknown}; choose 'all' or among {known}")
+        if (self.feature_mode != "paper" or self.layer_weighting) and names != ["hyfuser"]:
+            raise ValueError(
+                "--feature_mode native and --layer_weighting give features only HyFusER takes: use --models hyfuser"
+            )
         return names
 
 
@@ -441,15 +446,15 @@ def plot_comparison(summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def plot_scaling(processor: HyFusERProcessor, train_features: Dataset, path: Path, batch_size: int = 256) -> None:
+def plot_scaling(processor: HyFusERProcessor, train_features: Dataset, path: Path) -> None:
     """Fig. 4: the per-dimension means of the text and the speech training features before and after the joint
     scaler (fitted on the same rows): apart before, both centred on 0 after."""
-    sums = {name: 0.0 for name in FEATURE_COLUMNS}
-    for batch in train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)).iter(batch_size=batch_size):
+    statistics = {name: FeatureStatistics() for name in FEATURE_COLUMNS}
+    # Row by row: native features have a length of their own; every layer's positions count with layer weighting.
+    for row in train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)):
         for name in FEATURE_COLUMNS:
-            sums[name] = sums[name] + batch[name].astype(np.float64).sum(axis=(0, 1))
-    positions = len(train_features) * processor.sequence_length
-    before = [sums[name] / positions for name in FEATURE_COLUMNS]
+            statistics[name].update(row[name])
+    before = [statistics[name].mean for name in FEATURE_COLUMNS]
     after = processor.scale(*before)
     plt = _pyplot()
     figure, panels = plt.subplots(1, 2, figsize=(12, 4), sharey=False)
@@ -562,6 +567,21 @@ def main(argv: list[str] | None = None) -> None:
     # 1. Data: every used row once; the splits and the runs, and which of them finished before
     with training_args.main_process_first(desc="dataset preparation"):
         rows, paper_train_rows, text_backbone, speech_backbone = load_rows(args)
+    processor = HyFusERProcessor.from_backbones(
+        text_backbone,
+        speech_backbone,
+        sequence_length=args.sequence_length,
+        asr_model=args.asr_model,
+        **args.feature_options(),
+    )
+    if args.transcripts == "asr":  # before the splits, which index the rows the recognizer heard words in
+        paper_train_ids = rows["id"][:paper_train_rows]
+        with training_args.main_process_first(desc="transcription"):
+            rows = transcribe_corpus(
+                DatasetDict(all=rows), processor, args.cache_dir, batch_size=args.extraction_batch_size
+            )["all"]
+        heard = set(rows["id"])
+        paper_train_rows = sum(row_id in heard for row_id in paper_train_ids)
     splits = plan_splits(rows, paper_train_rows, args)
     seeds = [training_args.seed + offset for offset in range(args.seeds)]
     runs = plan_runs(args.model_names(), splits, seeds)
@@ -575,14 +595,12 @@ def main(argv: list[str] | None = None) -> None:
 
     # 2. Features of every used row, extracted once for all models, splits and seeds, each process its share on its
     # own device
-    processor = HyFusERProcessor.from_backbones(text_backbone, speech_backbone, sequence_length=args.sequence_length)
     place_backbones(processor, training_args.device, args.extraction_dtype)
     features = cache_features(
         DatasetDict(all=rows), processor, args.cache_dir, batch_size=args.extraction_batch_size
     )["all"]
     config = HyFusERConfig(
-        hidden_size=processor.hidden_size,
-        sequence_length=processor.sequence_length,
+        **processor.model_config_fields(),
         text_backbone=text_backbone,
         speech_backbone=speech_backbone,
     )

@@ -54,6 +54,7 @@ from features_hyfuser import (
     fit_scaler_on_cache,
     place_backbones,
     train_on_features,
+    transcribe_corpus,
 )
 from metrics_hyfuser import METRIC_TITLES, fused_logits, per_class_report, save_confusion_matrix
 from modeling_hyfuser import COMPOSED_MODELS, MODEL_DESCRIPTIONS, TRAINABLE_MODELS, HyFusERForEmotionRecognition
@@ -356,6 +357,18 @@ def write_model_card(
         else "whole sessions held out (~20%): speaker-independent validation"
     )
     limitation = f"\n- {corpus.limitation}" if corpus.limitation else ""
+    feature_lengths = (
+        f"text keeps its real tokens (at most {config.sequence_length}) and speech the backbone's native frames, "
+        "padded per batch and masked"
+        if config.feature_mode == "native"
+        else f"text padded/truncated to {config.sequence_length} tokens, speech frames linearly interpolated to "
+        f"{config.sequence_length}"
+    )
+    scaling = (
+        "Joint standard scaling (Eqs. 4-6)"
+        if config.text_feature_size == config.speech_feature_size
+        else "Standard scaling of each modality on its own (the backbones' widths differ)"
+    )
     table_4 = (
         ", with each column of the paper's Table 4 beside the stage it counts (its \"collected\" column equals its "
         "\"final\" one for every class but neutral, so it counts rows after the duplicate and syllable filters, not "
@@ -390,10 +403,9 @@ Hangul syllables, downsample neutral to the largest other class. Rows per emotio
 
 ## Training procedure
 
-- Features: frozen backbones run once per utterance; text padded/truncated to {config.sequence_length} tokens, HuBERT
-  frames linearly interpolated to {config.sequence_length}; hidden size {config.hidden_size}; backbones run in
-  {data_args.extraction_dtype}; cached as {FEATURE_DTYPE}.
-- Joint standard scaling (Eqs. 4-6) fitted on the training split only; stored with the processor.
+- Features: frozen backbones run once per utterance; {feature_lengths}; hidden size {config.hidden_size}; backbones
+  run in {data_args.extraction_dtype}; cached as {FEATURE_DTYPE}.
+- {scaling} fitted on the training split only; stored with the processor.
 - Architecture (Table 3): {config.num_hidden_layers} layers, {config.num_attention_heads} attention head(s),
   feed-forward {config.intermediate_size}, ReLU, LayerNorm eps {config.layer_norm_eps}, dropout
   {config.hidden_dropout_prob}.
@@ -474,9 +486,18 @@ def main() -> None:
     text_backbone = model_args.text_backbone or demo.backbones.text
     speech_backbone = model_args.speech_backbone or demo.backbones.speech
     processor = HyFusERProcessor.from_backbones(
-        text_backbone, speech_backbone, sequence_length=model_args.sequence_length
+        text_backbone,
+        speech_backbone,
+        sequence_length=model_args.sequence_length,
+        asr_model=data_args.asr_model,
+        **model_args.feature_options(),
     )
     place_backbones(processor, training_args.device, data_args.extraction_dtype)
+    if data_args.transcripts == "asr":
+        with training_args.main_process_first(desc="transcription"):
+            raw_datasets = transcribe_corpus(
+                raw_datasets, processor, data_args.cache_dir, batch_size=data_args.extraction_batch_size
+            )
 
     # 4. Features: backbones run once per utterance, into the on-disk cache (each process extracts its share)
     features = cache_features(raw_datasets, processor, data_args.cache_dir, batch_size=data_args.extraction_batch_size)
@@ -488,8 +509,7 @@ def main() -> None:
     # initial weights depend on whether this run found its features in the cache
     set_seed(training_args.seed)
     config = HyFusERConfig(
-        hidden_size=processor.hidden_size,
-        sequence_length=processor.sequence_length,
+        **processor.model_config_fields(),
         text_backbone=text_backbone,
         speech_backbone=speech_backbone,
     )

@@ -74,9 +74,16 @@ def test_cache_stores_the_unscaled_features_in_float16_and_is_reused(
 
     expected = processor(split["text"], split["audio"], scale=False)
     cached = cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache")["train"]
-    assert caplog.messages == [
+    size, extraction, measured = caplog.messages
+    assert extraction == (
         f"Extracting train features for {UTTERANCES} utterances (shard 1 of 1, of {UTTERANCES}) into {cache_file}"
-    ]
+    )
+    # 2 modalities x SEQUENCE_LENGTH positions x 32 dimensions x 2 bytes (float16)
+    assert size.startswith(f"Feature cache: {2 * SEQUENCE_LENGTH * 32 * 2:,} bytes (1.0 KiB) per utterance")
+    assert f"; {UTTERANCES} utterances to extract need about" in size
+    bytes_on_disk = cache_file.stat().st_size // UTTERANCES
+    measurement = f"Cached train features: {bytes_on_disk:,} bytes on disk per utterance, measured ({cache_file.parent})"
+    assert measured == measurement
     assert cache_file.is_file()
     assert text_backbone_batches[-2:] == [16, 1]  # the default batch (`datasets` may first try a sample of its own)
     calls = len(text_backbone_batches)
@@ -90,7 +97,8 @@ def test_cache_stores_the_unscaled_features_in_float16_and_is_reused(
 
     caplog.clear()
     again = cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache")["train"]
-    assert caplog.messages == [f"Reusing cached train features from {cache_file} (no extraction)"]
+    assert "; 0 utterances to extract" in caplog.messages[0]
+    assert caplog.messages[1] == f"Reusing cached train features from {cache_file} (no extraction)"
     assert len(text_backbone_batches) == calls  # no backbone ran the second time
     np.testing.assert_array_equal(again.with_format("numpy")["text_features"], stored["text_features"])
 

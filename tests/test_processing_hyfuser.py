@@ -498,16 +498,30 @@ def test_invalid_sampling_rate_is_rejected(processor, rate):
         processor(text=TEXTS[0], audio=noise(0.5), sampling_rate=rate, scale=False)
 
 
-def test_backbones_with_different_hidden_sizes_are_rejected(tiny_backbones, tmp_path):
+def test_backbones_of_different_widths_are_scaled_per_modality(tiny_backbones, tmp_path):
     narrow = build_tiny_backbones(tmp_path, hidden_size=16)
+    processor = HyFusERProcessor.from_backbones(tiny_backbones.text, narrow.speech, sequence_length=SEQUENCE_LENGTH)
+    assert processor.feature_sizes == (32, 16)
     message = r"text backbone '.*text' has hidden size 32 but the speech backbone '.*speech' has hidden size 16"
-    with pytest.raises(ValueError, match=message):
-        HyFusERProcessor.from_backbones(tiny_backbones.text, narrow.speech)
+    with pytest.raises(ValueError, match=message):  # no shared width for the models that need one
+        processor.hidden_size
+    features = processor(text=TEXTS[:2], audio=[noise(0.5), noise(0.7)], scale=False)
+    text_features, speech_features = features["text_features"], features["speech_features"]
+    processor.fit_scaler([(text_features, speech_features)])
+    assert len(processor.scaler_mean) == 32 and len(processor.speech_scaler_mean) == 16
+    assert processor.scaler_count == 2 * 2 * SEQUENCE_LENGTH
+    scaled_text, scaled_speech = processor.scale(text_features, speech_features)
+    for scaled in (scaled_text, scaled_speech):  # each modality standardised with its own statistics
+        torch.testing.assert_close(scaled.mean(dim=(0, 1)), torch.zeros(scaled.shape[-1]), atol=1e-4, rtol=0)
+    config = HyFusERConfig(hidden_size=16, text_feature_size=32, intermediate_size=16, sequence_length=SEQUENCE_LENGTH)
+    processor.check_compatible(config)
+    with pytest.raises(ValueError, match=r"HyFusERConfig.text_feature_size is 16 but the backbones .* \(32, 16\)"):
+        processor.check_compatible(HyFusERConfig(hidden_size=16, intermediate_size=16, sequence_length=SEQUENCE_LENGTH))
 
 
 def test_config_with_other_shape_is_rejected(processor):
     processor.check_compatible(HyFusERConfig(hidden_size=32, intermediate_size=32, sequence_length=SEQUENCE_LENGTH))
-    with pytest.raises(ValueError, match="HyFusERConfig.hidden_size is 768 but the backbones .* have hidden size 32"):
+    with pytest.raises(ValueError, match=r"HyFusERConfig.text_feature_size is 768 but the backbones .* \(32, 32\)"):
         processor.check_compatible(HyFusERConfig(sequence_length=SEQUENCE_LENGTH))
     message = "HyFusERConfig.sequence_length is 126 but the processor's sequence_length is 16"
     with pytest.raises(ValueError, match=message):

@@ -12,3 +12,14 @@ TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "train.py"
 
 TRAIN = runpy.run_path(str(TRAIN_SCRIPT), run_name="train")
 """The script's globals: `TRAIN["parse_arguments"]`, `TRAIN["main"]`, `TRAIN["CORPORA"]`, ..."""
+
+
+def run_main(arguments: list[str]) -> None:
+    """`python train.py <arguments>`, in this process."""
+    import sys
+
+    from pytest import MonkeyPatch
+
+    with MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["train.py", *arguments])
+        TRAIN["main"]()
