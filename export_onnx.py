@@ -118,6 +118,25 @@ def quantize_int8(path: Path) -> None:
         quantize_dynamic(float_path, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
 
 
+def check_exportable(processor) -> None:
+    """Refuse the feature options the graphs do not carry: they take the paper's fixed-length inputs, return each
+    backbone's last hidden state, and feed the text backbone token type ids and the speech backbone a waveform."""
+    problems = []
+    if processor.feature_mode != "paper":
+        problems.append(f"feature_mode={processor.feature_mode!r} (the graphs take the paper's fixed lengths)")
+    if processor.layer_weighting:
+        problems.append("layer_weighting=True (the graphs return only the last hidden state)")
+    for name in ("text_layer", "speech_layer"):
+        if getattr(processor, name) != -1:
+            problems.append(f"{name}={getattr(processor, name)} (the graphs return only the last hidden state)")
+    if "token_type_ids" not in processor.tokenizer.model_input_names:
+        problems.append(f"a text backbone whose tokenizer gives no token_type_ids ({processor.text_backbone!r})")
+    if "input_values" not in processor.feature_extractor.model_input_names:
+        problems.append(f"a speech backbone that does not read the waveform ({processor.speech_backbone!r})")
+    if problems:
+        raise ValueError("export_onnx.py exports the paper's feature recipe only; this processor uses " + "; ".join(problems))
+
+
 def export_onnx(model_dir: str | Path, output_dir: str | Path, quantize: str | None = None) -> Path:
     """Write the ONNX directory of the HyFusER checkpoint in `model_dir` (see the module docstring)."""
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -127,6 +146,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, quantize: str | N
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     processor.check_compatible(model.config)
+    check_exportable(processor)
     text_backbone, speech_backbone = processor.text_backbone_model, processor.speech_backbone_model
 
     tokens = processor.tokenizer(

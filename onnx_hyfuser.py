@@ -65,7 +65,10 @@ class OnnxBackbone:
         self.config = config
         self.input_names = [graph_input.name for graph_input in self.session.get_inputs()]
 
-    def __call__(self, **inputs: torch.Tensor) -> BaseModelOutput:
+    def __call__(self, output_hidden_states: bool = False, **inputs: torch.Tensor) -> BaseModelOutput:
+        if output_hidden_states:
+            raise ValueError("an ONNX backbone graph returns only its last hidden state; export_onnx.py refuses "
+                             "processors that read other layers")
         if sorted(inputs) != sorted(self.input_names):
             raise ValueError(f"this backbone graph takes {self.input_names}, got {sorted(inputs)}")
         feeds = {name: tensor.cpu().numpy() for name, tensor in inputs.items()}

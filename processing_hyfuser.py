@@ -475,7 +475,7 @@ class HyFusERProcessor(ProcessorMixin):
         """Run `text` and `speech` as the backbones instead of loading `text_backbone`/`speech_backbone`: anything
         called like a transformers model that returns `last_hidden_state` and carries that model's `config`, such as
         the ONNX Runtime graphs of an `export_onnx.py` directory."""
-        self._backbones.hidden_size = self._shared_hidden_size(text.config, speech.config)
+        self._read_backbone_configs(text.config, speech.config)
         self._backbones.text, self._backbones.speech = text, speech
         return self
 

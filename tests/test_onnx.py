@@ -12,7 +12,7 @@ import pytest
 from audio_files import write_tone
 from transformers import pipeline
 
-from export_onnx import export_onnx
+from export_onnx import check_exportable, export_onnx
 
 EXPORT_ONNX = Path(__file__).resolve().parent.parent / "export_onnx.py"
 TEXTS = ["정말 너무 화가 나서 참을 수가 없어요", "오늘 날씨가 좋아서 기분이 좋네요", "그 소식을 듣고 깜짝 놀랐어",
@@ -126,3 +126,17 @@ def test_export_cli_with_int8_keeps_the_top_emotion_of_every_item(saved_model_di
     expected = pipeline(model=str(saved_model_dir), trust_remote_code=True, device="cpu")(items)
     actual = pipeline(model=str(output_dir), trust_remote_code=True, device="cpu")(items)
     assert [result[0]["label"] for result in actual] == [result[0]["label"] for result in expected]
+
+
+def test_export_refuses_feature_options_its_graphs_do_not_carry(tiny_backbones):
+    from processing_hyfuser import HyFusERProcessor
+
+    check_exportable(HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, sequence_length=16))
+    middle_layer = HyFusERProcessor.from_backbones(
+        tiny_backbones.text, tiny_backbones.speech, sequence_length=16, speech_layer=1
+    )
+    with pytest.raises(ValueError, match=r"speech_layer=1 \(the graphs return only the last hidden state\)"):
+        check_exportable(middle_layer)
+    native = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, feature_mode="native")
+    with pytest.raises(ValueError, match="feature_mode='native'"):
+        check_exportable(native)
