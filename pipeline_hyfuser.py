@@ -66,6 +66,11 @@ class HyFusERPipeline(Pipeline):
     def _sanitize_parameters(
         self, top_k=None, return_modalities=None, sampling_rate=None, asr_model=None, **kwargs
     ):
+        if kwargs:
+            raise TypeError(
+                f"unknown {TASK} pipeline option(s) {', '.join(sorted(kwargs))}: it takes top_k, return_modalities, "
+                "sampling_rate and asr_model"
+            )
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
         if asr_model is not None:
             forward_params["asr_model"] = asr_model

@@ -1,5 +1,7 @@
 """Audio in the forms users already pass to other audio pipelines: encoded bytes, torch tensors, `datasets` items."""
 
+import os
+
 import numpy as np
 import pytest
 import soundfile
@@ -78,7 +80,12 @@ def test_undecoded_datasets_audio_items_give_the_files_result(classifier, tmp_pa
 
 def test_decoded_datasets_audio_items_give_the_files_result(classifier, tmp_path):
     """A decoding `Audio` column yields torchcodec's `AudioDecoder` in datasets 4 and later."""
-    pytest.importorskip("torchcodec", reason="decoding datasets audio needs torchcodec and the FFmpeg libraries")
+    try:
+        from torchcodec.decoders import AudioDecoder  # noqa: F401
+    except (ImportError, RuntimeError, OSError) as error:
+        if os.environ.get("CI"):  # .ci/run installs torchcodec and the FFmpeg libraries: there, missing is a failure
+            raise
+        pytest.skip(f"decoding datasets audio needs torchcodec and the FFmpeg libraries: {error}")
     paths = [str(write_tone(tmp_path / f"clip{index}.flac", 22_050, 0.7, 200.0 + 50 * index, channels=2, seed=index))
              for index in range(2)]
     dataset = Dataset.from_dict({"audio": paths}).cast_column("audio", Audio())

@@ -181,6 +181,11 @@ def test_invalid_top_k_is_rejected(classifier, audio_files):
         classifier({"text": ITEM_TEXTS[0], "audio": str(audio_files[0])}, top_k=0)
 
 
+def test_misspelled_option_is_refused_not_ignored(classifier, audio_files):
+    with pytest.raises(TypeError, match="unknown multimodal-emotion-recognition pipeline option.*return_modality"):
+        classifier({"text": "정말 화가 나요", "audio": str(audio_files[0])}, return_modality=True)
+
+
 def test_pipeline_equals_features_computed_without_the_processor(classifier, tiny_backbones, tiny_model, tiny_processor, audio_files):
     """Tokenizer and backbones called directly, HuBERT frames put on 16 positions with `numpy.interp`, and the saved
     scaler applied by hand: the pipeline's probabilities must be these."""
