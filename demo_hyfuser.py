@@ -128,6 +128,23 @@ def build_tiny_text_backbone(
     return Path(output_dir)
 
 
+def tiny_whisper_config(hidden_size: int, **kwargs):
+    """A two-layer encoder, one-layer decoder Whisper of width `hidden_size`: the shape of both tiny Whispers (the
+    speech backbone and the speech recognizer); `kwargs` set their vocabularies and special tokens."""
+    from transformers import WhisperConfig
+
+    return WhisperConfig(
+        d_model=hidden_size,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=2 * hidden_size,
+        decoder_ffn_dim=2 * hidden_size,
+        **kwargs,
+    )
+
+
 def build_tiny_speech_backbone(
     output_dir: str | os.PathLike, family: str, hidden_size: int = TINY_HIDDEN_SIZE
 ) -> Path:
@@ -144,20 +161,13 @@ def build_tiny_speech_backbone(
         Wav2Vec2Model,
         WavLMConfig,
         WavLMModel,
-        WhisperConfig,
         WhisperFeatureExtractor,
         WhisperModel,
     )
 
     if family == "whisper":
-        config = WhisperConfig(
-            d_model=hidden_size,
-            encoder_layers=2,
-            decoder_layers=1,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=2 * hidden_size,
-            decoder_ffn_dim=2 * hidden_size,
+        config = tiny_whisper_config(
+            hidden_size,
             vocab_size=64,
             max_target_positions=32,
             pad_token_id=0,
@@ -212,7 +222,6 @@ def build_tiny_asr_model(output_dir: str | os.PathLike, seed: int = 0) -> Path:
     from tokenizers import pre_tokenizers
     from transformers import (
         GenerationConfig,
-        WhisperConfig,
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
         WhisperProcessor,
@@ -229,15 +238,9 @@ def build_tiny_asr_model(output_dir: str | os.PathLike, seed: int = 0) -> Path:
     ids = {token: vocab[token] for token in _WHISPER_SPECIAL_TOKENS}
     end, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     token_ids = {"pad_token_id": end, "bos_token_id": end, "eos_token_id": end, "decoder_start_token_id": start}
-    config = WhisperConfig(
+    config = tiny_whisper_config(
+        TINY_HIDDEN_SIZE,
         vocab_size=len(vocab),
-        d_model=TINY_HIDDEN_SIZE,
-        encoder_layers=2,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=2 * TINY_HIDDEN_SIZE,
-        decoder_ffn_dim=2 * TINY_HIDDEN_SIZE,
         max_target_positions=64,
         begin_suppress_tokens=None,
         suppress_tokens=None,

@@ -207,19 +207,7 @@ def save_processor(processor, output_dir: Path) -> None:
 def save_config(model, output_dir: Path) -> None:
     """`config.json` whose auto classes and pipeline load `HyFusEROnnxModel`."""
     config = model.config
-    onnx_model = f"{Path(onnx_hyfuser.__file__).stem}.{HyFusEROnnxModel.__name__}"
-    config.auto_map = {
-        "AutoConfig": f"configuration_hyfuser.{type(config).__name__}",
-        "AutoModel": onnx_model,
-        "AutoModelForSequenceClassification": onnx_model,
-    }
-    config.custom_pipelines = {
-        pipeline_hyfuser.TASK: {
-            "impl": f"pipeline_hyfuser.{pipeline_hyfuser.HyFusERPipeline.__name__}",
-            "pt": ["AutoModelForSequenceClassification"],
-            "type": "multimodal",
-        }
-    }
+    pipeline_hyfuser.point_config_at(config, f"{Path(onnx_hyfuser.__file__).stem}.{HyFusEROnnxModel.__name__}")
     config.save_pretrained(output_dir)
 
 

@@ -148,6 +148,25 @@ def _flatten(values: list) -> list:
     return list(values)
 
 
+def point_config_at(config, model_reference: str) -> None:
+    """Set `config`'s `auto_map` to load `model_reference` ("module.Class") for the auto classes and its
+    `custom_pipelines` to this pipeline, the remote-code entries a saved directory is served by."""
+    config_module = type(config).__module__.rsplit(".", 1)[-1]
+    # register_for_auto_class keeps one auto class per class: pre-fill the others so that the entries merge.
+    config.auto_map = {
+        "AutoConfig": f"{config_module}.{type(config).__name__}",
+        "AutoModel": model_reference,
+        "AutoModelForSequenceClassification": model_reference,
+    }
+    config.custom_pipelines = {
+        TASK: {
+            "impl": f"{Path(__file__).stem}.{HyFusERPipeline.__name__}",
+            "pt": ["AutoModelForSequenceClassification"],
+            "type": "multimodal",
+        }
+    }
+
+
 def save_hyfuser(
     output_dir: str | os.PathLike,
     model,
@@ -169,22 +188,7 @@ def save_hyfuser(
 
     model_class = type(model)
     config = model.config
-    modeling_module = model_class.__module__.rsplit(".", 1)[-1]
-    config_module = type(config).__module__.rsplit(".", 1)[-1]
-    model_reference = f"{modeling_module}.{model_class.__name__}"
-    # register_for_auto_class keeps one auto class per class: pre-fill the others so that the entries merge.
-    config.auto_map = {
-        "AutoConfig": f"{config_module}.{type(config).__name__}",
-        "AutoModel": model_reference,
-        "AutoModelForSequenceClassification": model_reference,
-    }
-    config.custom_pipelines = {
-        TASK: {
-            "impl": f"{Path(__file__).stem}.{HyFusERPipeline.__name__}",
-            "pt": ["AutoModelForSequenceClassification"],
-            "type": "multimodal",
-        }
-    }
+    point_config_at(config, f"{model_class.__module__.rsplit('.', 1)[-1]}.{model_class.__name__}")
     type(config).register_for_auto_class()
     model_class.register_for_auto_class("AutoModelForSequenceClassification")
     model.save_pretrained(output_dir, safe_serialization=True)
