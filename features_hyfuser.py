@@ -26,6 +26,7 @@ from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, Traini
 from transformers.trainer_utils import PredictionOutput
 
 import processing_hyfuser
+from configuration_hyfuser import HyFusERConfig
 from metrics_hyfuser import compute_metrics
 from processing_hyfuser import BACKBONE_DTYPES, HyFusERProcessor
 
@@ -159,6 +160,20 @@ def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[
     features = processor(batch["text"], batch["audio"], scale=False)
     return {name: features[name].numpy().astype(FEATURE_DTYPE) for name in FEATURE_COLUMNS}
 
+
+
+def model_config(
+    processor: HyFusERProcessor, text_backbone: str, speech_backbone: str, config_overrides: str | None = None
+) -> HyFusERConfig:
+    """The config of a model trained on `processor`'s features: the feature fields the processor decides (widths,
+    lengths, mode), the backbones' names, then `config_overrides` ("key=value,..."), checked against the processor."""
+    config = HyFusERConfig(
+        **processor.model_config_fields(), text_backbone=text_backbone, speech_backbone=speech_backbone
+    )
+    if config_overrides:
+        config.update_from_string(config_overrides)
+    processor.check_compatible(config)
+    return config
 
 def place_backbones(processor: HyFusERProcessor, device: str | torch.device, dtype_name: str) -> HyFusERProcessor:
     """Run `processor`'s frozen backbones on this process's `device` (the one the Trainer reports, e.g. `cuda:3` on

@@ -52,6 +52,7 @@ from features_hyfuser import (
     PAPER_TRAINING_DEFAULTS,
     cache_features,
     fit_scaler_on_cache,
+    model_config,
     place_backbones,
     train_on_features,
     trainer_dataset,
@@ -599,14 +600,7 @@ def main(argv: list[str] | None = None) -> None:
     features = cache_features(
         DatasetDict(all=rows), processor, args.cache_dir, batch_size=args.extraction_batch_size
     )["all"]
-    config = HyFusERConfig(
-        **processor.model_config_fields(),
-        text_backbone=text_backbone,
-        speech_backbone=speech_backbone,
-    )
-    if args.config_overrides:
-        config.update_from_string(args.config_overrides)
-    processor.check_compatible(config)
+    config = model_config(processor, text_backbone, speech_backbone, args.config_overrides)
 
     # 3. The runs, split by split; the joint scaler is fitted on each split's fit rows
     labels = np.asarray(rows["label"])

@@ -39,7 +39,7 @@ from transformers.trainer_utils import PredictionOutput
 
 import features_hyfuser
 from arguments_hyfuser import BackboneArguments, CorpusArguments
-from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
+from configuration_hyfuser import EMOTION_LABELS
 from data_hyfuser import (
     KEMDY19_ROWS,
     SPLITS,
@@ -52,6 +52,7 @@ from features_hyfuser import (
     PAPER_TRAINING_DEFAULTS,
     cache_features,
     fit_scaler_on_cache,
+    model_config,
     place_backbones,
     train_on_features,
     transcribe_corpus,
@@ -508,14 +509,7 @@ def main() -> None:
     # 6. Model, seeded only now: loading the backbones draws random numbers, so seeding any earlier would make the
     # initial weights depend on whether this run found its features in the cache
     set_seed(training_args.seed)
-    config = HyFusERConfig(
-        **processor.model_config_fields(),
-        text_backbone=text_backbone,
-        speech_backbone=speech_backbone,
-    )
-    if model_args.config_overrides:
-        config.update_from_string(model_args.config_overrides)
-    processor.check_compatible(config)
+    config = model_config(processor, text_backbone, speech_backbone, model_args.config_overrides)
     model = TRAINABLE_MODELS[model_args.model](config)
 
     # 7. Train, then evaluate the restored best model: fused and per-head metrics
