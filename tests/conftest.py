@@ -79,3 +79,11 @@ def saved_model_dir(tmp_path_factory, tiny_model, tiny_processor):
     from pipeline_hyfuser import save_hyfuser
 
     return save_hyfuser(tmp_path_factory.mktemp("saved") / "hyfuser-tiny", tiny_model, tiny_processor)
+
+
+@pytest.fixture(scope="module")
+def classifier(saved_model_dir):
+    """The pipeline over `saved_model_dir`, loaded as a user would; one per test module."""
+    from transformers import pipeline
+
+    return pipeline(model=str(saved_model_dir), trust_remote_code=True, device="cpu")

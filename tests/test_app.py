@@ -35,11 +35,6 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture(scope="module")
-def classifier(saved_model_dir):
-    return pipeline(model=str(saved_model_dir), trust_remote_code=True)
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return write_tone(tmp_path_factory.mktemp("clips") / "utterance.wav", seconds=1.0, frequency=180.0)
 

@@ -21,11 +21,6 @@ def asr_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def classifier(saved_model_dir):
-    return pipeline(model=str(saved_model_dir), trust_remote_code=True, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("asr_audio")
     return [

@@ -8,14 +8,8 @@ import soundfile
 import torch
 from audio_files import voiced_tone, write_tone
 from datasets import Audio, Dataset
-from transformers import pipeline
 
 TEXT = "정말 너무 화가 나서 참을 수가 없어요"
-
-
-@pytest.fixture(scope="module")
-def classifier(saved_model_dir):
-    return pipeline(model=str(saved_model_dir), trust_remote_code=True, device="cpu")
 
 
 def scores(result: list[dict]) -> np.ndarray:

@@ -21,11 +21,6 @@ ITEM_TEXTS = ["정말 너무 화가 나서 참을 수가 없어요", "오늘 날
 
 
 @pytest.fixture(scope="module")
-def classifier(saved_model_dir):
-    return pipeline(model=str(saved_model_dir), trust_remote_code=True, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def audio_files(tmp_path_factory):
     """The three rates the acceptance names: 8 kHz mono, 16 kHz mono and 44.1 kHz stereo, in different formats."""
     directory = tmp_path_factory.mktemp("pipeline_audio")
