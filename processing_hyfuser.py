@@ -312,10 +312,15 @@ class HyFusERProcessor(ProcessorMixin):
         return processor
 
     @classmethod
-    def from_args_and_dict(cls, args, processor_dict: dict[str, Any], **kwargs) -> HyFusERProcessor:
-        """Also read `processor_config.json` files written before the backbones were called backbones."""
-        processor_dict = {LEGACY_CONFIG_KEYS.get(key, key): value for key, value in processor_dict.items()}
-        return super().from_args_and_dict(args, processor_dict, **kwargs)
+    def get_processor_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Also read `processor_config.json` files written before the backbones were called backbones.
+
+        The renaming happens here because every `from_pretrained` reads the saved settings through this method,
+        whichever classmethod then builds the processor (transformers 5.24 calls `from_args_and_dict`, 5.25
+        `from_dict`).
+        """
+        processor_dict, kwargs = super().get_processor_dict(pretrained_model_name_or_path, **kwargs)
+        return {LEGACY_CONFIG_KEYS.get(key, key): value for key, value in processor_dict.items()}, kwargs
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> HyFusERProcessor:
