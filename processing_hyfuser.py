@@ -796,18 +796,15 @@ class HyFusERProcessor(ProcessorMixin):
 
     def transcribe(self, waveforms: Sequence[np.ndarray], asr_model: str | None = None) -> list[str]:
         """Transcripts of `load_audio` waveforms by the speech recognizer `asr_model` (default: `self.asr_model`),
-        for inputs that come with audio only. A recognizer that cannot be loaded, or hears no words, is an error."""
+        for inputs that come with audio only; empty where it heard no words, which the caller reports for that input.
+        No recognizer, or one that cannot be loaded, is an error."""
         asr_model = asr_model or self.asr_model
         if asr_model is None:
             raise ValueError(
                 "an input has audio but no text, and this processor has no speech recognizer (asr_model=None) to "
                 "transcribe it: give the text, or pass asr_model= a speech-recognition model"
             )
-        transcripts = self.recognize(waveforms, asr_model)
-        for index, transcript in enumerate(transcripts):
-            if not transcript:
-                raise ValueError(f"audio[{index}]: the speech recognizer {asr_model!r} heard no words; give the text")
-        return transcripts
+        return self.recognize(waveforms, asr_model)
 
     def recognize(self, waveforms: Sequence[np.ndarray], asr_model: str) -> list[str]:
         """What `asr_model` hears in each waveform, stripped; empty where it hears nothing."""
