@@ -16,12 +16,17 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+from collections.abc import Mapping, Sized
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import Pipeline
 
 TASK = "multimodal-emotion-recognition"
+ERROR_MODES = ("raise", "skip")
+"""What a call over many inputs does with a bad one: raise naming it, or return its error record in its place."""
 _REMOTE_CODE_FILES = ("configuration_hyfuser.py", "modeling_hyfuser.py", "processing_hyfuser.py", "pipeline_hyfuser.py")
 
 
@@ -42,9 +47,17 @@ class HyFusERPipeline(Pipeline):
         return_modalities (`bool`, defaults to `False`): add `text_score` (Step 1, text-centric head) and
             `speech_score` (Step 2, speech-centric head) to each emotion, as in the paper's Table 2. An ensemble
             baseline gives its members' scores; a one-head baseline refuses it.
-        sampling_rate (`int`, *optional*): rate of raw numpy audio that carries no rate of its own.
+        sampling_rate (`int`, *optional*): rate of raw array audio that carries no rate of its own. Without it such
+            audio is taken to be at the processor's rate (16 kHz), with a warning at every array.
         asr_model (`str`, *optional*): Hub id or path of the speech recognizer for inputs without text, instead of
             the processor's `asr_model` (a multilingual Whisper by default).
+        errors (`str`, defaults to `"raise"`): what a bad input (empty text, NaN or inf audio, a zero-length or
+            wrongly shaped array, a missing or unreadable file, audio the recognizer heard no words in) does. With
+            `"raise"` the call fails with a `ValueError` that names the input's place in the caller's list, dataset
+            or generator (`inputs[12]: ...`), its file if it has one, and what is wrong. With `"skip"` the other
+            inputs are predicted as if it were not there, and its result is the record
+            `{"index": 12, "error": "inputs[12]: ..."}` (`"index": None` for a single input): a dict with an
+            `"error"` key, which no prediction has.
     """
 
     _load_processor = True
@@ -64,18 +77,22 @@ class HyFusERPipeline(Pipeline):
         self.processor.to(self.device)
 
     def _sanitize_parameters(
-        self, top_k=None, return_modalities=None, sampling_rate=None, asr_model=None, **kwargs
+        self, top_k=None, return_modalities=None, sampling_rate=None, asr_model=None, errors=None, **kwargs
     ):
         if kwargs:
             raise TypeError(
                 f"unknown {TASK} pipeline option(s) {', '.join(sorted(kwargs))}: it takes top_k, return_modalities, "
-                "sampling_rate and asr_model"
+                "sampling_rate, asr_model and errors"
             )
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
         if asr_model is not None:
             forward_params["asr_model"] = asr_model
         if sampling_rate is not None:
             preprocess_params["sampling_rate"] = sampling_rate
+        if errors is not None:
+            if errors not in ERROR_MODES:
+                raise ValueError(f"errors must be one of {ERROR_MODES}, got {errors!r}")
+            preprocess_params["errors"] = forward_params["errors"] = errors
         if top_k is not None:
             if not isinstance(top_k, int) or top_k < 1:
                 raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
@@ -89,7 +106,29 @@ class HyFusERPipeline(Pipeline):
             postprocess_params["return_modalities"] = return_modalities
         return preprocess_params, forward_params, postprocess_params
 
-    def preprocess(self, inputs: dict, sampling_rate: int | None = None) -> dict[str, list]:
+    def get_iterator(self, inputs, *args, **kwargs):
+        # Every call over a list, a dataset or a generator (batched or not) comes through here: number its inputs,
+        # so that `preprocess` and `_forward` name a bad one by its place in the caller's collection.
+        if isinstance(inputs, Sized):
+            numbered = _NumberedInputs(inputs)
+        else:
+            numbered = (_Numbered(index, item) for index, item in enumerate(inputs))
+        return super().get_iterator(numbered, *args, **kwargs)
+
+    def preprocess(self, inputs: Any, sampling_rate: int | None = None, errors: str = "raise") -> dict[str, list]:
+        index, inputs = (inputs.index, inputs.inputs) if isinstance(inputs, _Numbered) else (None, inputs)
+        try:
+            text, waveform = self._read(inputs, sampling_rate)
+        except ValueError as error:
+            text, waveform, failure = None, None, _failure(index, error, errors)
+        else:
+            failure = None
+        # Lists, not tensors: the pipeline's collator then batches them as lists instead of zero-padding the audio,
+        # which would change HuBERT-base's output (its group norm sees the padding).
+        return {"text": [text], "waveform": [waveform], "index": [index], "error": [failure]}
+
+    def _read(self, inputs: Any, sampling_rate: int | None) -> tuple[str | None, Any]:
+        """The checked text (None: to be transcribed) and the decoded waveform of one input."""
         if not isinstance(inputs, dict) or "audio" not in inputs:
             raise ValueError(
                 f"Each input must be a dict with an 'audio' key and, unless it is to be transcribed, a 'text' key; "
@@ -97,37 +136,51 @@ class HyFusERPipeline(Pipeline):
             )
         text = inputs.get("text")
         if text is not None:
-            text = self.processor.check_text(text)
-        waveform = self.processor.load_audio(inputs["audio"], sampling_rate=sampling_rate)
-        # Lists, not tensors: the pipeline's collator then batches them as lists instead of zero-padding the audio,
-        # which would change HuBERT-base's output (its group norm sees the padding).
-        return {"text": [text], "waveform": [waveform]}
+            try:
+                text = self.processor.check_text(text)
+            except ValueError as error:
+                path = _audio_path(inputs["audio"])
+                raise ValueError(f"{error} (audio {path!r})" if path else str(error)) from error
+        return text, self.processor.load_audio(inputs["audio"], sampling_rate=sampling_rate)
 
-    def _forward(self, model_inputs: dict[str, list], asr_model: str | None = None) -> dict[str, torch.Tensor]:
+    def _forward(
+        self, model_inputs: dict[str, list], asr_model: str | None = None, errors: str = "raise"
+    ) -> dict[str, Any]:
         # Unbatched calls give one list per key; batched calls give a list of those lists.
-        texts = _flatten(model_inputs["text"])
-        waveforms = _flatten(model_inputs["waveform"])
-        untranscribed = [index for index, text in enumerate(texts) if text is None]
-        transcripts = [None] * len(texts)
-        if untranscribed:
-            heard = self.processor.transcribe([waveforms[index] for index in untranscribed], asr_model=asr_model)
-            for index, transcript in zip(untranscribed, heard):
-                texts[index] = transcripts[index] = transcript
-        inputs = dict(self.processor.encode(texts, waveforms))  # with feature_mode="native", also the masks
-        inputs["text_features"], inputs["speech_features"] = (
-            features.to(self.device, self.model.dtype)
-            for features in self.processor.scale(inputs["text_features"], inputs["speech_features"])
+        texts, waveforms, indices, failures = (
+            _flatten(model_inputs[key]) for key in ("text", "waveform", "index", "error")
         )
-        output = self.model(**{name: values.to(self.device) for name, values in inputs.items()})
-        outputs = {"logits": output.logits, "transcript": transcripts}
-        if self.model.has_modality_heads:
-            outputs.update(text_logits=output.text_logits, speech_logits=output.speech_logits)
-        return outputs
+        transcripts = [None] * len(texts)
+        untranscribed = [item for item, text in enumerate(texts) if text is None and failures[item] is None]
+        if untranscribed:
+            heard = self.processor.transcribe([waveforms[item] for item in untranscribed], asr_model=asr_model)
+            for item, transcript in zip(untranscribed, heard):
+                if transcript:
+                    texts[item] = transcripts[item] = transcript
+                else:
+                    recognizer = asr_model or self.processor.asr_model
+                    silence = ValueError(f"the speech recognizer {recognizer!r} heard no words; give the text")
+                    failures[item] = _failure(indices[item], silence, errors)
+        # Bad inputs get NaN rows that postprocess never reads; the model sees the good ones only.
+        predicted = [item for item, failure in enumerate(failures) if failure is None]
+        names = ("logits", "text_logits", "speech_logits") if self.model.has_modality_heads else ("logits",)
+        outputs = {name: torch.full((len(texts), self.model.config.num_labels), torch.nan) for name in names}
+        if predicted:
+            inputs = dict(self.processor.encode([texts[i] for i in predicted], [waveforms[i] for i in predicted]))
+            inputs["text_features"], inputs["speech_features"] = (
+                features.to(self.device, self.model.dtype)
+                for features in self.processor.scale(inputs["text_features"], inputs["speech_features"])
+            )
+            output = self.model(**{name: values.to(self.device) for name, values in inputs.items()})
+            for name in names:
+                outputs[name][predicted] = getattr(output, name).to("cpu", torch.float32)
+        return {**outputs, "transcript": transcripts, "error": failures}
 
     def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None, return_modalities=False):
-        # One item's transcript: a one-item list from an unbatched call, the item itself from a batched one.
-        transcript = model_outputs.pop("transcript")
-        transcript = transcript[0] if isinstance(transcript, list) else transcript
+        failure = _one_item(model_outputs.pop("error"))
+        if failure is not None:
+            return failure
+        transcript = _one_item(model_outputs.pop("transcript"))
         probabilities = {name: model_outputs[name][0].float().softmax(-1).tolist() for name in model_outputs}
         id2label = self.model.config.id2label
         emotions = []
@@ -142,10 +195,53 @@ class HyFusERPipeline(Pipeline):
         return emotions if transcript is None else {"transcript": transcript, "emotions": emotions}
 
 
+@dataclass(frozen=True)
+class _Numbered:
+    """One input of a call over many, with its place among them."""
+
+    index: int
+    inputs: Any
+
+
+class _NumberedInputs:
+    """A list or dataset of inputs whose items come `_Numbered` (indexable by DataLoader workers like the original)."""
+
+    def __init__(self, inputs: Sized):
+        self.inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> _Numbered:
+        return _Numbered(index, self.inputs[index])
+
+
+def _failure(index: int | None, error: ValueError, errors: str) -> dict[str, Any]:
+    """The error record of a bad input; with `errors="raise"` the error, naming the input's place in the call."""
+    message = str(error) if index is None else f"inputs[{index}]: {error}"
+    if errors == "raise":
+        if index is None:
+            raise error
+        raise ValueError(message) from error
+    return {"index": index, "error": message}
+
+
+def _audio_path(audio: Any) -> str | None:
+    """The file an input's audio comes from, if it names one."""
+    if isinstance(audio, (str, os.PathLike)):
+        return os.fspath(audio)
+    return audio.get("path") if isinstance(audio, Mapping) else None
+
+
 def _flatten(values: list) -> list:
     if values and isinstance(values[0], list):
         return [item for group in values for item in group]
     return list(values)
+
+
+def _one_item(values: Any) -> Any:
+    """One input's value of a per-input `_forward` output: a one-item list unbatched, the item itself batched."""
+    return values[0] if isinstance(values, list) else values
 
 
 def point_config_at(config, model_reference: str) -> None:

@@ -568,8 +568,8 @@ class HyFusERProcessor(ProcessorMixin):
         - a path (wav, flac, ogg, mp3: anything libsndfile reads), or the bytes of such a file: channels are averaged;
         - a 1-D array or tensor, or a 2-D one with up to `MAX_CHANNELS` channels on either axis (the shorter axis is
           taken as channels, so (channels, samples) and soundfile's (samples, channels) both work): it is at
-          `sampling_rate`, or at `self.sampling_rate` if that is None. Integer PCM is scaled to [-1, 1). A batch is
-          a list, never a 2-D array;
+          `sampling_rate`, or at `self.sampling_rate` if that is None (with a warning, at every such array). Integer
+          PCM is scaled to [-1, 1). A batch is a list, never a 2-D array;
         - a `{"array", "sampling_rate"}` dict, or an undecoded `{"bytes", "path"}` one (`Audio(decode=False)`);
         - the audio decoder a decoding `datasets.Audio` column yields (torchcodec's `AudioDecoder`): anything with
           `get_all_samples()` returning (channels, samples) `data` and its `sample_rate`.
@@ -602,9 +602,12 @@ class HyFusERProcessor(ProcessorMixin):
         elif isinstance(audio, (np.ndarray, torch.Tensor)):
             what = "audio array"
             if sampling_rate is None:
-                logger.warning_once(
-                    f"No sampling_rate given for a raw audio array: assuming the feature extractor's "
-                    f"{self.sampling_rate} Hz. Pass sampling_rate= to have it resampled."
+                # Every time, not once per process: a wrong guess silently changes the prediction.
+                logger.warning(
+                    f"No sampling_rate given for a raw audio array: it is taken to be at {self.sampling_rate} Hz, the "
+                    "speech backbone's rate, and is not resampled. If it was recorded at another rate, say which: "
+                    'pass {"array": waveform, "sampling_rate": 48000} as the audio, or sampling_rate=48000 to the '
+                    "pipeline or processor call."
                 )
             waveform, rate = _to_mono(audio, what), self.sampling_rate if sampling_rate is None else sampling_rate
         else:
@@ -793,18 +796,15 @@ class HyFusERProcessor(ProcessorMixin):
 
     def transcribe(self, waveforms: Sequence[np.ndarray], asr_model: str | None = None) -> list[str]:
         """Transcripts of `load_audio` waveforms by the speech recognizer `asr_model` (default: `self.asr_model`),
-        for inputs that come with audio only. A recognizer that cannot be loaded, or hears no words, is an error."""
+        for inputs that come with audio only; empty where it heard no words, which the caller reports for that input.
+        No recognizer, or one that cannot be loaded, is an error."""
         asr_model = asr_model or self.asr_model
         if asr_model is None:
             raise ValueError(
                 "an input has audio but no text, and this processor has no speech recognizer (asr_model=None) to "
                 "transcribe it: give the text, or pass asr_model= a speech-recognition model"
             )
-        transcripts = self.recognize(waveforms, asr_model)
-        for index, transcript in enumerate(transcripts):
-            if not transcript:
-                raise ValueError(f"audio[{index}]: the speech recognizer {asr_model!r} heard no words; give the text")
-        return transcripts
+        return self.recognize(waveforms, asr_model)
 
     def recognize(self, waveforms: Sequence[np.ndarray], asr_model: str) -> list[str]:
         """What `asr_model` hears in each waveform, stripped; empty where it hears nothing."""

@@ -3,13 +3,16 @@ side, the pipeline returns its transcript with the prediction, and `train.py --t
 transcripts."""
 
 import json
+import re
+import shutil
+from pathlib import Path
 
 import pytest
 from audio_files import write_tone
 from corpora import write_kemdy20
 from datasets import Dataset
 from train_script import run_main
-from transformers import pipeline
+from transformers import AutoTokenizer, pipeline
 
 from configuration_hyfuser import DEFAULT_ASR_MODEL, EMOTION_LABELS
 from demo_hyfuser import build_tiny_asr_model
@@ -18,6 +21,17 @@ from demo_hyfuser import build_tiny_asr_model
 @pytest.fixture(scope="module")
 def asr_model(tmp_path_factory) -> str:
     return str(build_tiny_asr_model(tmp_path_factory.mktemp("asr")))
+
+
+@pytest.fixture(scope="module")
+def deaf_asr_model(asr_model, tmp_path_factory) -> str:
+    """The tiny recognizer with every ordinary token suppressed: only special tokens are left, so it hears no words."""
+    directory = Path(shutil.copytree(asr_model, tmp_path_factory.mktemp("deaf_asr") / "asr"))
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    generation_config = json.loads((directory / "generation_config.json").read_text())
+    generation_config["suppress_tokens"] = sorted(set(range(len(tokenizer))) - set(tokenizer.all_special_ids))
+    (directory / "generation_config.json").write_text(json.dumps(generation_config))
+    return str(directory)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +72,17 @@ def test_a_batch_may_mix_inputs_with_and_without_text(classifier, asr_model, cli
     for together, alone in zip([batched[0], batched[1]["emotions"]], [one_by_one[0], one_by_one[1]["emotions"]]):
         scores = {emotion["label"]: emotion["score"] for emotion in together}
         assert scores == pytest.approx({emotion["label"]: emotion["score"] for emotion in alone}, abs=1e-5)
+
+
+def test_audio_the_recognizer_hears_no_words_in_is_named_by_its_index_or_skipped(classifier, deaf_asr_model, clips):
+    inputs = [{"text": "정말 너무 화가 나요", "audio": clips[0]}, {"audio": clips[1]}]
+    error = f"inputs[1]: the speech recognizer {deaf_asr_model!r} heard no words; give the text"
+    with pytest.raises(ValueError, match=f"^{re.escape(error)}$"):
+        classifier(inputs, asr_model=deaf_asr_model, batch_size=2)
+    results = classifier(inputs, asr_model=deaf_asr_model, batch_size=2, errors="skip")
+    assert results[1] == {"index": 1, "error": error}
+    alone = {emotion["label"]: emotion["score"] for emotion in classifier(inputs[0])}
+    assert {emotion["label"]: emotion["score"] for emotion in results[0]} == pytest.approx(alone, abs=1e-5)
 
 
 def test_audio_alone_without_a_loadable_recognizer_is_refused_clearly(classifier, clips):

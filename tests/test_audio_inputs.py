@@ -1,5 +1,6 @@
 """Audio in the forms users already pass to other audio pipelines: encoded bytes, torch tensors, `datasets` items."""
 
+import logging
 import os
 
 import numpy as np
@@ -89,3 +90,17 @@ def test_decoded_datasets_audio_items_give_the_files_result(classifier, tmp_path
     expected = classifier([{"text": TEXT, "audio": path} for path in paths])
     for result, reference in zip(results, expected):
         np.testing.assert_allclose(scores(result), scores(reference), rtol=0, atol=1e-6)
+
+
+def test_raw_array_without_a_rate_warns_at_every_call_how_to_give_the_rate(classifier, caplog):
+    """A 48 kHz array read as 16 kHz changes the prediction: the second call must warn again, not stay silent."""
+    item = {"text": TEXT, "audio": voiced_tone(48_000, seconds=0.5, seed=7)}
+    with caplog.at_level(logging.WARNING):
+        classifier(item)
+        classifier(item)
+        classifier(item, sampling_rate=48_000)
+        classifier({"text": TEXT, "audio": {"array": item["audio"], "sampling_rate": 48_000}})
+    warnings = [record.getMessage() for record in caplog.records if "No sampling_rate given" in record.getMessage()]
+    assert len(warnings) == 2
+    assert "taken to be at 16000 Hz" in warnings[0]
+    assert '{"array": waveform, "sampling_rate": 48000}' in warnings[0] and "sampling_rate=48000" in warnings[0]

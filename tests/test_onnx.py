@@ -110,6 +110,18 @@ def test_onnx_pipeline_asked_for_another_device_runs_on_the_cpu(onnx_dir, items)
     np.testing.assert_array_equal(probabilities(asked_for_cuda(items[:2])), probabilities(on_cpu(items[:2])))
 
 
+def test_onnx_pipeline_names_or_skips_a_bad_input_like_the_pytorch_one(onnx_dir, items):
+    classifier = pipeline(model=str(onnx_dir), trust_remote_code=True, device="cpu")
+    with_bad = [items[0], {"text": "", "audio": items[1]["audio"]}, items[2]]
+    with pytest.raises(ValueError, match=r"^inputs\[1\]: empty or whitespace-only text '' \(audio '.*item1\.flac'\)$"):
+        classifier(with_bad, batch_size=3)
+    skipped = classifier(with_bad, batch_size=3, errors="skip")
+    error = f"inputs[1]: empty or whitespace-only text '' (audio {items[1]['audio']!r})"
+    assert skipped[1] == {"index": 1, "error": error}
+    alone = classifier([items[0], items[2]])
+    np.testing.assert_allclose(probabilities([skipped[0], skipped[2]]), probabilities(alone), rtol=0, atol=1e-5)
+
+
 def test_unknown_quantization_is_rejected(saved_model_dir, tmp_path):
     with pytest.raises(ValueError, match="quantize must be one of"):
         export_onnx(saved_model_dir, tmp_path / "out", quantize="int4")

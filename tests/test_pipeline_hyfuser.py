@@ -249,3 +249,82 @@ def test_pipeline_over_an_unfitted_processor_is_refused_at_construction(tiny_mod
     )
     with pytest.raises(ValueError, match="scaler is not fitted"):
         HyFusERPipeline(model=tiny_model, processor=unfitted)
+
+
+BATCH = 64
+
+
+@pytest.fixture(scope="module")
+def mixed_batch(tmp_path_factory):
+    """64 inputs: good ones cycling through four distinct short (text, audio) pairs and, at `bad`'s indices, bad
+    ones. Returns (inputs, the four good pairs, {bad index: words its error must contain})."""
+    directory = tmp_path_factory.mktemp("mixed_batch")
+    garbage = directory / "garbage.wav"
+    garbage.write_bytes(b"this is not audio")
+    files = [
+        write_tone(directory / "narrowband.wav", sampling_rate=8_000, seconds=0.3, frequency=180.0, seed=1),
+        write_tone(directory / "wideband.flac", sampling_rate=16_000, seconds=0.25, frequency=260.0, seed=2),
+        write_tone(directory / "studio.wav", sampling_rate=44_100, seconds=0.35, frequency=220.0, channels=2, seed=3),
+    ]
+    good = [{"text": text, "audio": str(path)} for text, path in zip(ITEM_TEXTS, files)]
+    array = {"array": voiced_tone(22_050, 0.3, 170.0, seed=7), "sampling_rate": 22_050}
+    good.append({"text": "괜찮아요", "audio": array})
+    nan_clip = voiced_tone(16_000, 0.5, seed=8)
+    nan_clip[100] = np.nan
+    bad = {
+        5: ({"text": ITEM_TEXTS[0], "audio": str(garbage)}, [str(garbage), "cannot be read as audio"]),
+        11: ({"text": "", "audio": str(files[1])}, ["empty or whitespace-only text ''", str(files[1])]),
+        20: ({"text": ITEM_TEXTS[1], "audio": {"array": nan_clip, "sampling_rate": 16_000}}, ["NaN or inf"]),
+        29: ({"text": ITEM_TEXTS[2], "audio": np.full(800, np.inf, dtype=np.float32)}, ["NaN or inf"]),
+        37: ({"text": ITEM_TEXTS[0], "audio": {"array": np.zeros(0), "sampling_rate": 16_000}}, ["zero length"]),
+        44: ({"text": ITEM_TEXTS[1], "audio": str(directory / "missing.wav")}, ["missing.wav' does not exist"]),
+        52: ({"text": ITEM_TEXTS[2], "audio": np.zeros((2, 2, 800), dtype=np.float32)}, ["has 3 dimensions"]),
+        58: ({"text": "   ", "audio": array}, ["empty or whitespace-only text '   '"]),
+        63: ("정말 화가 나요", ["must be a dict with an 'audio' key"]),
+    }
+    inputs = [bad[index][0] if index in bad else good[index % len(good)] for index in range(BATCH)]
+    return inputs, good, {index: words for index, (_, words) in bad.items()}
+
+
+@pytest.mark.parametrize(
+    "batch_size, lazily", [(1, False), (8, False), (8, True)], ids=["unbatched", "batched", "batched_generator"]
+)
+def test_bad_input_in_a_long_call_is_named_by_its_index_and_file(classifier, mixed_batch, batch_size, lazily):
+    inputs, _, bad = mixed_batch
+    first = min(bad)
+    pattern = rf"^inputs\[{first}\]: audio file '.*garbage\.wav' cannot be read as audio"
+    with pytest.raises(ValueError, match=pattern):
+        results = classifier((item for item in inputs) if lazily else inputs, batch_size=batch_size)
+        list(results)  # a generator's results come lazily
+
+
+def test_skipped_bad_inputs_leave_a_record_in_place_and_the_rest_predicted_as_alone(classifier, mixed_batch):
+    inputs, good, bad = mixed_batch
+    results = classifier(inputs, batch_size=5, errors="skip")  # 5: batches that 64 does not divide evenly
+    assert len(results) == BATCH
+    records = {index: result for index, result in enumerate(results) if isinstance(result, dict)}
+    assert sorted(records) == sorted(bad)
+    for index, record in records.items():
+        assert record["index"] == index and record["error"].startswith(f"inputs[{index}]: ")
+        for words in bad[index]:
+            assert words in record["error"]
+    alone = [classifier(item) for item in good]
+    for index, result in enumerate(results):
+        if index not in bad:
+            expected = alone[index % len(good)]
+            assert [emotion["label"] for emotion in result] == [emotion["label"] for emotion in expected]
+            np.testing.assert_allclose([e["score"] for e in result], [e["score"] for e in expected], atol=1e-5)
+
+
+def test_a_single_bad_input_is_refused_as_before_or_recorded_when_skipped(classifier):
+    bad = {"text": " ", "audio": voiced_tone(16_000, 0.3)}
+    with pytest.raises(ValueError, match=r"^empty or whitespace-only text ' '$"):
+        classifier(bad, sampling_rate=16_000)
+    assert classifier(bad, sampling_rate=16_000, errors="skip") == {
+        "index": None, "error": "empty or whitespace-only text ' '"
+    }
+
+
+def test_unknown_errors_mode_is_refused(classifier, audio_files):
+    with pytest.raises(ValueError, match=r"errors must be one of \('raise', 'skip'\), got 'ignore'"):
+        classifier({"text": ITEM_TEXTS[0], "audio": str(audio_files[0])}, errors="ignore")
