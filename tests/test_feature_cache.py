@@ -4,18 +4,15 @@ re-extracts only the splits that failed, reusing the others as they are."""
 
 import json
 import logging
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import Dataset, DatasetDict, concatenate_datasets
-
 from audio_files import write_tone
+from datasets import Dataset, DatasetDict, concatenate_datasets
+from two_processes import launch_two_processes
+
 from features_hyfuser import FEATURE_COLUMNS, FeatureCacheError, cache_features, checksum_file
 from processing_hyfuser import HyFusERProcessor
 
@@ -26,7 +23,7 @@ LAUNCH_SCRIPT = """
 import json, sys
 sys.path.insert(0, {repo!r})
 from accelerate import PartialState
-from datasets import Dataset, DatasetDict, concatenate_datasets
+from datasets import Dataset, DatasetDict
 from features_hyfuser import FeatureCacheError, cache_features
 from processing_hyfuser import HyFusERProcessor
 
@@ -43,7 +40,7 @@ for step, rebuild in enumerate(arguments["rebuild"]):
 """
 
 
-def launch_two_processes(splits: DatasetDict, backbones, cache_dir: Path, rebuild: list[bool], workdir: Path) -> str:
+def cache_in_two_processes(splits: DatasetDict, backbones, cache_dir: Path, rebuild: list[bool], workdir: Path) -> str:
     """`cache_features` in two gloo processes sharing `cache_dir`, once per entry of `rebuild`; their output."""
     script = workdir / "two_processes.py"
     script.write_text(LAUNCH_SCRIPT.format(repo=str(Path(__file__).resolve().parent.parent), length=SEQUENCE_LENGTH))
@@ -51,17 +48,7 @@ def launch_two_processes(splits: DatasetDict, backbones, cache_dir: Path, rebuil
         "splits": {name: split.to_dict() for name, split in splits.items()}, "text": backbones.text,
         "speech": backbones.speech, "cache_dir": str(cache_dir), "rebuild": rebuild,
     }  # fmt: skip
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-    ]  # fmt: skip
-    completed = subprocess.run(
-        [*launch, str(script), json.dumps(arguments)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    completed = launch_two_processes(script, json.dumps(arguments))
     assert completed.returncode == 0, completed.stdout[-3000:]
     return completed.stdout
 
@@ -89,7 +76,7 @@ def splits(tmp_path_factory) -> DatasetDict:
 def sharded_cache(splits, tiny_backbones, tmp_path_factory) -> Path:
     """A `--cache_dir` whose features two processes extracted: two shards per split, each with its checksum file."""
     cache_dir = tmp_path_factory.mktemp("sharded")
-    launch_two_processes(splits, tiny_backbones, cache_dir, [False], cache_dir)
+    cache_in_two_processes(splits, tiny_backbones, cache_dir, [False], cache_dir)
     return cache_dir
 
 
@@ -119,7 +106,7 @@ def change_feature_bytes(path: Path) -> None:
 DAMAGES = {
     "truncated": (lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]), "size mismatch: "),
     "bytes_changed": (change_feature_bytes, "checksum mismatch: same size, other bytes than when written"),
-    "shard_deleted": (Path.unlink, "missing shard"),
+    "shard_deleted": (lambda path: [file.unlink() for file in (path, checksum_file(path))], "missing shard: "),
     "checksum_file_deleted": (lambda path: checksum_file(path).unlink(), "missing checksum file "),
 }
 
@@ -159,9 +146,8 @@ def test_a_damaged_shard_stops_the_run_naming_it_and_rebuild_re_extracts_only_it
     assert any(message.startswith("Re-extracting the train features (--rebuild_cache)") for message in caplog.messages)
     # The validation features were not recomputed: the very same files, untouched; the train split has one new file.
     assert split_files(cache_dir, "validation") == before["validation"]
-    assert [name.split("-", 2)[-1] for name in split_files(cache_dir, "train")] == [
-        "00000-of-00001.arrow", "00000-of-00001.arrow.checksum.json"
-    ]
+    rebuilt_files = [name.split("-", 2)[-1] for name in split_files(cache_dir, "train")]
+    assert rebuilt_files == ["00000-of-00001.arrow", "00000-of-00001.arrow.checksum.json"]
     # The rebuilt features are the ones two processes extracted, up to float16 rounding.
     for name in ROWS:
         extracted = sorted((sharded_cache / "features").glob(f"{name}-*.arrow"))
@@ -181,7 +167,7 @@ def test_rebuild_of_a_cache_that_passes_the_check_reuses_every_file(sharded_cach
     before = {name: split_files(sharded_cache, name) for name in ROWS}
     caplog.set_level(logging.INFO, logger="features_hyfuser")
     cache_features(splits, processor, sharded_cache, rebuild=True)
-    assert not [message for message in caplog.messages if "xtracting" in message]
+    assert not [message for message in caplog.messages if message.startswith(("Extracting", "Re-extracting"))]
     assert {name: split_files(sharded_cache, name) for name in ROWS} == before
 
 
@@ -196,7 +182,7 @@ def test_every_process_stops_on_a_shard_that_another_process_hashed_and_all_rebu
     change_feature_bytes(damaged)
     before = {name: split_files(cache_dir, name) for name in ROWS}
 
-    log = launch_two_processes(splits, tiny_backbones, cache_dir, [False, True], tmp_path)
+    log = cache_in_two_processes(splits, tiny_backbones, cache_dir, [False, True], tmp_path)
     for rank in (0, 1):
         # Found anywhere on a line: the other process's progress bars end without a newline.
         stopped = next((line for line in log.splitlines() if f"rank {rank} step 0:" in line), log[-3000:])
