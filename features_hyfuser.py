@@ -1,6 +1,7 @@
 """The on-disk feature cache that HyFusER trains on: the frozen backbones run once per utterance, their unscaled
-features are stored as float16 arrow files keyed by everything they depend on, the joint scaler is fitted on the
-cached training split, and training batches are scaled as they are collated.
+features are stored as float16 arrow files keyed by everything they depend on (each with a checksum file that is
+checked before the file is reused), the joint scaler is fitted on the cached training split, and training batches
+are scaled as they are collated.
 
 The training script, the benchmarks and any experiment runner share this module, so the features that one of them
 caches are the features the others read, and they train with the same paper settings (`PAPER_TRAINING_DEFAULTS`).
@@ -223,22 +224,18 @@ def write_checksum(path: Path, rows: int) -> None:
     os.replace(temporary, checksum_file(path))
 
 
-def _checksum_record(path: Path) -> dict[str, Any]:
-    return json.loads(checksum_file(path).read_text())
-
-
 def cache_file_problem(path: Path, hash_contents: bool = True) -> str | None:
     """What is wrong with cache file `path`, or None when it is as its checksum file recorded: there, of the same
     size, bytes and rows. Without `hash_contents` only its presence and size are checked."""
     if not path.exists():
-        return "missing shard: the split's other files are there, this one is not"
+        return "missing shard: other shards of the same set are there, this one is not"
     if not checksum_file(path).exists():
         return (
             f"missing checksum file {checksum_file(path).name}: the file is half-written (the run writing it "
             "stopped) or was written before the cache had checksums"
         )
     try:
-        record = _checksum_record(path)
+        record = json.loads(checksum_file(path).read_text())
         written, digest = int(record["bytes"]), str(record["sha256"])
     except (ValueError, KeyError, TypeError):
         return f"unreadable checksum file {checksum_file(path).name}"
@@ -268,7 +265,7 @@ def verify_cache_files(files: list[Path]) -> dict[str, str]:
             hashed.append(path.stat().st_size)
     if hashed:
         logger.info(
-            "Checked cached features against their checksums: %d file(s), %.1f MB hashed in %.2f s",
+            "Checked cached features against their checksums: %d file(s), %.1f MiB hashed in %.2f s",
             len(hashed), sum(hashed) / 2**20, time.perf_counter() - started,
         )  # fmt: skip
     return {path: problem for found in gather_object([problems]) for path, problem in found.items()}

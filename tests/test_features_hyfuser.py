@@ -96,7 +96,7 @@ def test_cache_stores_the_unscaled_features_in_float16_and_is_reused(
     caplog.clear()
     again = cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache")["train"]
     checked, size, reused, _ = caplog.messages
-    assert checked.startswith("Checked cached features against their checksums: 1 file(s), 0.0 MB hashed in ")
+    assert checked.startswith("Checked cached features against their checksums: 1 file(s), 0.0 MiB hashed in ")
     assert "; 0 utterances to extract" in size
     assert reused == f"Reusing cached train features from {cache_file} (no extraction)"
     assert len(text_backbone_batches) == calls  # no backbone ran the second time
