@@ -88,6 +88,16 @@ class CorpusArguments:
             "machines this must be storage that every node mounts at the same path."
         },
     )
+    rebuild_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "Before reusing cached features, every file is checked against the size, row count and SHA-256 "
+            "recorded when it was written; a file cut short, changed, without its checksum file (half-written) or "
+            "a missing shard stops the run with an error naming the file. This flag re-extracts the features of "
+            "just the splits that fail the check, reusing those that pass; a cache that passes is left as it is "
+            "(to re-extract a split anyway, delete its files under --cache_dir/features)."
+        },
+    )
     transcripts: str = field(
         default="corpus",
         metadata={

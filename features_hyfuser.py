@@ -1,6 +1,7 @@
 """The on-disk feature cache that HyFusER trains on: the frozen backbones run once per utterance, their unscaled
-features are stored as float16 arrow files keyed by everything they depend on, the joint scaler is fitted on the
-cached training split, and training batches are scaled as they are collated.
+features are stored as float16 arrow files keyed by everything they depend on (each with a checksum file that is
+checked before the file is reused), the joint scaler is fitted on the cached training split, and training batches
+are scaled as they are collated.
 
 The training script, the benchmarks and any experiment runner share this module, so the features that one of them
 caches are the features the others read, and they train with the same paper settings (`PAPER_TRAINING_DEFAULTS`).
@@ -8,9 +9,13 @@ caches are the features the others read, and they train with the same paper sett
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import re
 import shutil
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -189,16 +194,81 @@ def shard_files(cache_dir: Path, split_name: str, key: str, num_shards: int) -> 
     return [cache_dir / f"{split_name}-{key}-{index:05d}-of-{num_shards:05d}.arrow" for index in range(num_shards)]
 
 
-def _complete_shards(cache_dir: Path, split_name: str, key: str) -> list[Path] | None:
-    """The files of a split's cache written by any number of processes, if one such set is complete.
+def _shard_sets(cache_dir: Path, split_name: str, key: str) -> list[list[Path]]:
+    """Every set of shards of a split's cache that any of its files (data or checksum) names, complete or not."""
+    counts = {int(match[1]) for path in cache_dir.glob(f"{split_name}-{key}-*-of-*.arrow*")
+              if (match := re.search(r"-of-(\d+)\.arrow", path.name))}  # fmt: skip
+    return [shard_files(cache_dir, split_name, key, count) for count in sorted(counts)]
 
-    `datasets` writes each file under a temporary name and renames it when done, so an existing file is complete.
-    """
-    for path in sorted(cache_dir.glob(f"{split_name}-{key}-*-of-*.arrow")):
-        files = shard_files(cache_dir, split_name, key, int(path.stem.rsplit("-of-", 1)[1]))
-        if all(file.exists() for file in files):
-            return files
+
+class FeatureCacheError(RuntimeError):
+    """Cached features that cannot be trusted: missing, cut short, changed since written, or never finished."""
+
+
+def checksum_file(path: Path) -> Path:
+    """Where the size, row count and SHA-256 of cache file `path` are recorded."""
+    return path.with_name(path.name + ".checksum.json")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def write_checksum(path: Path, rows: int) -> None:
+    """Record the finished cache file `path`'s size, row count and SHA-256 beside it. The record is written under a
+    temporary name and renamed, so it exists only once the data file is whole: a file without one is half-written."""
+    record = {"bytes": path.stat().st_size, "rows": rows, "sha256": _sha256(path)}
+    temporary = checksum_file(path).with_suffix(".tmp")
+    temporary.write_text(json.dumps(record))
+    os.replace(temporary, checksum_file(path))
+
+
+def cache_file_problem(path: Path, hash_contents: bool = True) -> str | None:
+    """What is wrong with cache file `path`, or None when it is as its checksum file recorded: there, of the same
+    size, bytes and rows. Without `hash_contents` only its presence and size are checked."""
+    if not path.exists():
+        return "missing shard: other shards of the same set are there, this one is not"
+    if not checksum_file(path).exists():
+        return (
+            f"missing checksum file {checksum_file(path).name}: the file is half-written (the run writing it "
+            "stopped) or was written before the cache had checksums"
+        )
+    try:
+        record = json.loads(checksum_file(path).read_text())
+        written, digest = int(record["bytes"]), str(record["sha256"])
+    except (ValueError, KeyError, TypeError):
+        return f"unreadable checksum file {checksum_file(path).name}"
+    size = path.stat().st_size
+    if size != written:
+        return f"size mismatch: {size:,} bytes on disk, {written:,} when written (cut short or overwritten)"
+    if not hash_contents:
+        return None
+    if _sha256(path) != digest:
+        return "checksum mismatch: same size, other bytes than when written (corrupted on disk or overwritten)"
+    if (rows := Dataset.from_file(str(path)).num_rows) != record["rows"]:
+        return f"row count mismatch: {rows} rows, {record['rows']} when written"
     return None
+
+
+def verify_cache_files(files: list[Path]) -> dict[str, str]:
+    """The problems of `files` (file name -> what is wrong), found by every process of the run together: each
+    checks every file's presence and size and hashes only its share of them, and all get every problem found."""
+    state = PartialState()
+    started, hashed = time.perf_counter(), []
+    problems = {}
+    for index, path in enumerate(files):
+        mine = index % state.num_processes == state.process_index
+        if problem := cache_file_problem(path, hash_contents=mine):
+            problems[str(path)] = problem
+        elif mine:
+            hashed.append(path.stat().st_size)
+    if hashed:
+        logger.info(
+            "Checked cached features against their checksums: %d file(s), %.1f MiB hashed in %.2f s",
+            len(hashed), sum(hashed) / 2**20, time.perf_counter() - started,
+        )  # fmt: skip
+    return {path: problem for found in gather_object([problems]) for path, problem in found.items()}
 
 
 def _shared_storage_error(cache_dir: Path, what: str) -> RuntimeError:
@@ -208,8 +278,58 @@ def _shared_storage_error(cache_dir: Path, what: str) -> RuntimeError:
     )
 
 
+def _unusable_cache_error(failed: dict[str, dict[str, str]], reusable: list[str]) -> FeatureCacheError:
+    """The error for the splits in `failed` (split -> file -> problem), naming the flag that re-extracts them."""
+    reused = f" (the {', '.join(reusable)} features passed the check and are reused)" if reusable else ""
+    return FeatureCacheError(
+        "cached features failed their check, so they were not used:\n"
+        + "".join(f"  {path}: {problem}\n" for problems in failed.values() for path, problem in problems.items())
+        + f"Run again with --rebuild_cache to re-extract the {', '.join(failed)} features{reused}."
+    )
+
+
+def _reusable_shards(cache_dir: Path, keys: dict[str, str], rebuild: bool) -> dict[str, list[Path] | None]:
+    """Each split's cached shards (split name -> its key in `keys`) if every file of its cache passes the check, or
+    None when there is nothing to reuse. A split whose files fail it raises a `FeatureCacheError`, or with `rebuild`
+    loses its files and is extracted again. Every process of the run gets the same answer."""
+    state = PartialState()
+    shard_sets = {name: _shard_sets(cache_dir, name, key) for name, key in keys.items()}
+    files = {name: [file for shards in sets for file in shards] for name, sets in shard_sets.items()}
+    # Decide together: a process that found the cache would otherwise skip the wait the extracting ones enter.
+    seen = {
+        name: sorted(path.name for file in split_files for path in (file, checksum_file(file)) if path.exists())
+        for name, split_files in files.items()
+    }
+    if any(other != seen for other in gather_object([seen])):
+        raise _shared_storage_error(cache_dir, "the processes of this run found different cached features")
+    problems = verify_cache_files([file for split_files in files.values() for file in split_files])
+    failed = {
+        name: {str(file): problems[str(file)] for file in split_files if str(file) in problems}
+        for name, split_files in files.items()
+        if any(str(file) in problems for file in split_files)
+    }
+    if failed and not rebuild:
+        raise _unusable_cache_error(failed, [name for name in files if files[name] and name not in failed])
+    for name, split_problems in failed.items():
+        logger.warning(
+            "Re-extracting the %s features (--rebuild_cache); their cached files failed the check: %s",
+            name, "; ".join(f"{path}: {problem}" for path, problem in split_problems.items()),
+        )  # fmt: skip
+        if state.is_local_main_process:  # each node's, in case the storage is not shared; the others wait
+            for file in files[name]:
+                file.unlink(missing_ok=True)
+                checksum_file(file).unlink(missing_ok=True)
+        shard_sets[name] = []
+    state.wait_for_everyone()
+    return {name: sets[0] if sets else None for name, sets in shard_sets.items()}
+
+
 def cache_features(
-    raw_datasets: DatasetDict, processor: HyFusERProcessor, cache_dir: str | os.PathLike, batch_size: int = 16
+    raw_datasets: DatasetDict,
+    processor: HyFusERProcessor,
+    cache_dir: str | os.PathLike,
+    batch_size: int = 16,
+    rebuild: bool = False,
 ) -> DatasetDict:
     """Run the frozen backbones once per utterance of every split, streaming the unscaled features into
     `cache_dir/features/<split>-<key>-<shard>-of-<shards>.arrow`, or reuse a complete set of such files.
@@ -221,16 +341,17 @@ def cache_features(
     `batch_size` utterances go through the backbones, and to disk, at a time. Within a process extraction is
     sequential on purpose: `datasets.map(num_proc>1)` forks, and forked workers can hang once torch's thread pools
     have started.
+
+    Each file gets a checksum file (`write_checksum`) once complete, and cached files are reused only when they match
+    it (`cache_file_problem`). A split whose files do not (cut short, changed, never finished, a shard missing) stops
+    the run with a `FeatureCacheError` naming each file and its problem; with `rebuild` its files are deleted and it
+    is extracted again, while splits that pass are reused.
     """
     state = PartialState()
     cache_dir = Path(cache_dir) / "features"
     cache_dir.mkdir(parents=True, exist_ok=True)
     keys = {name: feature_cache_key(split, processor) for name, split in raw_datasets.items()}
-    cached = {name: _complete_shards(cache_dir, name, key) for name, key in keys.items()}
-    # Decide together: a process that found the cache would otherwise skip the wait the extracting ones enter.
-    seen = {name: files and [file.name for file in files] for name, files in cached.items()}
-    if any(other != seen for other in gather_object([seen])):
-        raise _shared_storage_error(cache_dir, "the processes of this run found different cached features")
+    cached = _reusable_shards(cache_dir, keys, rebuild)
 
     check_cache_fits(processor, sum(len(split) for name, split in raw_datasets.items() if not cached[name]), cache_dir)
     shapes = processor.feature_shapes()
@@ -247,7 +368,7 @@ def cache_features(
         )  # fmt: skip
         schema = split.features.copy()
         schema.update({column: _array_feature(shapes[column]) for column in FEATURE_COLUMNS})
-        shard.map(
+        extracted = shard.map(
             _extract_batch,
             fn_kwargs={"processor": processor},
             batched=True,
@@ -255,14 +376,16 @@ def cache_features(
             writer_batch_size=batch_size,
             features=schema,
             cache_file_name=str(shard_file),
+            load_from_cache_file=False,  # a file there was not checked: what is reused went through the check above
             new_fingerprint=f"{keys[name]}-{shard_file.stem}",
             desc=f"Extracting {name} features",
         )
+        write_checksum(shard_file, len(extracted))
     state.wait_for_everyone()
 
     features = DatasetDict()
     for name, files in cached.items():
-        if missing := [str(file) for file in files if not file.exists()]:
+        if missing := [str(path) for file in files for path in (file, checksum_file(file)) if not path.exists()]:
             raise _shared_storage_error(cache_dir, f"this process cannot see {name} feature shards {missing}")
         features[name] = concatenate_datasets([Dataset.from_file(str(file)) for file in files])
         if len(features[name]):

@@ -598,7 +598,11 @@ def main(argv: list[str] | None = None) -> None:
     # own device
     place_backbones(processor, training_args.device, args.extraction_dtype)
     features = cache_features(
-        DatasetDict(all=rows), processor, args.cache_dir, batch_size=args.extraction_batch_size
+        DatasetDict(all=rows),
+        processor,
+        args.cache_dir,
+        batch_size=args.extraction_batch_size,
+        rebuild=args.rebuild_cache,
     )["all"]
     config = model_config(processor, text_backbone, speech_backbone, args.config_overrides)
 

@@ -501,7 +501,13 @@ def main() -> None:
             )
 
     # 4. Features: backbones run once per utterance, into the on-disk cache (each process extracts its share)
-    features = cache_features(raw_datasets, processor, data_args.cache_dir, batch_size=data_args.extraction_batch_size)
+    features = cache_features(
+        raw_datasets,
+        processor,
+        data_args.cache_dir,
+        batch_size=data_args.extraction_batch_size,
+        rebuild=data_args.rebuild_cache,
+    )
 
     # 5. Joint scaler on the training split only
     fit_scaler_on_cache(processor, features["train"])

@@ -17,6 +17,8 @@ by side in the same run does not, so every headline number here is a ratio or a 
   Goal >= 1.5 where the CPU has bf16 matrix units (Intel AMX); elsewhere measured and reported as not applicable.
   `extraction_bf16_agreement`: top-1 agreement of a trained demo model on bf16 vs float32 features. Goal >= 0.99.
 - `train_bf16_fraction`: FLOP/s of `--bf16` training steps over the FLOP/s of a large bf16 matmul. Goal >= 0.4.
+- `cache_check_over_read`: the check of a cached split against its checksum file before reuse (hashing it) over one
+  streaming read of the same split (the scaler's pass), at the paper's feature size.
 - `onnx_speedup`, `onnx_int8_speedup`: the PyTorch pipeline's time over the same pipeline's on the `export_onnx.py`
   directory (fp32, and int8 weights), on the same items; top-1 agreement with PyTorch in the details. Goal for int8:
   >= 1.5.
@@ -60,6 +62,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from accelerate import PartialState  # noqa: E402
 from datasets import Array2D, Dataset, DatasetDict, Features, Value  # noqa: E402
+from datasets.arrow_writer import ArrowWriter  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import (  # noqa: E402
     ElectraConfig,
@@ -128,6 +131,8 @@ class Settings:
     shard_utterances: int
     """Utterances (real-size backbones) that 1 and then 2 single-thread processes extract for the shard speedup."""
     shard_repeats: int
+    cache_check_utterances: int
+    """Utterances, at the paper's (2, 126, 768) float16 each, in the cached split whose check is timed."""
     bf16_extraction_utterances: int
     """Utterances per timed bf16 / float32 extraction (one backbone batch)."""
     demo_epochs: int
@@ -151,6 +156,7 @@ FULL = Settings(
     long_audio_seconds=600.0,
     shard_utterances=32,
     shard_repeats=2,
+    cache_check_utterances=1000,
     bf16_extraction_utterances=8,
     demo_epochs=30,
     onnx_backbones="real",
@@ -164,6 +170,7 @@ QUICK = replace(
     long_audio_backbones="tiny",
     shard_utterances=4,
     shard_repeats=1,
+    cache_check_utterances=100,
     bf16_extraction_utterances=2,
     demo_epochs=1,
     onnx_backbones="tiny",
@@ -733,6 +740,55 @@ def bench_shard(settings: Settings, backbones: BackbonePaths, workdir: Path) -> 
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# cache_check_over_read: checking a cached split before reuse, against reading it once
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def bench_cache_check(settings: Settings, workdir: Path) -> dict[str, Any]:
+    """`features_hyfuser.cache_file_problem` (size, SHA-256 and rows against the checksum file) on one cache file of
+    `cache_check_utterances` random utterances stored as the cache stores them, over one streaming read of it as
+    `fit_scaler_on_cache` reads it, side by side (the file in the page cache for both, as on a re-run)."""
+    config = HyFusERConfig()
+    shape = (config.sequence_length, config.hidden_size)
+    schema = Features({"label": Value("int64"), **{column: Array2D(shape, features_hyfuser.FEATURE_DTYPE)
+                                                  for column in features_hyfuser.FEATURE_COLUMNS}})  # fmt: skip
+    count, batch_size = settings.cache_check_utterances, settings.extraction_batch_size
+    path = workdir / "cache_check" / "train-key-00000-of-00001.arrow"
+    path.parent.mkdir(parents=True)
+    log(f"cache_check: writing {count} utterances of {shape} x 2 {features_hyfuser.FEATURE_DTYPE}")
+    rng = np.random.default_rng(0)
+    with ArrowWriter(features=schema, path=str(path), writer_batch_size=batch_size) as writer:
+        for start in range(0, count, batch_size):
+            rows = min(batch_size, count - start)
+            writer.write_batch({"label": [0] * rows, **{
+                column: rng.standard_normal((rows, *shape), dtype=np.float32).astype(features_hyfuser.FEATURE_DTYPE)
+                for column in features_hyfuser.FEATURE_COLUMNS}})  # fmt: skip
+        writer.finalize()
+    write_seconds = timed(lambda: features_hyfuser.write_checksum(path, count))
+
+    def read_once() -> None:
+        split = Dataset.from_file(str(path)).with_format("numpy", columns=list(features_hyfuser.FEATURE_COLUMNS))
+        for _ in split.iter(batch_size=256):
+            pass
+
+    def check() -> None:
+        if problem := features_hyfuser.cache_file_problem(path):
+            raise RuntimeError(f"{path}: {problem}")
+
+    seconds = side_by_side({"check": check, "read": read_once}, settings.repeats, settings.warmup, "cache_check")
+    ratios = [checked / read for checked, read in zip(seconds["check"], seconds["read"])]
+    megabytes = path.stat().st_size / 2**20
+    return {
+        "cache_check_over_read": statistics.median(ratios),
+        "utterances": count,
+        "file_megabytes": megabytes,
+        "seconds": seconds,
+        "check_megabytes_per_second": megabytes / statistics.median(seconds["check"]),
+        "checksum_write_seconds": write_seconds,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # extraction_bf16_speedup, extraction_bf16_agreement and train_bf16_fraction
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -974,6 +1030,7 @@ SECTIONS: dict[str, Section] = {
     "long_audio": Section(lambda s, b, w: bench_long_audio(s, b[s.long_audio_backbones], w), ("long_audio_peak_mb",)),
     "gpu": Section(lambda s, b, w: bench_gpu(s, b["real"], w), ()),
     "shard": Section(lambda s, b, w: bench_shard(s, b["real"], w), ("extraction_shard_speedup",)),
+    "cache_check": Section(lambda s, b, w: bench_cache_check(s, w), ("cache_check_over_read",)),
     "bf16": Section(
         lambda s, b, w: bench_bf16(s, b["real"], w),
         ("extraction_bf16_speedup", "extraction_bf16_agreement", "train_bf16_fraction"),

@@ -6,9 +6,6 @@ import json
 import logging
 import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +29,7 @@ from features_hyfuser import (
 from configuration_hyfuser import HyFusERConfig
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import BACKBONE_DTYPES, HyFusERProcessor
+from two_processes import launch_two_processes
 
 SEQUENCE_LENGTH = 8
 UTTERANCES = 17
@@ -97,8 +95,10 @@ def test_cache_stores_the_unscaled_features_in_float16_and_is_reused(
 
     caplog.clear()
     again = cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache")["train"]
-    assert "; 0 utterances to extract" in caplog.messages[0]
-    assert caplog.messages[1] == f"Reusing cached train features from {cache_file} (no extraction)"
+    checked, size, reused, _ = caplog.messages
+    assert checked.startswith("Checked cached features against their checksums: 1 file(s), 0.0 MiB hashed in ")
+    assert "; 0 utterances to extract" in size
+    assert reused == f"Reusing cached train features from {cache_file} (no extraction)"
     assert len(text_backbone_batches) == calls  # no backbone ran the second time
     np.testing.assert_array_equal(again.with_format("numpy")["text_features"], stored["text_features"])
 
@@ -216,16 +216,7 @@ def test_processes_that_do_not_share_the_cache_directory_fail_clearly(processor,
         "cases": {"found": [str(node_0 / "found"), str(node_1 / "found")],
                   "written": [str(node_0 / "written"), str(node_1 / "written")]},
     }  # fmt: skip
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-    ]  # fmt: skip
-    completed = subprocess.run([*launch, str(script), json.dumps(arguments)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    log = completed.stdout
+    log = launch_two_processes(script, json.dumps(arguments)).stdout
     shared = "must be on storage that every node mounts at that path"
     for rank in (0, 1):
         # Node 0 found a cache that node 1 cannot see: both stop instead of one waiting for the other forever.

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -77,13 +78,16 @@ def train_args(tiny_backbones, corpora) -> list[str]:
     ]  # fmt: skip
 
 
-def run(command: list[str], hf_home: Path, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
-    """Run `command`, fail with its output if it fails, and return it (stdout and stderr merged)."""
+def run(
+    command: list[str], hf_home: Path, cwd: Path = REPO_ROOT, succeeds: bool = True
+) -> subprocess.CompletedProcess:
+    """Run `command`, check that it succeeds (or with `succeeds=False` that it fails), showing its output if not, and
+    return it (stdout and stderr merged)."""
     environment = {**os.environ, "HF_HOME": str(hf_home), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(
         command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600
     )
-    assert result.returncode == 0, result.stdout[-6000:]
+    assert (result.returncode == 0) == succeeds, result.stdout[-6000:]
     return result
 
 
@@ -286,6 +290,35 @@ def test_second_run_with_the_same_settings_reuses_the_feature_cache(trained, tra
     assert "Extracting" not in log
     assert "Reusing cached train features" in log and "Reusing cached validation features" in log
     assert sorted((cache_dir / "features").iterdir()) == cached
+
+
+@pytest.mark.slow
+def test_a_cut_short_cache_file_stops_the_run_naming_it_and_rebuild_cache_re_extracts_that_split(
+    trained, train_args, hf_home, tmp_path
+):
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(trained[1], cache_dir)
+    damaged = next((cache_dir / "features").glob("train-*.arrow"))
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    validation = {path: path.stat().st_mtime_ns for path in (cache_dir / "features").glob("validation-*")}
+    arguments = [*train_args, "--cache_dir", str(cache_dir), "--output_dir", str(tmp_path / "out"),
+                 "--num_train_epochs", "1"]  # fmt: skip
+
+    log = run([sys.executable, "train.py", *arguments], hf_home, succeeds=False).stdout
+    # The run ends on the cache's own error, not on pyarrow's failure to read the file, and claims no reuse.
+    assert "pyarrow" not in log and "OSError" not in log and "Reusing cached train features" not in log
+    error = log[log.rindex("Traceback (most recent call last)") :].splitlines()
+    final = error[next(index for index, line in enumerate(error) if line.startswith("features_hyfuser.")) :]
+    assert final[0] == "features_hyfuser.FeatureCacheError: cached features failed their check, so they were not used:"
+    assert final[1].startswith(f"  {damaged}: size mismatch: ")
+    assert final[2] == ("Run again with --rebuild_cache to re-extract the train features (the validation features "
+                        "passed the check and are reused).")  # fmt: skip
+
+    log = train([*arguments, "--rebuild_cache"], hf_home)
+    assert "Extracting train features" in log and "Extracting validation features" not in log
+    assert "Reusing cached validation features" in log
+    assert {path: path.stat().st_mtime_ns for path in (cache_dir / "features").glob("validation-*")} == validation
+    assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
 def feature_cache(cache_dir: Path) -> dict[str, Dataset]:
