@@ -3,6 +3,7 @@ the statistics and the report; and the whole comparison through its command line
 backbones, a tiny model for one epoch, two folds), killed and resumed, and rendered again from its results.json.
 """
 
+import csv
 import dataclasses
 import enum
 import json
@@ -53,7 +54,6 @@ from reproduce import (
 from test_train import OVERRIDES, run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_COMPARISON = REPO_ROOT / "docs" / "demo-comparison"
 FIXTURE_SESSIONS = {"KEMDy19/Sess01", "KEMDy19/Sess02", "KEMDy20/Sess01", "KEMDy20/Sess02", "KEMDy20/Sess17"}
 """Every (corpus, session) of the fixture KEMDy corpora that keeps a used row (tests/corpora.py)."""
 RESULT_KEYS = {
@@ -398,50 +398,122 @@ def all_models() -> list[str]:
     return [*TRAINABLE_MODELS, *COMPOSED_MODELS]
 
 
+def check_run(entry: dict) -> None:
+    """One run's record: its keys, metrics (each head's for two-headed models), per-class recall and confusion matrix
+    that agree, and its learning curve (one epoch here), or its members for a composed model."""
+    composed = entry["model"] in COMPOSED_MODELS
+    assert entry.keys() == RUN_KEYS | (COMPOSED_RUN_KEYS if composed else set())
+    assert entry["metrics"].keys() == METRICS | (HEAD_METRICS if entry["model"] in TWO_HEADED else set())
+    assert all(0 <= value <= 1 for value in entry["metrics"].values())
+    matrix = np.asarray(entry["confusion_matrix"])
+    assert matrix.sum() == entry["n_validation"]
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(entry["metrics"]["accuracy"])
+    for label, row, correct in zip(LABELS, matrix, np.diag(matrix)):
+        assert entry["per_class_recall"][label] == pytest.approx(correct / row.sum() if row.sum() else 0.0)
+    assert entry["collapse"] == collapse_reasons(entry["confusion_matrix"], LABELS)
+    assert entry["training_seed"] == entry["seed"] + MEMBER_SEED_OFFSET * entry["member_position"]
+    if composed:
+        assert entry["learning_curve"] is None
+        first, second = entry["members"]
+        assert first["training_seed"] != second["training_seed"]
+        return
+    curve = entry["learning_curve"]
+    assert (curve["epochs_run"], curve["best_epoch"]) == (1.0, 1.0)
+    assert [point["epoch"] for point in curve["selection_accuracy"]] == [1.0]
+    assert [point["epoch"] for point in curve["train_loss"]] == [1.0] and curve["train_loss"][0]["loss"] > 0
+
+
 def check_schema(results: dict, folds: int | None, seeds: list[int]) -> None:
+    runs_per_model = (folds or 1) * len(seeds)
     assert results.keys() == RESULT_KEYS
-    assert (results["folds"], results["seeds"]) == (folds, seeds)
-    assert results["summary"].keys() == set(all_models())
-    for statistics in results["summary"].values():
-        assert statistics.keys() == METRICS
+    assert (results["folds"], results["seeds"], results["labels"]) == (folds, seeds, LABELS)
+    assert set(results["models"]) == results["summary"].keys() == set(all_models())
+    for model, statistics in results["summary"].items():
+        assert statistics.keys() == METRICS | (HEAD_METRICS if model in TWO_HEADED else set())
         assert all(stat.keys() == {"mean", "std", "n"} for stat in statistics.values())
-        assert {stat["n"] for stat in statistics.values()} == {(folds or 1) * len(seeds)}
-    assert len(results["runs"]) == len(all_models()) * (folds or 1) * len(seeds)
+        assert {stat["n"] for stat in statistics.values()} == {runs_per_model}
+        assert all((stat["std"] is None) == (runs_per_model == 1) for stat in statistics.values())
+    assert len(results["runs"]) == len(all_models()) * runs_per_model
     for entry in results["runs"]:
-        assert entry.keys() == RUN_KEYS and entry["metrics"].keys() == METRICS
-        assert all(0 <= value <= 1 for value in entry["metrics"].values())
+        check_run(entry)
+    assert results["paired"].keys() == set(all_models()) - {"hyfuser"}
+    assert {comparison["pairs"] for comparison in results["paired"].values()} == {runs_per_model}
+    assert results["collapsed_runs"] == {
+        model: sum(bool(entry["collapse"]) for entry in results["runs"] if entry["model"] == model)
+        for model in all_models()
+    }
+    assert len(results["scaling"]["before"]["text"]) == len(results["scaling"]["after"]["speech"])
+
+
+def check_reproduction_record(output_dir: Path, results: dict, planned_runs: int) -> None:
+    """env.json, folds.json and one predictions file per run, consistent with results.json."""
+    environment = json.loads((output_dir / "env.json").read_text())
+    assert environment["packages"].keys() == set(RECORDED_PACKAGES) and environment["num_processes"] == 1
+    assert re.fullmatch(r"[0-9a-f]{40}", environment["git"]["commit"])
+    assert isinstance(environment["git"]["dirty"], bool)
+    assert environment["command"][1:3] == ["reproduce.py", "--dataset"] and environment["cpu_model"]
+
+    folds = json.loads((output_dir / "folds.json").read_text())
+    for split, sizes in zip(folds, results["splits"]):
+        assert [len(split[part]) for part in ("fit", "selection", "validation")] == [
+            sizes["n_fit"], sizes["n_selection"], sizes["n_validation"]
+        ]  # fmt: skip
+        assert len({*split["fit"], *split["selection"], *split["validation"]}) == sum(
+            len(split[part]) for part in ("fit", "selection", "validation")
+        )
+
+    predictions = sorted((output_dir / "predictions").glob("*.csv"))
+    assert len(predictions) == planned_runs
+    for entry in results["runs"]:
+        name = Run(entry["model"], entry["fold"], entry["seed"], entry["member_position"]).name
+        with open(output_dir / "predictions" / f"{name}.csv", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+        validation = next(split["validation"] for split in folds if split["fold"] == entry["fold"])
+        assert [row["id"] for row in rows] == validation
+        correct = sum(row["label"] == row["prediction"] for row in rows)
+        assert correct / len(rows) == pytest.approx(entry["metrics"]["accuracy"])
+        assert all(sum(float(row[label]) for label in LABELS) == pytest.approx(1, abs=1e-4) for row in rows)
 
 
 @pytest.mark.slow
 def test_session_cv_runs_every_model_on_disjoint_session_folds(session_cv):
     output_dir, log = session_cv
     results = json.loads((output_dir / "results.json").read_text())
-    assert (results["dataset"], results["protocol"]) == ("kemdy", "session_cv")
+    assert (results["dataset"], results["protocol"], results["selection"]) == ("kemdy", "session_cv", "held_out")
     check_schema(results, folds=2, seeds=[42])
+    planned = len(re.findall(r"\[run \d+/\d+\]", log))
+    check_reproduction_record(output_dir, results, planned)
 
     fold_sessions = {entry["fold"]: set(entry["validation_sessions"]) for entry in results["runs"]}
     assert fold_sessions[0].isdisjoint(fold_sessions[1]) and fold_sessions[0] | fold_sessions[1] == FIXTURE_SESSIONS
-    for record_file in (output_dir / "runs").glob("*-seed*.json"):
-        record = json.loads(record_file.read_text())
-        training = set(record["training_sessions"]) | set(record["selection_sessions"])
-        assert training.isdisjoint(record["validation_sessions"]), record_file.name
-        assert training | set(record["validation_sessions"]) == FIXTURE_SESSIONS
-        assert record["selection_sessions"] and set(record["training_sessions"]).isdisjoint(
-            record["selection_sessions"]
-        )
+    for entry in results["runs"]:
+        training = set(entry["fit_sessions"]) | set(entry["selection_sessions"])
+        assert training.isdisjoint(entry["validation_sessions"])
+        assert training | set(entry["validation_sessions"]) == FIXTURE_SESSIONS
+        assert entry["selection_sessions"] and set(entry["fit_sessions"]).isdisjoint(entry["selection_sessions"])
 
     assert len(EXTRACTION.findall(log)) == 1, log[-3000:]
+    assert "Effective train batch 4: 4 per device x 1 device(s)" in log
     assert re.search(r"\[run 1/\d+\] model=\w+ fold=0 seed=42 \(\d+ left after this one\)", log)
+    assert re.search(rf"model=kohmt_speech fold=0 seed={42 + MEMBER_SEED_OFFSET} ", log)
     figures = {"comparison.png", "scaling.png", *(f"confusion_{model}.png" for model in all_models())}
     assert all((output_dir / name).stat().st_size > 0 for name in figures)
     table = (output_dir / "results.md").read_text()
-    assert "(paper 67.83)" in table and "Table 5" in table
+    assert "(paper 67.83)" in table and "Table 5" in table and "## `hyfuser` against each model" in table
+
+
+@pytest.mark.slow
+def test_rendering_results_json_again_gives_the_same_results_md(session_cv, tmp_path):
+    shutil.copy(session_cv[0] / "results.json", tmp_path / "results.json")
+    main(["--render", str(tmp_path)])
+    assert (tmp_path / "results.md").read_bytes() == (session_cv[0] / "results.md").read_bytes()
+    assert {path.name for path in tmp_path.glob("*.png")} == {path.name for path in session_cv[0].glob("*.png")}
 
 
 @pytest.mark.slow
 def test_a_killed_comparison_resumes_skipping_finished_runs(session_cv, session_cv_arguments, hf_home, tmp_path):
     """Kill the comparison as soon as its second run starts, then run it again: the first run is not repeated,
-    nothing is extracted again, and the results equal those of the uninterrupted comparison."""
+    nothing is extracted again, and the results, folds and predictions equal those of the uninterrupted one."""
     output_dir = tmp_path / "resumed"
     command = [sys.executable, *session_cv_arguments, "--output_dir", str(output_dir)]
     environment = {**os.environ, "HF_HOME": str(hf_home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -463,8 +535,11 @@ def test_a_killed_comparison_resumes_skipping_finished_runs(session_cv, session_
     assert re.search(r"\[run 1/\d+\] model=\w+ fold=0 seed=42: finished earlier, skipped", log), log[-3000:]
     assert "1 finished earlier (skipped)" in log
     assert not EXTRACTION.search(log)
-    expected = json.loads((session_cv[0] / "results.json").read_text())
-    assert json.loads((output_dir / "results.json").read_text()) == expected
+    uninterrupted = session_cv[0]
+    for name in ("results.json", "results.md", "folds.json"):
+        assert (output_dir / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+    for predictions in (uninterrupted / "predictions").glob("*.csv"):
+        assert (output_dir / "predictions" / predictions.name).read_bytes() == predictions.read_bytes()
 
 
 @pytest.mark.slow
@@ -472,6 +547,8 @@ def test_runs_made_with_other_settings_are_not_mixed_in(session_cv, session_cv_a
     output_dir = session_cv[0]
     with pytest.raises(ValueError, match=r"other settings \{'folds': \('2', '3'\)\}"):
         main([*session_cv_arguments[1:], "--folds", "3", "--output_dir", str(output_dir)])
+    with pytest.raises(ValueError, match=r"other settings \{'max_grad_norm': \('0.0', '1.0'\)\}"):
+        main([*session_cv_arguments[1:], "--max_grad_norm", "1.0", "--output_dir", str(output_dir)])
 
 
 @pytest.mark.slow
@@ -488,3 +565,19 @@ def test_paper_protocol_on_aihub_repeats_each_model_with_several_seeds(corpora, 
     assert {entry["validation_sessions"] for entry in results["runs"]} == {None}
     assert {entry["n_validation"] for entry in results["runs"]} == {7}  # the paper's 8:2 split of 36 rows
     assert "Table 6" in (tmp_path / "results.md").read_text() and "[run 2/" in log
+
+
+@pytest.mark.slow
+def test_validation_selection_runs_the_paper_s_literal_protocol_and_says_it_is_optimistic(
+    corpora, small_run, hf_home, tmp_path
+):
+    arguments = [
+        "reproduce.py", "--dataset", "aihub", "--aihub_dir", str(corpora["aihub"]), "--selection", "validation",
+        "--models", "hyfuser,kohmt", "--output_dir", str(tmp_path), *small_run,
+    ]  # fmt: skip
+    run([sys.executable, *arguments], hf_home)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["splits"] == [{"fold": None, "n_fit": 29, "n_selection": 7, "n_validation": 7}]
+    table = (tmp_path / "results.md").read_text()
+    assert "**optimistic**" in table and "Here the protocol is the same" in table
+    assert "| HyFusER (`hyfuser`) | " in table and " ± " not in table.split("| Model | Accuracy (%)")[1]
