@@ -165,7 +165,7 @@ def model_order(models: Sequence[str]) -> list[str]:
     return [model for model in PAPER_ROWS if model in models] + [model for model in models if model not in PAPER_ROWS]
 
 
-def analyse(runs: Sequence[dict], models: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+def analyse(runs: Sequence[dict], models: Sequence[str]) -> dict[str, Any]:
     """What `results.json` concludes from the reported runs: per model the summary of each metric (and each head's
     accuracy, for two-headed models), the collapsed runs, and the reference model paired against every other."""
     order = model_order(models)

@@ -600,7 +600,7 @@ def results_document(
              "n_validation": len(split.validation)}
             for split in splits
         ],  # fmt: skip
-        **analyse(records, args.model_names(), list(EMOTION_LABELS)),
+        **analyse(records, args.model_names()),
         "runs": list(records),
         "scaling": scaling,
     }

@@ -22,7 +22,6 @@ from transformers import TrainingArguments, set_seed
 
 from comparison_hyfuser import (
     PAPER_RESULTS,
-    analyse,
     collapse_reasons,
     corrected_resampled_t_test,
     paired_comparison,
