@@ -8,10 +8,12 @@ import os
 from dataclasses import dataclass, field
 
 from huggingface_hub.constants import HF_HOME
+from transformers import HfArgumentParser, TrainingArguments
 
 from configuration_hyfuser import DEFAULT_ASR_MODEL, DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
 from data_hyfuser import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
 from demo_hyfuser import DEMO_DEFAULTS
+from features_hyfuser import PAPER_TRAINING_DEFAULTS
 from processing_hyfuser import BACKBONE_DTYPES
 
 CORPUS_DIRECTORIES: dict[str, tuple[str, ...]] = {
@@ -137,7 +139,7 @@ class CorpusArguments:
 
 @dataclass
 class BackboneArguments:
-    """The frozen backbones, the positions per modality, HyFusER config overrides, and early stopping."""
+    """The frozen backbones, the positions per modality, HyFusER config overrides, early stopping and the batch."""
 
     text_backbone: str | None = field(
         default=DEFAULT_TEXT_BACKBONE,
@@ -219,6 +221,17 @@ class BackboneArguments:
         },
     )
 
+    global_train_batch_size: int = field(
+        default=PAPER_TRAINING_DEFAULTS["per_device_train_batch_size"],
+        metadata={
+            "help": "Training examples per optimizer step over all devices and processes (Table 3: 32). Unless "
+            "--per_device_train_batch_size is given, the per-device batch is this divided by the devices and by "
+            "--gradient_accumulation_steps, and a run whose devices x accumulation steps do not divide it stops with "
+            "an error (no silent change of the batch). With --per_device_train_batch_size, that wins and the log "
+            "states the effective batch."
+        },
+    )
+
     def feature_options(self) -> dict[str, int | bool]:
         """The `HyFusERProcessor` settings these arguments choose beyond the backbones and the positions."""
         return {
@@ -228,3 +241,52 @@ class BackboneArguments:
             "feature_mode": self.feature_mode,
             "max_speech_frames": self.max_speech_frames,
         }
+
+
+def use_global_batch(parser: HfArgumentParser) -> None:
+    """Leave --per_device_train_batch_size unset by default, so that `derive_train_batch_size` derives it from
+    --global_train_batch_size, and say so in --help."""
+    parser.set_defaults(per_device_train_batch_size=None)
+    parser._option_string_actions["--per_device_train_batch_size"].help = (
+        "Training batch per device. Unset: --global_train_batch_size / (devices x --gradient_accumulation_steps)."
+    )
+
+
+def training_devices(training_args: TrainingArguments) -> int:
+    """Devices that each take a per-device batch per step: the processes of a distributed run, or the GPUs of one
+    process (the Trainer's DataParallel)."""
+    return training_args.world_size * max(training_args.n_gpu, 1)
+
+
+def derive_train_batch_size(global_train_batch_size: int, training_args: TrainingArguments) -> None:
+    """Set an unset per-device batch so that the effective batch is `global_train_batch_size` on any number of
+    devices, or refuse a device count that cannot reach it exactly."""
+    if training_args.per_device_train_batch_size is not None:
+        return
+    per_device_share = training_devices(training_args) * training_args.gradient_accumulation_steps
+    if global_train_batch_size % per_device_share:
+        raise ValueError(
+            f"--global_train_batch_size {global_train_batch_size} cannot be split over "
+            f"{training_devices(training_args)} device(s) x {training_args.gradient_accumulation_steps} gradient "
+            "accumulation step(s): choose a device count or --gradient_accumulation_steps that divides it, or give "
+            "--per_device_train_batch_size (the effective batch then changes, and the log says to what)"
+        )
+    training_args.per_device_train_batch_size = global_train_batch_size // per_device_share
+
+
+def effective_batch_size(training_args: TrainingArguments) -> int:
+    """Training examples per optimizer step, over all devices and accumulation steps."""
+    return training_args.train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
+
+
+def batch_description(global_train_batch_size: int, training_args: TrainingArguments) -> str:
+    """The effective training batch and its factors, for the log; it says so when --per_device_train_batch_size
+    overrides `global_train_batch_size`."""
+    effective = effective_batch_size(training_args)
+    description = (
+        f"{effective}: {training_args.per_device_train_batch_size} per device x {training_devices(training_args)} "
+        f"device(s) x {training_args.gradient_accumulation_steps} gradient accumulation step(s)"
+    )
+    if effective != global_train_batch_size:
+        description += f" (not --global_train_batch_size {global_train_batch_size}: --per_device_train_batch_size wins)"
+    return description

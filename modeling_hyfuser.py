@@ -823,6 +823,16 @@ class HyFusERSeparateSteps(HyFusERAverageEnsemble):
     speech_member_class = HyFusERKoHMTSpeechQueries
 
 
+class HyFusERSeedEnsemble(HyFusERAverageEnsemble):
+    """`hyfuser_seed_ensemble` (a control, in no table of the paper): two HyFusER runs trained alike from different
+    seeds, their probabilities averaged. It costs what `hyfuser_separate` costs (two trainings), so comparing the two
+    tells whether the separate steps win by being separate or by being an ensemble. `text_logits`/`speech_logits`
+    are the first and the second run's log-probabilities."""
+
+    text_member_class = HyFusERForEmotionRecognition
+    speech_member_class = HyFusERForEmotionRecognition
+
+
 TRAINABLE_MODELS: dict[str, type[HyFusERPreTrainedModel]] = {
     "hyfuser": HyFusERForEmotionRecognition,
     "text_lstm": HyFusERTextLSTM,
@@ -849,6 +859,7 @@ COMPOSED_MODELS: dict[str, ComposedModel] = {
     "average_ensemble": ComposedModel(HyFusERAverageEnsemble, ("text_lstm", "speech_cnn"), weighted=False),
     "weighted_average_ensemble": ComposedModel(HyFusERAverageEnsemble, ("text_lstm", "speech_cnn"), weighted=True),
     "hyfuser_separate": ComposedModel(HyFusERSeparateSteps, ("kohmt", "kohmt_speech"), weighted=False),
+    "hyfuser_seed_ensemble": ComposedModel(HyFusERSeedEnsemble, ("hyfuser", "hyfuser"), weighted=False),
 }
 """The ensembles, by name: which trained members each composes and how it weighs them."""
 
@@ -865,6 +876,7 @@ MODEL_DESCRIPTIONS: dict[str, str] = {
     "weighted_average_ensemble": "Table 5/6 'Single modality weighted average ensemble': the same with the text "
     "weight chosen on training rows held out from the members' training",
     "hyfuser_separate": "ablation: a trained kohmt and a trained kohmt_speech, each with its own encoders, averaged",
+    "hyfuser_seed_ensemble": "control: two HyFusER runs from different seeds, averaged (hyfuser_separate's budget)",
 }
 """One line per model name, for `train.py --help` and anything that lists the models."""
 
@@ -881,6 +893,7 @@ __all__ = [
     "HyFusERKoHMTSpeechQueries",
     "HyFusEROutput",
     "HyFusERPreTrainedModel",
+    "HyFusERSeedEnsemble",
     "HyFusERSeparateSteps",
     "HyFusERSpeechCNN",
     "HyFusERTextLSTM",

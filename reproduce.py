@@ -2,10 +2,16 @@
 """Run the paper's model comparison (Table 5 on KEMDy19 + KEMDy20, Table 6 on AI-Hub 263) in one command.
 
 Every model of `modeling_hyfuser.TRAINABLE_MODELS` trains on the same cached features (the frozen backbones run once
-for all models, folds and seeds); every model of `COMPOSED_MODELS` is evaluated from two trained members' probabilities
-without training of its own. Each finished run is written to `output_dir/runs/`, so a killed run resumes where it
-stopped. At the end `output_dir` receives `results.json`, `results.md` (next to the paper's numbers),
-`comparison.png` (Fig. 8), `scaling.png` (Fig. 4) and one `confusion_<model>.png` per model (Fig. 7).
+for all models, folds and seeds) with the paper's global batch of 32 however many processes run; every model of
+`COMPOSED_MODELS` is evaluated from two trained members' probabilities without training of its own, its second
+member trained from a seed of its own. Each finished run is written to `output_dir/runs/`, so a killed run resumes
+where it stopped, and a rerun into the same folder with any setting that changes a result is refused.
+
+At the end `output_dir` receives `results.json` (every run's metrics, per-class recall, confusion matrix and learning
+curve; per model the summary, the collapsed runs and HyFusER paired against it), `results.md` (the protocol and the
+tables, next to the paper's numbers), `comparison.png` (Fig. 8), `scaling.png` (Fig. 4), one `confusion_<model>.png`
+per model (Fig. 7), and the reproduction record: `env.json` (code, packages, machine, command), `folds.json` (the
+row ids of every split) and `predictions/<run>.csv` (each run's validation probabilities).
 
     # the paper's random 8:2 split, every model, one seed, on all local GPUs
     accelerate launch reproduce.py --dataset kemdy --kemdy19_dir KEMDy19 --kemdy20_dir KEMDy20_v1_1 \
@@ -14,13 +20,18 @@ stopped. At the end `output_dir` receives `results.json`, `results.md` (next to 
     # speaker-independent: 5-fold cross-validation over whole sessions
     accelerate launch reproduce.py ... --protocol session_cv --folds 5
 
-Inside every split, a model-selection set is held out of the training rows (whole sessions under session_cv): early
-stopping, the restored checkpoint and the weighted ensemble's weight are chosen on it, and the validation rows are
-only ever scored.
+    # results.md and the figures again, from results.json alone
+    python reproduce.py --render outputs/comparison-kemdy
+
+By default (`--selection held_out`) a model-selection set is held out of each split's training rows (whole sessions
+under session_cv): early stopping, the restored checkpoint and the weighted ensemble's weight are chosen on it, and
+the validation rows are only ever scored. `--selection validation` chooses them on the scored validation rows, as
+the paper did: optimistic, and labelled so in results.md. The reporting itself lives in `comparison_hyfuser.py`.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -36,17 +47,22 @@ import numpy as np
 import torch
 import transformers
 from datasets import Dataset, DatasetDict, concatenate_datasets
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import HfArgumentParser, TrainerState, TrainingArguments, set_seed
 
 import features_hyfuser
-from arguments_hyfuser import CORPUS_DIRECTORIES, BackboneArguments, CorpusArguments
-from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
-from data_hyfuser import (
-    build_paper_dataset,
-    selection_split,
-    session_folds,
+from arguments_hyfuser import (
+    CORPUS_DIRECTORIES,
+    BackboneArguments,
+    CorpusArguments,
+    batch_description,
+    derive_train_batch_size,
+    use_global_batch,
 )
+from comparison_hyfuser import analyse, collapse_reasons, render
+from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
+from data_hyfuser import build_paper_dataset, selection_split, session_folds
 from demo_hyfuser import DEMO_DEFAULTS, prepare_demo
+from environment_hyfuser import environment_record
 from features_hyfuser import (
     FEATURE_COLUMNS,
     PAPER_TRAINING_DEFAULTS,
@@ -58,13 +74,7 @@ from features_hyfuser import (
     trainer_dataset,
     transcribe_corpus,
 )
-from metrics_hyfuser import (
-    choose_ensemble_weight,
-    fused_logits,
-    per_class_report,
-    prediction_metrics,
-    save_confusion_matrix,
-)
+from metrics_hyfuser import accuracy, choose_ensemble_weight, fused_logits, per_class_report, prediction_metrics
 from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS, ComposedModel
 from processing_hyfuser import FeatureStatistics, HyFusERProcessor
 
@@ -73,56 +83,13 @@ logger = logging.getLogger(__name__)
 PROTOCOLS = ("paper", "session_cv")
 """`paper`: the random stratified 8:2 split; `session_cv`: K-fold cross-validation grouped by (corpus, session)."""
 
-REPORTED_METRICS = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
-"""Every run's metrics in `results.json`, on the fused prediction."""
+SELECTIONS = ("held_out", "validation")
+"""Where early stopping, the restored checkpoint and the ensemble weight are chosen: on rows held out of training, or
+on the scored validation rows (the paper's protocol, optimistic)."""
 
-TABLE_COLUMNS = {
-    "accuracy": "Accuracy (%)",
-    "recall_weighted": "Recall (Weighted)",
-    "precision_weighted": "Precision (Weighted)",
-    "f1_weighted": "F1-Score (Weighted)",
-}
-"""The paper's Table 5/6 columns, in its order (accuracy in percent there, the others as fractions)."""
-
-PAPER_ROWS = {
-    "text_lstm": "LSTM (Text)",
-    "speech_cnn": "CNN (Speech)",
-    "average_ensemble": "Single modality average ensemble",
-    "weighted_average_ensemble": "Single modality weighted average ensemble",
-    "bicma": "Bidirectional Cross Modal Attention",
-    "kohmt": "KoHMT",
-    "hyfuser": "HyFusER",
-}
-"""The paper's row name of each model it reports, in its order; other models follow under their own names."""
-
-
-def _paper_row(accuracy: float, recall: float, precision: float, f1: float) -> dict[str, float]:
-    return {"accuracy": accuracy, "recall_weighted": recall, "precision_weighted": precision, "f1_weighted": f1}
-
-
-PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
-    # Table 5: KEMDy19 + KEMDy20, random 8:2 split
-    "kemdy": {
-        "text_lstm": _paper_row(0.5922, 0.5922, 0.6278, 0.6046),
-        "speech_cnn": _paper_row(0.5185, 0.5185, 0.6243, 0.5584),
-        "average_ensemble": _paper_row(0.6085, 0.6085, 0.6660, 0.6292),
-        "weighted_average_ensemble": _paper_row(0.6100, 0.6100, 0.6638, 0.6292),
-        "bicma": _paper_row(0.6408, 0.6408, 0.6604, 0.6419),
-        "kohmt": _paper_row(0.6562, 0.6562, 0.6739, 0.6628),
-        "hyfuser": _paper_row(0.6783, 0.6783, 0.6890, 0.6823),
-    },
-    # Table 6: AI-Hub 263, random 8:2 split
-    "aihub": {
-        "text_lstm": _paper_row(0.7038, 0.7038, 0.7086, 0.7039),
-        "speech_cnn": _paper_row(0.5638, 0.5638, 0.5958, 0.5703),
-        "average_ensemble": _paper_row(0.7052, 0.7052, 0.7232, 0.7075),
-        "weighted_average_ensemble": _paper_row(0.7152, 0.7152, 0.7247, 0.7164),
-        "bicma": _paper_row(0.7763, 0.7763, 0.7827, 0.7770),
-        "kohmt": _paper_row(0.7745, 0.7745, 0.7780, 0.7744),
-        "hyfuser": _paper_row(0.7977, 0.7977, 0.7975, 0.7975),
-    },
-}
-"""The paper's reported numbers (accuracy as a fraction here), per `--dataset`."""
+MEMBER_SEED_OFFSET = 1000
+"""A composed model's second member trains with its seed + this, so its two members never start from the same random
+draw nor see the same batch order. Larger than any `--seeds`, so it never repeats another run's seed."""
 
 
 @dataclass
@@ -139,17 +106,38 @@ class ReproduceArguments(CorpusArguments, BackboneArguments):
     )
     folds: int = field(default=5, metadata={"help": "Folds of --protocol session_cv."})
     seeds: int = field(
-        default=1, metadata={"help": "Training seeds per model and split: --seed, --seed + 1, ... (the split stays)."}
+        default=1,
+        metadata={
+            "help": f"Training seeds per model and split: --seed, --seed + 1, ... (the split stays); at most "
+            f"{MEMBER_SEED_OFFSET}, the offset of a composed model's second member's seed."
+        },
     )
     models: str = field(
         default="all",
         metadata={"help": "'all', or comma-separated model names; composed models train their members first."},
     )
+    selection: str = field(
+        default="held_out",
+        metadata={
+            "help": "Where early stopping, the restored checkpoint and the weighted ensemble's weight are chosen. "
+            "'held_out': on a model-selection set carved out of each split's training rows (--selection_fraction); "
+            "the validation rows are only scored. 'validation': on the validation rows that are then scored, the "
+            "paper's own protocol, which flatters every number (results.md says so).",
+            "choices": SELECTIONS,
+        },
+    )
     selection_fraction: float = field(
         default=0.1,
         metadata={
-            "help": "Share of each split's training rows (sessions under session_cv) held out as the model-selection "
-            "set: early stopping, the restored checkpoint and the weighted ensemble's weight are chosen on it."
+            "help": "With --selection held_out, the share of each split's training rows (sessions under session_cv) "
+            "held out as the model-selection set, between 0 and 1 (exclusive)."
+        },
+    )
+    render: str | None = field(
+        default=None,
+        metadata={
+            "help": "Only rebuild results.md and the figures of this finished output directory from its "
+            "results.json: no data, no training."
         },
     )
 
@@ -166,24 +154,84 @@ class ReproduceArguments(CorpusArguments, BackboneArguments):
             )
         return names
 
+    def check_protocol(self) -> None:
+        """Refuse settings that cannot make a comparison, before any data is read."""
+        if self.protocol == "session_cv" and self.dataset == "aihub":
+            raise ValueError(
+                "--protocol session_cv needs speaker sessions, and AI-Hub 263 has no speaker or session ids: "
+                "use --protocol paper for AI-Hub"
+            )
+        if self.selection == "held_out" and not 0 < self.selection_fraction < 1:
+            raise ValueError(
+                f"--selection_fraction {self.selection_fraction}: the held-out selection set needs a share between 0 "
+                "and 1; to choose on the validation rows as the paper did, use --selection validation"
+            )
+        if not 1 <= self.seeds <= MEMBER_SEED_OFFSET:
+            raise ValueError(f"--seeds {self.seeds}: choose between 1 and {MEMBER_SEED_OFFSET}")
+        self.model_names()
+
+
+NOT_RESULT_SETTINGS = (
+    # Which runs to make: every finished run is stored under its model, fold and seed, so models and seeds may be
+    # added to a comparison (--seed shifts the seeds, and with them the runs' names).
+    "models", "seeds", "seed",
+    # Where things go and what the invocation does besides training.
+    "output_dir", "render", "run_name", "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id",
+    "report_to", "push_to_hub", "hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push",
+    "hub_revision", "do_train", "do_eval", "do_predict",
+    # Logging and progress: what is printed, not what is learned (the logged train loss itself is in the guard).
+    "log_level", "log_level_replica", "log_on_each_node", "disable_tqdm", "skip_memory_metrics",
+    "include_num_input_tokens_seen",
+    # The feature cache is keyed by what the features depend on, and every utterance runs through the backbones
+    # alone, so neither its place nor the extraction batch changes a feature.
+    "cache_dir", "extraction_batch_size",
+    # Checkpoint files on disk: the best checkpoint is always kept, and an unfinished run is restarted from scratch.
+    "save_total_limit", "save_on_each_node", "save_only_model", "enable_jit_checkpoint", "resume_from_checkpoint",
+    # How data reaches the model and memory is managed: batches and their order come from the sampler alone.
+    "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+    "dataloader_multiprocessing_context", "torch_empty_cache_steps",
+    # The launch: the process count is recorded instead (`num_processes`); a timeout changes no number.
+    "local_rank", "ddp_timeout",
+)  # fmt: skip
+"""Arguments of `ReproduceArguments` and `TrainingArguments` that cannot change a result: every other one is a result
+setting, so a flag added to either dataclass is guarded unless it is listed here."""
+
+
+def result_setting_names() -> list[str]:
+    """Every argument that can change a result: all fields of the two argument dataclasses but
+    `NOT_RESULT_SETTINGS`, then the process count."""
+    arguments = (ReproduceArguments, TrainingArguments)
+    names = [argument.name for dataclass_type in arguments for argument in dataclasses.fields(dataclass_type)]
+    return [*(name for name in names if name not in NOT_RESULT_SETTINGS), "num_processes"]
+
+
+def result_settings(args: ReproduceArguments, training_args: TrainingArguments, num_processes: int) -> dict[str, str]:
+    """The values of `result_setting_names()` as strings (enums by value), as `settings.json` keeps them."""
+    values = {
+        name: getattr(args if hasattr(args, name) else training_args, name)
+        for name in result_setting_names()
+        if name != "num_processes"
+    }
+    values["num_processes"] = num_processes
+    return {name: str(getattr(value, "value", value)) for name, value in values.items()}
+
 
 def parse_arguments(argv: list[str]) -> tuple[ReproduceArguments, TrainingArguments]:
-    """The paper's training settings as defaults (the demo's under `--dataset demo`, as in train.py), then the checks
-    that need no data."""
+    """The paper's training settings as defaults (the demo's under `--dataset demo`, as in train.py), the per-device
+    batch derived from the global one, then the checks that need no data (none for `--render`)."""
     dataset = HfArgumentParser(ReproduceArguments, add_help=False).parse_known_args(argv)[0].dataset
     parser = HfArgumentParser((ReproduceArguments, TrainingArguments))
     parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir="outputs/comparison")
+    use_global_batch(parser)
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
     if dataset == "demo":
         parser.set_defaults(**DEMO_DEFAULTS)
     args, training_args = parser.parse_args_into_dataclasses(argv)
+    if args.render:
+        return args, training_args
     args.check_directories()
-    if args.protocol == "session_cv" and args.dataset == "aihub":
-        raise ValueError(
-            "--protocol session_cv needs speaker sessions, and AI-Hub 263 has no speaker or session ids: "
-            "use --protocol paper for AI-Hub"
-        )
-    args.model_names()
+    args.check_protocol()
+    derive_train_batch_size(args.global_train_batch_size, training_args)
     return args, training_args
 
 
@@ -199,16 +247,42 @@ class Split:
 
 @dataclass(frozen=True)
 class Run:
-    """One model on one split with one training seed."""
+    """One model on one split with one training seed: the run's `seed`, offset for a second member."""
 
     model: str
     fold: int | None
     seed: int
+    member_position: int = 0
+    """1 for a run trained as a composed model's second member, 0 otherwise."""
+
+    @property
+    def training_seed(self) -> int:
+        return self.seed + self.member_position * MEMBER_SEED_OFFSET
 
     @property
     def name(self) -> str:
         fold = "" if self.fold is None else f"-fold{self.fold}"
-        return f"{self.model}{fold}-seed{self.seed}"
+        member = f"-member{self.member_position + 1}" if self.member_position else ""
+        return f"{self.model}{fold}-seed{self.seed}{member}"
+
+
+def own_member_position(model: str) -> int:
+    """The member position of a trainable model's own run: second (1) for a model that the registry only composes
+    as a second member (`speech_cnn`, `kohmt_speech`), so that one run is both its row and that member; else 0."""
+    positions = [position for composed in COMPOSED_MODELS.values() for position, member in enumerate(composed.members)
+                 if member == model]  # fmt: skip
+    return min(positions, default=0)
+
+
+def reported_run(model: str, fold: int | None, seed: int) -> Run:
+    """The run that stands for `model` on one split and seed in the results."""
+    return Run(model, fold, seed, own_member_position(model) if model in TRAINABLE_MODELS else 0)
+
+
+def member_runs(run: Run) -> list[Run]:
+    """The trained runs a composed model's run combines, first member first."""
+    members = COMPOSED_MODELS[run.model].members
+    return [Run(member, run.fold, run.seed, position) for position, member in enumerate(members)]
 
 
 def load_rows(args: ReproduceArguments) -> tuple[Dataset, int, str | None, str | None]:
@@ -236,7 +310,8 @@ def load_rows(args: ReproduceArguments) -> tuple[Dataset, int, str | None, str |
 
 
 def plan_splits(rows: Dataset, paper_train_rows: int, args: ReproduceArguments) -> list[Split]:
-    """The paper's split, or one split per session fold, each with its model-selection set carved from training."""
+    """The paper's split, or one split per session fold, each with its model-selection set: carved from training
+    (`--selection held_out`), or the validation rows themselves (`--selection validation`)."""
     if args.protocol == "paper":
         validations = [list(range(paper_train_rows, len(rows)))]
         folds, carve_by = [None], "random"
@@ -247,18 +322,26 @@ def plan_splits(rows: Dataset, paper_train_rows: int, args: ReproduceArguments) 
     for fold, validation in zip(folds, validations):
         held_out = set(validation)
         train = [index for index in range(len(rows)) if index not in held_out]
+        if args.selection == "validation":
+            splits.append(Split(fold, train, validation, validation))
+            continue
         fit, selection = selection_split(rows, train, carve_by, args.selection_fraction, seed=args.split_seed)
         splits.append(Split(fold, fit, selection, validation))
     return splits
 
 
 def plan_runs(models: Sequence[str], splits: Sequence[Split], seeds: Sequence[int]) -> list[Run]:
-    """Every run, split by split and seed by seed: the trainable models (with the members the composed ones need,
-    each trained once) before the composed models."""
-    members = [member for model in models if model in COMPOSED_MODELS for member in COMPOSED_MODELS[model].members]
-    trained = [name for name in TRAINABLE_MODELS if name in models or name in members]
+    """Every run, split by split and seed by seed: the trained runs the reported models need (each trained once, in
+    registry order), then the composed models."""
     composed = [name for name in models if name in COMPOSED_MODELS]
-    return [Run(model, split.fold, seed) for split in splits for seed in seeds for model in [*trained, *composed]]
+    runs = []
+    for split in splits:
+        for seed in seeds:
+            needed = {reported_run(name, split.fold, seed) for name in models if name in TRAINABLE_MODELS}
+            needed |= {member for name in composed for member in member_runs(Run(name, split.fold, seed))}
+            runs += sorted(needed, key=lambda run: (list(TRAINABLE_MODELS).index(run.model), run.member_position))
+            runs += [Run(name, split.fold, seed) for name in composed]
+    return runs
 
 
 def compose(
@@ -284,16 +367,6 @@ def _sessions(rows: Dataset, indices: Sequence[int]) -> list[str] | None:
     return sorted({f"{corpus}/{session}" for corpus, session in zip(selected["corpus"], selected["session"])})
 
 
-RESULT_SETTINGS = (
-    "dataset", "kemdy19_dir", "kemdy20_dir", "aihub_dir", "protocol", "folds", "selection_fraction", "text_backbone",
-    "speech_backbone", "sequence_length", "config_overrides", "early_stopping_patience", "split_seed", "multi_label",
-    "kemdy19_rows", "label_source", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "weight_decay", "optim", "lr_scheduler_type", "metric_for_best_model",
-)  # fmt: skip
-"""Arguments that change a run's result: finished runs are only reused under the same values (models and seeds may
-be added)."""
-
-
 class RunStore:
     """`output_dir/runs/<run>.json` (the record) and `<run>.npz` (log-probabilities); a record exists only once its
     run has finished, so a restarted reproduction skips exactly those."""
@@ -301,10 +374,8 @@ class RunStore:
     def __init__(self, output_dir: Path):
         self.folder = output_dir / "runs"
 
-    def check_settings(self, args: ReproduceArguments, training_args: TrainingArguments, write: bool) -> None:
-        """Refuse to mix finished runs made with different `RESULT_SETTINGS`; record them for the next invocation."""
-        values = {name: getattr(args if hasattr(args, name) else training_args, name) for name in RESULT_SETTINGS}
-        settings = {name: str(getattr(value, "value", value)) for name, value in values.items()}  # enums by value
+    def check_settings(self, settings: dict[str, str], write: bool) -> None:
+        """Refuse to mix finished runs made with other `result_settings`; record them for the next invocation."""
         path = self.folder / "settings.json"
         if path.exists() and any(self.folder.glob("*.npz")):  # settings of a run that finished nothing do not bind
             earlier = json.loads(path.read_text())
@@ -343,132 +414,55 @@ class RunStore:
             return dict(arrays)
 
 
-def run_record(run: Run, rows: Dataset, split: Split, validation_log_probs: np.ndarray) -> dict:
-    """What `results.json` says of one run, plus the sessions on each side so anyone can check the split."""
-    labels = np.asarray(rows.select(split.validation)["label"])
+def prediction_record(labels: np.ndarray, log_probs: dict[str, np.ndarray]) -> dict:
+    """A run's validation metrics (each head's accuracy too, where `log_probs` has the heads), per-class recall,
+    confusion matrix and why it counts as collapsed, if it does."""
+    names = list(EMOTION_LABELS)
+    predictions = log_probs["validation"].argmax(-1)
+    metrics = prediction_metrics(labels, predictions)
+    for head in ("text_head", "speech_head"):
+        if f"validation_{head}" in log_probs:
+            metrics[f"{head}_accuracy"] = accuracy(labels, log_probs[f"validation_{head}"].argmax(-1))
+    report = per_class_report(labels, predictions, names)
+    matrix = report["confusion_matrix"]["matrix"]
+    return {
+        "metrics": metrics,
+        "per_class_recall": {name: report["per_class"][name]["recall"] for name in names},
+        "confusion_matrix": matrix,
+        "collapse": collapse_reasons(matrix, names),
+    }
+
+
+def run_record(run: Run, rows: Dataset, split: Split, log_probs: dict[str, np.ndarray]) -> dict:
+    """What `results.json` says of one run, with the sessions on each side so anyone can check the split."""
     return {
         "model": run.model,
         "fold": run.fold,
         "seed": run.seed,
-        "validation_sessions": _sessions(rows, split.validation),
-        "n_validation": len(split.validation),
-        "metrics": prediction_metrics(labels, validation_log_probs.argmax(-1)),
-        "training_sessions": _sessions(rows, split.fit),
-        "selection_sessions": _sessions(rows, split.selection),
-        "n_training": len(split.fit),
+        "member_position": run.member_position,
+        "training_seed": run.training_seed,
+        "n_fit": len(split.fit),
         "n_selection": len(split.selection),
+        "n_validation": len(split.validation),
+        **prediction_record(np.asarray(rows.select(split.validation)["label"]), log_probs),
+        "fit_sessions": _sessions(rows, split.fit),
+        "selection_sessions": _sessions(rows, split.selection),
+        "validation_sessions": _sessions(rows, split.validation),
     }
 
 
-def summarize(records: Sequence[dict], models: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean, sample standard deviation (0 for a single run) and count of every metric of every model."""
-    summary = {}
-    for model in models:
-        values = {metric: [record["metrics"][metric] for record in records if record["model"] == model]
-                  for metric in REPORTED_METRICS}  # fmt: skip
-        summary[model] = {
-            metric: {
-                "mean": float(np.mean(scores)),
-                "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
-                "n": len(scores),
-            }
-            for metric, scores in values.items()
-        }
-    return summary
-
-
-def results_markdown(dataset: str, protocol: str, summary: dict) -> str:
-    """Table 5's (Table 6's for AI-Hub) layout: measured mean ± std next to the paper's number for the same row."""
-    paper = PAPER_RESULTS.get(dataset, {})
-    table = "Table 6" if dataset == "aihub" else "Table 5"
-    order = [model for model in PAPER_ROWS if model in summary] + [
-        model for model in summary if model not in PAPER_ROWS
-    ]
-
-    def cell(model: str, metric: str) -> str:
-        scale, digits = (100, 2) if metric == "accuracy" else (1, 4)
-        measured = summary[model][metric]
-        text = f"{scale * measured['mean']:.{digits}f} ± {scale * measured['std']:.{digits}f}"
-        if metric in paper.get(model, {}):
-            text += f" (paper {scale * paper[model][metric]:.{digits}f})"
-        return text
-
-    header = ["Model", *TABLE_COLUMNS.values(), "F1-Score (Macro)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for model in order:
-        name = f"{PAPER_ROWS[model]} (`{model}`)" if model in PAPER_ROWS else f"`{model}`"
-        cells = [cell(model, metric) for metric in [*TABLE_COLUMNS, "f1_macro"]]
-        lines.append("| " + " | ".join([name, *cells]) + " |")
-    runs = ", ".join(f"{model} {summary[model]['accuracy']['n']}" for model in order)
-    reference = f"In parentheses: the paper's {table}." if paper else "The paper reports nothing on this dataset."
-    split = {
-        "paper": "the random stratified 8:2 split (speakers on both sides)",
-        "session_cv": "session cross-validation (no session on both sides of a fold)",
-    }[protocol]
-    return "\n".join(
-        [
-            f"# Model comparison: `{dataset}`, {split}",
-            "",
-            f"Measured: mean ± sample std over runs (folds x seeds; runs per model: {runs}), on validation rows only. "
-            + reference,
-            "",
-            *lines,
-            "",
-        ]
-    )
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_comparison(summary: dict, path: Path) -> None:
-    """Fig. 8: the four metrics of every model as grouped bars, with the standard deviation over runs as error bars."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(max(8, 1.6 * len(summary)), 5))
-    width = 0.8 / len(summary)
-    positions = np.arange(len(TABLE_COLUMNS))
-    for offset, (model, metrics) in enumerate(summary.items()):
-        means = [metrics[metric]["mean"] for metric in TABLE_COLUMNS]
-        errors = [metrics[metric]["std"] for metric in TABLE_COLUMNS]
-        axes.bar(positions + offset * width, means, width, yerr=errors, capsize=3, label=PAPER_ROWS.get(model, model))
-    axes.set_xticks(positions + width * (len(summary) - 1) / 2, ["Accuracy", "Recall", "Precision", "F1-Score"])
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("score (weighted)")
-    axes.set_title("Comparison of performance metrics across models")
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
-
-
-def plot_scaling(processor: HyFusERProcessor, train_features: Dataset, path: Path) -> None:
-    """Fig. 4: the per-dimension means of the text and the speech training features before and after the joint
-    scaler (fitted on the same rows): apart before, both centred on 0 after."""
-    statistics = {name: FeatureStatistics() for name in FEATURE_COLUMNS}
-    # Row by row: native features have a length of their own; every layer's positions count with layer weighting.
-    for row in train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)):
-        for name in FEATURE_COLUMNS:
-            statistics[name].update(row[name])
-    before = [statistics[name].mean for name in FEATURE_COLUMNS]
-    after = processor.scale(*before)
-    plt = _pyplot()
-    figure, panels = plt.subplots(1, 2, figsize=(12, 4), sharey=False)
-    for axes, means, title in zip(panels, (before, after), ("Before scaling", "After joint standard scaling")):
-        for values, label in zip(means, ("text (KoELECTRA)", "speech (HuBERT)")):
-            axes.plot(values, label=label, linewidth=0.8)
-        axes.set_title(title)
-        axes.set_xlabel("feature dimension")
-        axes.set_ylabel("mean over training positions")
-        axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
+def learning_curve(state: TrainerState) -> dict:
+    """Selection accuracy and train loss at every logged epoch, the epochs run and the epoch restored at the end."""
+    evaluations = [entry for entry in state.log_history if "eval_accuracy" in entry]
+    best = [entry["epoch"] for entry in evaluations if entry["step"] == state.best_global_step]
+    return {
+        "epochs_run": state.epoch,
+        "best_epoch": best[0] if best else None,
+        "selection_accuracy": [{"epoch": entry["epoch"], "accuracy": entry["eval_accuracy"]} for entry in evaluations],
+        "train_loss": [
+            {"epoch": entry["epoch"], "loss": entry["loss"]} for entry in state.log_history if "loss" in entry
+        ],
+    }
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -493,17 +487,18 @@ def train_member(
     config: HyFusERConfig,
     args: ReproduceArguments,
     training_args: TrainingArguments,
-) -> dict[str, np.ndarray]:
-    """Train one model on the split's fit rows, stopping early on its selection rows, and return the restored best
-    model's log-probabilities on the selection and validation rows. Its checkpoints are removed afterwards."""
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Train one model on the split's fit rows, stopping early on its selection rows; return the restored best
+    model's log-probabilities on the selection and validation rows (and each head's on validation, for a two-headed
+    model) and its learning curve. Its checkpoints are removed afterwards."""
     run_dir = Path(training_args.output_dir) / "runs" / run.name
     with training_args.main_process_first(desc="clearing an unfinished run"):
         if training_args.process_index == 0:
             shutil.rmtree(run_dir, ignore_errors=True)
-    set_seed(run.seed)
+    set_seed(run.training_seed)
     trainer, selection = train_on_features(
         TRAINABLE_MODELS[run.model](config),
-        dataclasses.replace(training_args, output_dir=str(run_dir), seed=run.seed),
+        dataclasses.replace(training_args, output_dir=str(run_dir), seed=run.training_seed),
         processor,
         features.select(split.fit),
         features.select(split.selection),
@@ -514,56 +509,120 @@ def train_member(
     if trainer.is_world_process_zero():
         for checkpoint in run_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
+    log_probs = {"selection": fused_logits(selection.predictions), "validation": fused_logits(validation.predictions)}
+    if isinstance(validation.predictions, tuple):  # (logits, text_logits, speech_logits)
+        log_probs["validation_text_head"], log_probs["validation_speech_head"] = validation.predictions[1:3]
+    return log_probs, learning_curve(trainer.state)
+
+
+def compose_run(run: Run, store: RunStore, selection_labels: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+    """A composed model's log-probabilities from its members' stored ones (each member is one of its heads), and
+    what its record adds: the members' runs and seeds and the first member's weight."""
+    members = member_runs(run)
+    stored = [store.log_probs(member) for member in members]
+    validation, weight = compose(
+        COMPOSED_MODELS[run.model],
+        [member["selection"] for member in stored],
+        [member["validation"] for member in stored],
+        selection_labels,
+    )
+    log_probs = {
+        "validation": validation,
+        "validation_text_head": stored[0]["validation"],
+        "validation_speech_head": stored[1]["validation"],
+    }
+    extra = {
+        "members": [{"run": member.name, "model": member.model, "training_seed": member.training_seed}
+                    for member in members],
+        "first_member_weight": weight,
+        "learning_curve": None,
+    }  # fmt: skip
+    return log_probs, extra
+
+
+def scaling_means(processor: HyFusERProcessor, train_features: Dataset) -> dict[str, dict[str, list[float]]]:
+    """Fig. 4's data: the per-dimension means of the text and the speech training features before and after the
+    joint scaler (fitted on the same rows)."""
+    statistics = {name: FeatureStatistics() for name in FEATURE_COLUMNS}
+    # Row by row: native features have a length of their own; every layer's positions count with layer weighting.
+    for row in train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)):
+        for name in FEATURE_COLUMNS:
+            statistics[name].update(row[name])
+    before = [statistics[name].mean for name in FEATURE_COLUMNS]
+    after = processor.scale(*before)
     return {
-        "selection": fused_logits(selection.predictions),
-        "validation": fused_logits(validation.predictions),
+        stage: {modality: np.asarray(means).tolist() for modality, means in zip(("text", "speech"), values)}
+        for stage, values in (("before", before), ("after", after))
     }
 
 
-def write_reports(
-    output_dir: Path,
-    args: ReproduceArguments,
-    runs: Sequence[Run],
-    store: RunStore,
-    rows: Dataset,
-    splits: list[Split],
+def write_folds(path: Path, rows: Dataset, splits: Sequence[Split]) -> None:
+    """folds.json: the row ids of every split's fit, selection and validation sets."""
+    ids = rows["id"]
+    folds = []
+    for split in splits:
+        parts = {part: [ids[index] for index in getattr(split, part)] for part in ("fit", "selection", "validation")}
+        folds.append({"fold": split.fold, **parts})
+    path.write_text(json.dumps(folds, indent=2, ensure_ascii=False))
+
+
+def write_predictions(folder: Path, run: Run, rows: Dataset, split: Split, validation_log_probs: np.ndarray) -> None:
+    """predictions/<run>.csv: id, true label, predicted label and the probability of every emotion, per validation
+    row."""
+    folder.mkdir(parents=True, exist_ok=True)
+    validation = rows.select(split.validation)
+    probabilities = np.exp(validation_log_probs)
+    with open(folder / f"{run.name}.csv", "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "label", "prediction", *EMOTION_LABELS])
+        for row_id, label, row in zip(validation["id"], validation["label"], probabilities):
+            values = [f"{probability:.6f}" for probability in row]
+            writer.writerow([row_id, EMOTION_LABELS[label], EMOTION_LABELS[int(row.argmax())], *values])
+
+
+def results_document(
+    args: ReproduceArguments, seeds: Sequence[int], splits: Sequence[Split], records: Sequence[dict], scaling: dict
 ) -> dict:
-    """results.json, results.md, comparison.png and confusion_<model>.png from the finished runs."""
-    models = args.model_names()
-    reported = [run for run in runs if run.model in models]
-    records = [store.record(run) for run in reported]
-    summary = summarize(records, models)
-    results = {
+    """results.json: the protocol, every reported run's record, the analysis of `comparison_hyfuser.analyse` and the
+    data of Fig. 4, everything `comparison_hyfuser.render` needs."""
+    return {
         "dataset": args.dataset,
         "protocol": args.protocol,
+        "selection": args.selection,
+        "selection_fraction": args.selection_fraction,
+        "split_seed": args.split_seed,
         "folds": args.folds if args.protocol == "session_cv" else None,
-        "seeds": sorted({run.seed for run in runs}),
-        "runs": [
-            {key: record[key] for key in ("model", "fold", "seed", "validation_sessions", "n_validation", "metrics")}
-            for record in records
-        ],
-        "summary": summary,
+        "seeds": list(seeds),
+        "member_seed_offset": MEMBER_SEED_OFFSET,
+        "labels": list(EMOTION_LABELS),
+        "splits": [
+            {"fold": split.fold, "n_fit": len(split.fit), "n_selection": len(split.selection),
+             "n_validation": len(split.validation)}
+            for split in splits
+        ],  # fmt: skip
+        **analyse(records, args.model_names()),
+        "runs": list(records),
+        "scaling": scaling,
     }
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (output_dir / "results.md").write_text(results_markdown(args.dataset, args.protocol, summary))
-    plot_comparison(summary, output_dir / "comparison.png")
-    split_of = {split.fold: split for split in splits}
-    names, labels = list(EMOTION_LABELS), np.asarray(rows["label"])
-    for model in models:
-        matrix = np.zeros((len(names), len(names)), dtype=int)
-        for run in reported:
-            if run.model == model:
-                predictions = store.log_probs(run)["validation"].argmax(-1)
-                truth = labels[split_of[run.fold].validation]
-                matrix += np.asarray(per_class_report(truth, predictions, names)["confusion_matrix"]["matrix"])
-        save_confusion_matrix(matrix.tolist(), names, output_dir / f"confusion_{model}.png")
-    return results
+
+
+def render_directory(output_dir: Path) -> None:
+    """`--render`: results.md and the figures of a finished comparison, from its results.json alone."""
+    render(output_dir, json.loads((output_dir / "results.json").read_text()))
+    logger.info("Rendered results.md and the figures in %s from its results.json", output_dir)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args, training_args = parse_arguments(argv)
     setup_logging(training_args)
+    if args.render:
+        render_directory(Path(args.render))
+        return
     output_dir = Path(training_args.output_dir)
+    code_directory = Path(__file__).resolve().parent
+    environment = environment_record(code_directory, training_args.world_size, ["reproduce.py", *argv])
+    logger.info("Effective train batch %s", batch_description(args.global_train_batch_size, training_args))
 
     # 1. Data: every used row once; the splits and the runs, and which of them finished before
     with training_args.main_process_first(desc="dataset preparation"):
@@ -588,7 +647,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = plan_runs(args.model_names(), splits, seeds)
     store = RunStore(output_dir)
     with training_args.main_process_first(desc="checking earlier runs"):
-        store.check_settings(args, training_args, write=training_args.process_index == 0)
+        settings = result_settings(args, training_args, training_args.world_size)
+        store.check_settings(settings, write=training_args.process_index == 0)
     finished = {run for run in runs if store.finished(run)}
     logger.info(
         "%d runs planned, %d finished earlier (skipped), %d to go", len(runs), len(finished), len(runs) - len(finished)
@@ -612,44 +672,48 @@ def main(argv: list[str] | None = None) -> None:
     scaler_split: Split | None = None
     for number, run in enumerate(runs, start=1):
         split = split_of[run.fold]
-        progress = f"[run {number}/{len(runs)}] model={run.model} fold={run.fold} seed={run.seed}"
+        progress = f"[run {number}/{len(runs)}] model={run.model} fold={run.fold} seed={run.training_seed}"
         if run in finished:
             logger.info("%s: finished earlier, skipped", progress)
             continue
         logger.info("%s (%d left after this one)", progress, sum(later not in finished for later in runs[number:]))
         if run.model in COMPOSED_MODELS:
-            if training_args.process_index != 0:
-                continue
-            composed = COMPOSED_MODELS[run.model]
-            members = [store.log_probs(Run(member, run.fold, run.seed)) for member in composed.members]
-            validation, weight = compose(
-                composed,
-                [member["selection"] for member in members],
-                [member["validation"] for member in members],
-                labels[split.selection],
-            )
-            record = {**run_record(run, rows, split, validation), "first_member_weight": weight}
-            store.save(run, record, {"validation": validation})
+            if training_args.process_index == 0:
+                log_probs, extra = compose_run(run, store, labels[split.selection])
+                store.save(run, {**run_record(run, rows, split, log_probs), **extra}, log_probs)
             continue
         if scaler_split is not split:
             fit_scaler_on_cache(processor, features.select(split.fit))
             scaler_split = split
-        log_probs = train_member(run, split, features, processor, config, args, training_args)
+        log_probs, curve = train_member(run, split, features, processor, config, args, training_args)
         if training_args.process_index == 0:
-            store.save(run, run_record(run, rows, split, log_probs["validation"]), log_probs)
+            store.save(run, {**run_record(run, rows, split, log_probs), "learning_curve": curve}, log_probs)
 
     if training_args.process_index != 0:
         return
 
-    # 4. Reports: results.json and results.md, Fig. 8, Fig. 7 per model, Fig. 4 on the first split's training rows
-    results = write_reports(output_dir, args, runs, store, rows, splits)
+    # 4. Reports: results.json, results.md and the figures; the reproduction record (env.json, folds.json, every
+    # run's predictions); Fig. 4 on the first split's fit rows
     if scaler_split is not splits[0]:
         fit_scaler_on_cache(processor, features.select(splits[0].fit))
-    plot_scaling(processor, features.select(splits[0].fit), output_dir / "scaling.png")
+    records = [
+        store.record(reported_run(model, split.fold, seed))
+        for split in splits
+        for seed in seeds
+        for model in args.model_names()
+    ]
+    results = results_document(args, seeds, splits, records, scaling_means(processor, features.select(splits[0].fit)))
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    render(output_dir, results)
+    (output_dir / "env.json").write_text(json.dumps(environment, indent=2))
+    write_folds(output_dir / "folds.json", rows, splits)
+    for run in runs:
+        validation = store.log_probs(run)["validation"]
+        write_predictions(output_dir / "predictions", run, rows, split_of[run.fold], validation)
     logger.info(
-        "Wrote results.json, results.md and the figures to %s:\n%s",
+        "Wrote results.json, results.md, the figures, env.json, folds.json and predictions/ to %s:\n%s",
         output_dir,
-        results_markdown(args.dataset, args.protocol, results["summary"]),
+        (output_dir / "results.md").read_text(encoding="utf-8"),
     )
 
 

@@ -38,7 +38,15 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import PredictionOutput
 
 import features_hyfuser
-from arguments_hyfuser import BackboneArguments, CorpusArguments
+from arguments_hyfuser import (
+    BackboneArguments,
+    CorpusArguments,
+    batch_description,
+    derive_train_batch_size,
+    effective_batch_size,
+    training_devices,
+    use_global_batch,
+)
 from configuration_hyfuser import EMOTION_LABELS
 from data_hyfuser import (
     KEMDY19_ROWS,
@@ -164,16 +172,6 @@ class DataTrainingArguments(CorpusArguments):
             "choices": SPLITS,
         },
     )
-    global_train_batch_size: int = field(
-        default=PAPER_TRAINING_DEFAULTS["per_device_train_batch_size"],
-        metadata={
-            "help": "Training examples per optimizer step over all devices and processes (Table 3: 32). Unless "
-            "--per_device_train_batch_size is given, the per-device batch is this divided by the devices and by "
-            "--gradient_accumulation_steps, and a run whose devices x accumulation steps do not divide it stops with "
-            "an error (no silent change of the batch). With --per_device_train_batch_size, that wins and the log "
-            "states the effective batch."
-        },
-    )
 
 
 def build_parser(dataset: str) -> HfArgumentParser:
@@ -186,8 +184,7 @@ def build_parser(dataset: str) -> HfArgumentParser:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     corpus = CORPORA[dataset]
     parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir=corpus.output_dir)
-    # Unset, it is derived from --global_train_batch_size (`derive_train_batch_size`).
-    parser.set_defaults(per_device_train_batch_size=None)
+    use_global_batch(parser)
     # Without a GPU, the processes of `accelerate launch --multi_gpu` or `torchrun` only join one gloo DDP run when
     # use_cpu is set; otherwise each of them trains alone on all the data.
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
@@ -195,9 +192,6 @@ def build_parser(dataset: str) -> HfArgumentParser:
     # TrainingArguments' own help names its default ('loss'), which the paper's replaces.
     parser._option_string_actions["--metric_for_best_model"].help = (
         "Metric compared across evaluations to pick the checkpoint restored at the end and to stop early."
-    )
-    parser._option_string_actions["--per_device_train_batch_size"].help = (
-        "Training batch per device. Unset: --global_train_batch_size / (devices x --gradient_accumulation_steps)."
     )
     return parser
 
@@ -208,35 +202,8 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
     dataset = HfArgumentParser(DataTrainingArguments, add_help=False).parse_known_args(argv)[0].dataset
     model_args, data_args, training_args = build_parser(dataset).parse_args_into_dataclasses(argv)
     data_args.check_directories()
-    derive_train_batch_size(data_args, training_args)
+    derive_train_batch_size(model_args.global_train_batch_size, training_args)
     return model_args, data_args, training_args
-
-
-def training_devices(training_args: TrainingArguments) -> int:
-    """Devices that each take a per-device batch per step: the processes of a distributed run, or the GPUs of one
-    process (the Trainer's DataParallel)."""
-    return training_args.world_size * max(training_args.n_gpu, 1)
-
-
-def derive_train_batch_size(data_args: DataTrainingArguments, training_args: TrainingArguments) -> None:
-    """Set an unset per-device batch so that the effective batch is `--global_train_batch_size` on any number of
-    devices, or refuse a device count that cannot reach it exactly."""
-    if training_args.per_device_train_batch_size is not None:
-        return
-    per_device_share = training_devices(training_args) * training_args.gradient_accumulation_steps
-    if data_args.global_train_batch_size % per_device_share:
-        raise ValueError(
-            f"--global_train_batch_size {data_args.global_train_batch_size} cannot be split over "
-            f"{training_devices(training_args)} device(s) x {training_args.gradient_accumulation_steps} gradient "
-            "accumulation step(s): choose a device count or --gradient_accumulation_steps that divides it, or give "
-            "--per_device_train_batch_size (the effective batch then changes, and the log says to what)"
-        )
-    training_args.per_device_train_batch_size = data_args.global_train_batch_size // per_device_share
-
-
-def effective_batch_size(training_args: TrainingArguments) -> int:
-    """Training examples per optimizer step, over all devices and accumulation steps."""
-    return training_args.train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
 
 
 def precision(training_args: TrainingArguments) -> str:
@@ -465,13 +432,7 @@ def main() -> None:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:])
     setup_logging(training_args)
     logger.info("Training/evaluation parameters %s", training_args)
-    logger.info(
-        "Effective train batch %d: %d per device x %d device(s) x %d gradient accumulation step(s)%s",
-        effective_batch_size(training_args), training_args.per_device_train_batch_size, training_devices(training_args),
-        training_args.gradient_accumulation_steps,
-        "" if effective_batch_size(training_args) == data_args.global_train_batch_size
-        else f" (not --global_train_batch_size {data_args.global_train_batch_size}: --per_device_train_batch_size wins)",
-    )  # fmt: skip
+    logger.info("Effective train batch %s", batch_description(model_args.global_train_batch_size, training_args))
 
     # 2. Data: the corpora through the paper's preprocessing (the demo first writes its corpus and backbones)
     with training_args.main_process_first(desc="dataset preparation"):

@@ -79,6 +79,7 @@ import features_hyfuser  # noqa: E402
 from configuration_hyfuser import HyFusERConfig  # noqa: E402
 from data_hyfuser import build_paper_dataset  # noqa: E402
 from demo_hyfuser import BackbonePaths, build_tiny_backbones, prepare_demo  # noqa: E402
+from environment_hyfuser import cpu_matmul_capabilities, cpu_model, gpu_name, read_cpuinfo  # noqa: E402
 from modeling_hyfuser import HyFusERForEmotionRecognition  # noqa: E402
 from pipeline_hyfuser import save_hyfuser  # noqa: E402
 from processing_hyfuser import FeatureStatistics, HyFusERProcessor  # noqa: E402
@@ -188,30 +189,14 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-BF16_CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_fp16")
-"""/proc/cpuinfo flags that say whether this CPU multiplies bf16 matrices in hardware: AMX tiles (Sapphire Rapids
-and later) make bf16 GEMMs several times faster than fp32; AVX512-BF16 only has dot-product instructions."""
-
-
-def cpu_matmul_capabilities(cpuinfo: str) -> dict[str, Any]:
-    """The CPU's matmul-relevant instruction sets, from its flags and from what PyTorch dispatches to."""
-    flags = set(re.findall(r"^flags\s*:\s*(.+)$", cpuinfo, flags=re.MULTILINE)[0].split()) if cpuinfo else set()
-    return {
-        **{flag: flag in flags for flag in BF16_CPU_FLAGS},
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "bf16_matrix_units": "amx_bf16" in flags,
-    }
-
-
 def describe_machine() -> dict[str, Any]:
     """Enough to tell two results.json files apart: CPU and its matmul capabilities, cores, memory, library versions,
     threads and load."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo, flags=re.MULTILINE)
+    cpuinfo = read_cpuinfo()
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
     memory_kb = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, flags=re.MULTILINE)
     return {
-        "cpu_model": models[0] if models else platform.processor(),
+        "cpu_model": cpu_model(cpuinfo),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -223,7 +208,7 @@ def describe_machine() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "cuda": gpu_name(),
         "load_average_at_start": os.getloadavg(),
     }
 
@@ -823,7 +808,7 @@ def demo_bf16_agreement(settings: Settings, workdir: Path) -> dict[str, Any]:
 
 def bench_bf16(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
     """bf16 against float32: real-size extraction time and the predictions it leads to, and training efficiency."""
-    machine = cpu_matmul_capabilities(Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "")
+    machine = cpu_matmul_capabilities(read_cpuinfo())
     count = settings.bf16_extraction_utterances
     paths = write_utterances(workdir / "bf16_audio", count, settings.extraction_audio_seconds)
     texts = korean_texts(count)

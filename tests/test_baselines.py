@@ -17,6 +17,7 @@ from test_modeling_hyfuser import (
     assert_every_parameter_has_a_finite_nonzero_gradient,
     random_features,
     reference_block,
+    reference_hyfuser,
     small_config,
 )
 from train_script import TRAIN
@@ -96,6 +97,7 @@ def test_parameter_counts_at_the_papers_sizes_equal_the_readme_table():
         counts["average_ensemble"] == counts["weighted_average_ensemble"] == counts["text_lstm"] + counts["speech_cnn"]
     )
     assert counts["hyfuser_separate"] == 2 * counts["kohmt"]
+    assert counts["hyfuser_seed_ensemble"] == 2 * counts["hyfuser"]
     assert readme_parameter_counts() == counts
 
 
@@ -226,6 +228,8 @@ def reference_probabilities(name: str, weights: dict, text: torch.Tensor, speech
             prefix = f"convolutions.{index}"
             states = torch.relu(reference_conv1d_same(states, weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]))
         return {"fused": torch.softmax(dense(states.mean(1), weights, "classifier"), -1)}
+    if name == "hyfuser":
+        return {"fused": reference_hyfuser(weights, config, text, speech)["ensemble"]}
     if name == "bicma":
         text_centric = reference_block(weights, "text_queries_speech", text, speech, config)
         speech_centric = reference_block(weights, "speech_queries_text", speech, text, config)

@@ -244,8 +244,12 @@ def reference_block(
 
 
 def reference_forward(model: HyFusERForEmotionRecognition, text: torch.Tensor, speech: torch.Tensor) -> dict:
-    """Algorithm 1 from the state dict: encoders, Step 1 (Eq. 7), Step 2 (Eq. 8), mean pooling, heads, Eq. 9."""
-    config, weights = model.config, model.state_dict()
+    """Algorithm 1 from the model's state dict (`reference_hyfuser`)."""
+    return reference_hyfuser(model.state_dict(), model.config, text, speech)
+
+
+def reference_hyfuser(weights: dict, config: HyFusERConfig, text: torch.Tensor, speech: torch.Tensor) -> dict:
+    """Algorithm 1 from a state dict: encoders, Step 1 (Eq. 7), Step 2 (Eq. 8), mean pooling, heads, Eq. 9."""
     encoded = {}
     for modality, states in (("text", text), ("speech", speech)):
         for index in range(config.num_hidden_layers):
