@@ -17,7 +17,7 @@ from corpora import write_aihub263, write_kemdy19, write_kemdy20
 from data_hyfuser import build_paper_dataset, selection_split, session_folds
 from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS
 from reproduce import PAPER_RESULTS, compose, main, parse_arguments, results_markdown
-from test_train import OVERRIDES, run
+from test_train import DROPOUT_OVERRIDES, OVERRIDES, run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_SESSIONS = {"KEMDy19/Sess01", "KEMDy19/Sess02", "KEMDy20/Sess01", "KEMDy20/Sess02", "KEMDy20/Sess17"}
@@ -189,25 +189,31 @@ def test_session_cv_runs_every_model_on_disjoint_session_folds(session_cv):
     assert "(paper 67.83)" in table and "Table 5" in table
 
 
+def run_until_second_run_starts(command: list[str], hf_home: Path) -> str:
+    """Run a comparison and kill it as soon as it logs the start of its second run; returns its log."""
+    environment = {**os.environ, "HF_HOME": str(hf_home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    log = ""
+    for line in process.stdout:
+        log += line
+        if "[run 2/" in line:
+            process.kill()
+            break
+    process.wait(timeout=60)
+    process.stdout.close()
+    assert "[run 2/" in log, log[-3000:]
+    return log
+
+
 @pytest.mark.slow
 def test_a_killed_comparison_resumes_skipping_finished_runs(session_cv, session_cv_arguments, hf_home, tmp_path):
     """Kill the comparison as soon as its second run starts, then run it again: the first run is not repeated,
     nothing is extracted again, and the results equal those of the uninterrupted comparison."""
     output_dir = tmp_path / "resumed"
     command = [sys.executable, *session_cv_arguments, "--output_dir", str(output_dir)]
-    environment = {**os.environ, "HF_HOME": str(hf_home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    first_log = ""
-    for line in process.stdout:
-        first_log += line
-        if "[run 2/" in line:
-            process.kill()
-            break
-    process.wait(timeout=60)
-    process.stdout.close()
-    assert "[run 2/" in first_log, first_log[-3000:]
+    run_until_second_run_starts(command, hf_home)
     assert not (output_dir / "results.json").exists()
 
     log = run(command, hf_home).stdout
@@ -216,6 +222,31 @@ def test_a_killed_comparison_resumes_skipping_finished_runs(session_cv, session_
     assert not EXTRACTION.search(log)
     expected = json.loads((session_cv[0] / "results.json").read_text())
     assert json.loads((output_dir / "results.json").read_text()) == expected
+
+
+@pytest.mark.slow
+def test_a_comparison_killed_and_rerun_on_a_warm_cache_repeats_the_uninterrupted_one_exactly(
+    session_cv_arguments, hf_home, tmp_path
+):
+    """With dropout, every random number drawn in a process shows in the weights of the second epoch, which each run
+    ends with here: the rerun, whose process reuses the features and so never runs the backbones, repeats the
+    uninterrupted comparison (which extracted them) to the last bit of every run's log-probabilities."""
+    arguments = [*session_cv_arguments, "--models", "text_lstm,hyfuser", "--config_overrides", DROPOUT_OVERRIDES,
+                 "--num_train_epochs", "2", "--early_stopping_patience", "0", "--load_best_model_at_end", "false",
+                 "--cache_dir", str(tmp_path / "cache")]  # fmt: skip
+    reference_dir, output_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert EXTRACTION.search(run([sys.executable, *arguments, "--output_dir", str(reference_dir)], hf_home).stdout)
+    command = [sys.executable, *arguments, "--output_dir", str(output_dir)]
+    assert not EXTRACTION.search(run_until_second_run_starts(command, hf_home))
+    run(command, hf_home)
+    expected = json.loads((reference_dir / "results.json").read_text())
+    assert json.loads((output_dir / "results.json").read_text()) == expected
+    log_probs = sorted(path.name for path in (reference_dir / "runs").glob("*.npz"))
+    assert log_probs == sorted(path.name for path in (output_dir / "runs").glob("*.npz")) and len(log_probs) == 4
+    for name in log_probs:
+        with np.load(reference_dir / "runs" / name) as reference, np.load(output_dir / "runs" / name) as rerun:
+            for split in reference.files:
+                assert np.array_equal(rerun[split], reference[split]), f"{name}: {split}"
 
 
 @pytest.mark.slow
