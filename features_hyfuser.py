@@ -470,6 +470,22 @@ def trainer_dataset(features: Dataset) -> Dataset:
     return features.select_columns([*FEATURE_COLUMNS, "label"]).with_format("torch")
 
 
+class CheckpointProcessor:
+    """The processor as the Trainer saves it with every checkpoint: settings, fitted scaler, tokenizer and feature
+    extractor, with the frozen backbones named where they are (`HyFusERProcessor.backbone_references`), not copied.
+
+    Copies would cost hundreds of MB and seconds per checkpoint, and a process that had not loaded the backbones
+    yet would load them at its first save. What training ends with is saved by `save_hyfuser`, self-contained.
+    """
+
+    def __init__(self, processor: HyFusERProcessor):
+        processor.backbone_references()  # refuse a processor checkpoints cannot name the backbones of, before training
+        self.processor = processor
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> list[str]:
+        return self.processor.save_pretrained(save_directory, save_backbones=False, **kwargs)
+
+
 def train_on_features(
     model: PreTrainedModel,
     training_args: TrainingArguments,
@@ -483,7 +499,9 @@ def train_on_features(
 
     Batches are scaled with `processor`'s fitted joint scaler; `eval_features` is evaluated every time
     `training_args` says, picks the checkpoint restored at the end and stops training after `early_stopping_patience`
-    evaluations without improvement (0: never). Train and eval metrics and the trainer state go to `output_dir`.
+    evaluations without improvement (0: never). Train and eval metrics and the trainer state go to `output_dir`;
+    checkpoints hold the model, optimizer, scheduler, random states and the processor without its backbones
+    (`CheckpointProcessor`).
     """
     trainer = Trainer(
         model=model,
@@ -492,7 +510,7 @@ def train_on_features(
         eval_dataset=trainer_dataset(eval_features),
         data_collator=partial(collate_scaled_features, processor=processor),
         compute_metrics=compute_metrics,
-        processing_class=processor,
+        processing_class=CheckpointProcessor(processor),
         callbacks=[EarlyStoppingCallback(early_stopping_patience)] if early_stopping_patience else [],
     )
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Union
 
 import numpy as np
@@ -64,6 +66,27 @@ STD_FLOOR = 1e-6
 """Dimensions whose standard deviation is below this are only centred (divided by 1), like sklearn's StandardScaler."""
 BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """Compute dtypes the frozen backbones can run in, by name; float32 is the paper's."""
+
+
+@contextmanager
+def global_rng_kept(device: torch.device) -> Iterator[None]:
+    """Leave the global random generators (Python's, NumPy's, torch's on the CPU and on `device`) as they were.
+
+    Training draws dropout masks from them in the same process that may load the backbones or a recognizer
+    (building a model draws initial weights that its saved ones then replace) or run them (a recognizer may sample):
+    without this, a run's weights would depend on whether its features were cached and on where it was resumed.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    accelerator = torch.accelerator.current_accelerator()
+    devices = []  # the CPU (whose generator is always kept) and devices without generators, such as `meta`
+    if accelerator is not None and device.type == accelerator.type:
+        devices = [torch.accelerator.current_device_index() if device.index is None else device.index]
+    try:
+        with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cpu"):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 class FeatureStatistics:
@@ -338,32 +361,52 @@ class HyFusERProcessor(ProcessorMixin):
 
         With `save_backbones=True` both backbones are also written to `text_backbone/` and `speech_backbone/` and
         referenced as `"./text_backbone"`, `"./speech_backbone"`, so the directory or Hub repo needs nothing else.
-        The default (`None`) is `has_local_backbones()`: a saved processor never points at a local path that will
-        not exist where it is loaded, and re-saving a self-contained one (as the Trainer does at every checkpoint)
-        stays self-contained. Hub ids are otherwise stored as they are. To publish the backbones too, use
+        With `False` they are referenced where they are (`backbone_references`): Hub ids as they are, local
+        directories by absolute path, which is what training checkpoints do. The default (`None`) is
+        `has_local_backbones()`: a saved processor never points at a local path that will not exist where it is
+        loaded, and re-saving a self-contained one stays self-contained. To publish the backbones too, use
         `push_to_hub(repo_id)` or upload the saved folder: `push_to_hub=True` here would miss the subfolders.
         """
         names = self._names
         if save_backbones is None:
             save_backbones = self.has_local_backbones()
-        elif not save_backbones and any(name.startswith(LOCAL_PREFIX) for name in names):
-            raise ValueError(
-                f"the backbones {names} live inside the directory this processor was loaded from, so a copy without "
-                "them would point at nothing: pass save_backbones=True"
-            )
-        if not save_backbones:
-            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
-        if push_to_hub:  # ProcessorMixin uploads only what it wrote itself
-            raise ValueError("save_pretrained(push_to_hub=True) cannot upload the backbones: use push_to_hub(repo_id)")
-        backbones = self._load_backbones()
-        backbones.text.save_pretrained(os.path.join(save_directory, TEXT_BACKBONE_SUBFOLDER))
-        backbones.speech.save_pretrained(os.path.join(save_directory, SPEECH_BACKBONE_SUBFOLDER))
-        self.text_backbone = LOCAL_PREFIX + TEXT_BACKBONE_SUBFOLDER
-        self.speech_backbone = LOCAL_PREFIX + SPEECH_BACKBONE_SUBFOLDER
+        if save_backbones:
+            if push_to_hub:  # ProcessorMixin uploads only what it wrote itself
+                raise ValueError(
+                    "save_pretrained(push_to_hub=True) cannot upload the backbones: use push_to_hub(repo_id)"
+                )
+            backbones = self._load_backbones()
+            backbones.text.save_pretrained(os.path.join(save_directory, TEXT_BACKBONE_SUBFOLDER))
+            backbones.speech.save_pretrained(os.path.join(save_directory, SPEECH_BACKBONE_SUBFOLDER))
+            self.text_backbone = LOCAL_PREFIX + TEXT_BACKBONE_SUBFOLDER
+            self.speech_backbone = LOCAL_PREFIX + SPEECH_BACKBONE_SUBFOLDER
+        else:
+            self.text_backbone, self.speech_backbone = self.backbone_references()
         try:
             return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
         finally:  # this in-memory processor still loads its backbones from where they were
             self.text_backbone, self.speech_backbone = names
+
+    def backbone_references(self) -> tuple[str, str]:
+        """(text, speech) backbone names that load the same backbones from any directory on this machine: a Hub id as
+        it is, a local directory (one inside the directory this processor was loaded from included) by absolute
+        path. A backbone inside a Hub repo's subfolder has no such name: a ValueError."""
+        references = []
+        for name in self._names:
+            path, location = self._resolve(name)
+            if "subfolder" in location and os.path.isdir(path):
+                path = os.path.join(path, location["subfolder"])
+            if os.path.isdir(path):
+                references.append(os.path.abspath(path))
+            elif name.startswith(LOCAL_PREFIX):
+                raise ValueError(
+                    f"the backbone {name!r} lives inside {path!r}, which is not a local directory, so no single name "
+                    "can point at it: save with save_backbones=True, or load the processor from a local copy of that "
+                    "repo (huggingface_hub.snapshot_download)"
+                )
+            else:
+                references.append(name)
+        return references[0], references[1]
 
     def has_local_backbones(self) -> bool:
         """Whether a backbone is a local directory or part of the processor's own save (so a copy must carry it)."""
@@ -491,10 +534,11 @@ class HyFusERProcessor(ProcessorMixin):
     def _load_backbones(self) -> _FrozenBackbones:
         backbones = self._backbones
         if backbones.text is None:
-            text, speech = (
-                AutoModel.from_pretrained(path, **kwargs).eval().requires_grad_(False).to(backbones.device)
-                for path, kwargs in map(self._resolve, self._names)
-            )
+            with global_rng_kept(backbones.device):
+                text, speech = (
+                    AutoModel.from_pretrained(path, **kwargs).eval().requires_grad_(False).to(backbones.device)
+                    for path, kwargs in map(self._resolve, self._names)
+                )
             self._read_backbone_configs(text.config, speech.config)
             backbones.text, backbones.speech = text, speech
         return backbones
@@ -783,7 +827,7 @@ class HyFusERProcessor(ProcessorMixin):
         autocast = torch.autocast(
             self.device.type, dtype=self.backbone_dtype, enabled=self.backbone_dtype != torch.float32
         )
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, global_rng_kept(self.device):
             output = model(
                 **{name: tensor.to(self.device) for name, tensor in inputs.items()}, output_hidden_states=every_layer
             )
@@ -814,13 +858,17 @@ class HyFusERProcessor(ProcessorMixin):
         if getattr(generation_config, "is_multilingual", False):  # Whisper: Korean, transcribed (not translated)
             options["generate_kwargs"] = {"language": self.asr_language, "task": "transcribe"}
         inputs = [{"raw": waveform, "sampling_rate": self.sampling_rate} for waveform in waveforms]
-        return [result["text"].strip() for result in recognizer(inputs, **options)]
+        with global_rng_kept(self.device):
+            return [result["text"].strip() for result in recognizer(inputs, **options)]
 
     def _load_recognizer(self, asr_model: str):
         recognizers = self._backbones.recognizers
         if asr_model not in recognizers:
             try:
-                recognizers[asr_model] = pipeline("automatic-speech-recognition", model=asr_model, device=self.device)
+                with global_rng_kept(self.device):
+                    recognizers[asr_model] = pipeline(
+                        "automatic-speech-recognition", model=asr_model, device=self.device
+                    )
             except (OSError, ValueError) as error:
                 raise ValueError(
                     f"an input has audio but no text, and the speech recognizer {asr_model!r} cannot be loaded "

@@ -473,8 +473,8 @@ def main() -> None:
     # 5. Joint scaler on the training split only
     fit_scaler_on_cache(processor, features["train"])
 
-    # 6. Model, seeded only now: loading the backbones draws random numbers, so seeding any earlier would make the
-    # initial weights depend on whether this run found its features in the cache
+    # 6. Model, seeded right before it is built, so that its initial weights depend on the seed alone, whatever ran
+    # before (loading, extracting and saving leave the global generators as they were anyway)
     set_seed(training_args.seed)
     config = model_config(processor, text_backbone, speech_backbone, model_args.config_overrides)
     model = TRAINABLE_MODELS[model_args.model](config)

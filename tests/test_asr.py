@@ -11,11 +11,13 @@ import pytest
 from audio_files import write_tone
 from corpora import write_kemdy20
 from datasets import Dataset
+from test_processing_hyfuser import global_random_state
 from train_script import run_main
 from transformers import AutoTokenizer, pipeline
 
 from configuration_hyfuser import DEFAULT_ASR_MODEL, EMOTION_LABELS
 from demo_hyfuser import build_tiny_asr_model
+from processing_hyfuser import HyFusERProcessor
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,12 @@ def test_train_py_trains_on_asr_transcripts_and_its_model_transcribes_with_the_s
     served = pipeline(model=str(output_dir), trust_remote_code=True, device="cpu")
     result = served({"audio": clips[0]})  # no asr_model=: the one it was trained with
     assert result["transcript"] == recognized(asr_model, clips[0], served)
+
+
+def test_loading_and_running_the_recognizer_leave_the_global_random_state_alone(tiny_backbones, asr_model, clips):
+    """`train.py --transcripts asr` transcribes in the process that then trains (and Whisper may sample when greedy
+    decoding fails its checks): the dropout masks must not depend on whether the transcripts were cached."""
+    processor = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, asr_model=asr_model)
+    before = global_random_state()
+    assert processor.transcribe([processor.load_audio(clip) for clip in clips])
+    assert global_random_state() == before

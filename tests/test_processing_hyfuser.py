@@ -3,6 +3,7 @@
 import copy
 import json
 import pickle
+import random
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,11 @@ def noise(seconds: float, seed: int = 0) -> np.ndarray:
 
 def dominant_frequency(waveform: np.ndarray, rate: int) -> float:
     return float(np.argmax(np.abs(np.fft.rfft(waveform))) * rate / len(waveform))
+
+
+def global_random_state() -> bytes:
+    """The state of the global generators training draws from (Python's, NumPy's, torch's), as one comparable value."""
+    return pickle.dumps((random.getstate(), np.random.get_state(), torch.get_rng_state().numpy()))
 
 
 @pytest.fixture(scope="module")
@@ -386,10 +392,26 @@ def test_saved_backbones_make_directory_self_contained(fitted, tiny_backbones, t
     loaded = AutoProcessor.from_pretrained(tmp_path / "saved", trust_remote_code=True)
     for name, value in expected.items():
         torch.testing.assert_close(loaded(**inputs)[name], value, atol=0, rtol=0)
-    loaded.save_pretrained(tmp_path / "resaved")  # the Trainer's call: backbones come along by default
+    loaded.save_pretrained(tmp_path / "resaved")  # backbones come along by default
     assert (tmp_path / "resaved" / "speech_backbone" / "config.json").is_file()
-    with pytest.raises(ValueError, match="pass save_backbones=True"):
+    # Told not to copy them, it names the copies it was loaded from, by absolute path.
+    loaded.save_pretrained(tmp_path / "referencing", save_backbones=False)
+    assert not (tmp_path / "referencing" / "text_backbone").exists()
+    saved = json.loads((tmp_path / "referencing" / "processor_config.json").read_text())
+    assert saved["text_backbone"] == str((tmp_path / "saved" / "text_backbone").resolve())
+    referencing = HyFusERProcessor.from_pretrained(tmp_path / "referencing")
+    for name, value in expected.items():
+        torch.testing.assert_close(referencing(**inputs)[name], value, atol=0, rtol=0)
+    # Where the directory it came from is no local directory (a Hub repo, or gone), no name can point inside it.
+    shutil.rmtree(tmp_path / "saved")
+    with pytest.raises(ValueError, match=r"'./text_backbone' lives inside .*, which is not a local directory"):
         loaded.save_pretrained(tmp_path / "broken", save_backbones=False)
+
+
+def test_backbones_are_referenced_by_hub_id_or_absolute_path(processor, monkeypatch):
+    monkeypatch.chdir(Path(processor.text_backbone).parent)
+    relative = HyFusERProcessor(processor.tokenizer, processor.feature_extractor, "text", "org/speech")
+    assert relative.backbone_references() == (processor.text_backbone, "org/speech")
 
 
 def test_only_local_backbones_are_copied_by_default(processor, tmp_path):
@@ -407,6 +429,19 @@ def test_push_to_hub_with_backbones_is_refused_before_writing(processor, tmp_pat
     with pytest.raises(ValueError, match="cannot upload the backbones: use push_to_hub"):
         processor.save_pretrained(tmp_path, push_to_hub=True)
     assert not any(tmp_path.iterdir())
+
+
+def test_loading_saving_and_running_the_backbones_leave_the_global_random_state_alone(tiny_backbones, tmp_path):
+    """Training draws its dropout masks from the global generators, in the process that may have extracted the
+    features or saves a self-contained copy; building a backbone draws initial weights before its weights load."""
+    torch.manual_seed(0)
+    before = global_random_state()
+    saved = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, SEQUENCE_LENGTH)
+    saved.save_pretrained(tmp_path, save_backbones=True)
+    assert saved._backbones.speech is not None and global_random_state() == before
+    extracting = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, SEQUENCE_LENGTH)
+    extracting(TEXTS[:2], [noise(0.5), noise(1.5, seed=1)], scale=False)
+    assert extracting._backbones.speech is not None and global_random_state() == before
 
 
 def test_fingerprint_is_unchanged_by_loading_backbones(tiny_backbones):

@@ -50,7 +50,7 @@ from reproduce import (
     result_settings,
     results_document,
 )
-from test_train import OVERRIDES, run
+from test_train import DROPOUT_OVERRIDES, OVERRIDES, run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_SESSIONS = {"KEMDy19/Sess01", "KEMDy19/Sess02", "KEMDy20/Sess01", "KEMDy20/Sess02", "KEMDy20/Sess17"}
@@ -509,25 +509,31 @@ def test_rendering_results_json_again_gives_the_same_results_md(session_cv, tmp_
     assert {path.name for path in tmp_path.glob("*.png")} == {path.name for path in session_cv[0].glob("*.png")}
 
 
+def run_until_second_run_starts(command: list[str], hf_home: Path) -> str:
+    """Run a comparison and kill it as soon as it logs the start of its second run; returns its log."""
+    environment = {**os.environ, "HF_HOME": str(hf_home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    log = ""
+    for line in process.stdout:
+        log += line
+        if "[run 2/" in line:
+            process.kill()
+            break
+    process.wait(timeout=60)
+    process.stdout.close()
+    assert "[run 2/" in log, log[-3000:]
+    return log
+
+
 @pytest.mark.slow
 def test_a_killed_comparison_resumes_skipping_finished_runs(session_cv, session_cv_arguments, hf_home, tmp_path):
     """Kill the comparison as soon as its second run starts, then run it again: the first run is not repeated,
     nothing is extracted again, and the results, folds and predictions equal those of the uninterrupted one."""
     output_dir = tmp_path / "resumed"
     command = [sys.executable, *session_cv_arguments, "--output_dir", str(output_dir)]
-    environment = {**os.environ, "HF_HOME": str(hf_home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    first_log = ""
-    for line in process.stdout:
-        first_log += line
-        if "[run 2/" in line:
-            process.kill()
-            break
-    process.wait(timeout=60)
-    process.stdout.close()
-    assert "[run 2/" in first_log, first_log[-3000:]
+    run_until_second_run_starts(command, hf_home)
     assert not (output_dir / "results.json").exists()
 
     log = run(command, hf_home).stdout
@@ -539,6 +545,31 @@ def test_a_killed_comparison_resumes_skipping_finished_runs(session_cv, session_
         assert (output_dir / name).read_bytes() == (uninterrupted / name).read_bytes(), name
     for predictions in (uninterrupted / "predictions").glob("*.csv"):
         assert (output_dir / "predictions" / predictions.name).read_bytes() == predictions.read_bytes()
+
+
+@pytest.mark.slow
+def test_a_comparison_killed_and_rerun_on_a_warm_cache_repeats_the_uninterrupted_one_exactly(
+    session_cv_arguments, hf_home, tmp_path
+):
+    """With dropout, every random number drawn in a process shows in the weights of the second epoch, which each run
+    ends with here: the rerun, whose process reuses the features and so never runs the backbones, repeats the
+    uninterrupted comparison (which extracted them) to the last bit of every run's log-probabilities."""
+    arguments = [*session_cv_arguments, "--models", "text_lstm,hyfuser", "--config_overrides", DROPOUT_OVERRIDES,
+                 "--num_train_epochs", "2", "--early_stopping_patience", "0", "--load_best_model_at_end", "false",
+                 "--cache_dir", str(tmp_path / "cache")]  # fmt: skip
+    reference_dir, output_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert EXTRACTION.search(run([sys.executable, *arguments, "--output_dir", str(reference_dir)], hf_home).stdout)
+    command = [sys.executable, *arguments, "--output_dir", str(output_dir)]
+    assert not EXTRACTION.search(run_until_second_run_starts(command, hf_home))
+    run(command, hf_home)
+    expected = json.loads((reference_dir / "results.json").read_text())
+    assert json.loads((output_dir / "results.json").read_text()) == expected
+    log_probs = sorted(path.name for path in (reference_dir / "runs").glob("*.npz"))
+    assert log_probs == sorted(path.name for path in (output_dir / "runs").glob("*.npz")) and len(log_probs) == 4
+    for name in log_probs:
+        with np.load(reference_dir / "runs" / name) as reference, np.load(output_dir / "runs" / name) as rerun:
+            for split in reference.files:
+                assert np.array_equal(rerun[split], reference[split]), f"{name}: {split}"
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -79,15 +80,15 @@ def train_args(tiny_backbones, corpora) -> list[str]:
 
 
 def run(
-    command: list[str], hf_home: Path, cwd: Path = REPO_ROOT, succeeds: bool = True
+    command: list[str], hf_home: Path, cwd: Path = REPO_ROOT, returncode: int = 0
 ) -> subprocess.CompletedProcess:
-    """Run `command`, check that it succeeds (or with `succeeds=False` that it fails), showing its output if not, and
-    return it (stdout and stderr merged)."""
+    """Run `command`, fail with its output unless it exits with `returncode`, and return it (stdout and stderr
+    merged)."""
     environment = {**os.environ, "HF_HOME": str(hf_home), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(
         command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600
     )
-    assert (result.returncode == 0) == succeeds, result.stdout[-6000:]
+    assert result.returncode == returncode, result.stdout[-6000:]
     return result
 
 
@@ -304,7 +305,7 @@ def test_a_cut_short_cache_file_stops_the_run_naming_it_and_rebuild_cache_re_ext
     arguments = [*train_args, "--cache_dir", str(cache_dir), "--output_dir", str(tmp_path / "out"),
                  "--num_train_epochs", "1"]  # fmt: skip
 
-    log = run([sys.executable, "train.py", *arguments], hf_home, succeeds=False).stdout
+    log = run([sys.executable, "train.py", *arguments], hf_home, returncode=1).stdout
     # The run ends on the cache's own error, not on pyarrow's failure to read the file, and claims no reuse.
     assert "pyarrow" not in log and "OSError" not in log and "Reusing cached train features" not in log
     error = log[log.rindex("Traceback (most recent call last)") :].splitlines()
@@ -440,6 +441,124 @@ def test_run_stopped_after_a_checkpoint_resumes_to_the_same_step_count_and_weigh
     reference = load_file(reference_dir / last_checkpoint)
     for name, tensor in load_file(output_dir / last_checkpoint).items():
         torch.testing.assert_close(tensor, reference[name], msg=name)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Same command, same weights: a warm cache or a kill and resume changes nothing, and checkpoints hold what trains
+
+DROPOUT_OVERRIDES = OVERRIDES.replace("dropout_prob=0,attention_dropout=0", "dropout_prob=0.3,attention_dropout=0.3")
+"""The tiny HyFusER with dropout: every training step draws masks from the global generator, so a random number drawn
+by anything else in the process (loading a backbone, saving a checkpoint) would change the weights."""
+
+DETERMINISM_EPOCHS = 4
+"""Checkpoints every epoch. Loading the backbones once drew random numbers at a process's first checkpoint save, so a
+run stopped after epoch 2 and resumed diverged from epoch 4 on: four epochs show it."""
+
+KILL_AT_STEP = """
+import os, runpy, signal, sys
+from transformers import Trainer, TrainerCallback
+
+class KillAtStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == {step}:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+build_trainer = Trainer.__init__
+
+def build_trainer_that_dies(self, *args, **kwargs):
+    build_trainer(self, *args, **kwargs)
+    self.add_callback(KillAtStep())
+
+Trainer.__init__ = build_trainer_that_dies
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+"""`python -c KILL_AT_STEP train.py ...`: train.py, killed without any clean-up right after optimizer step `step`."""
+
+
+@pytest.fixture(scope="module")
+def dropout_args(train_args) -> list[str]:
+    """The CLI runs' arguments with dropout, every epoch trained and kept (no early stop, no checkpoint deleted)."""
+    arguments = [DROPOUT_OVERRIDES if argument == OVERRIDES else argument for argument in train_args]
+    return [*arguments, "--num_train_epochs", str(DETERMINISM_EPOCHS), "--early_stopping_patience", "0",
+            "--save_total_limit", str(DETERMINISM_EPOCHS)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cold_run(tmp_path_factory, dropout_args, hf_home) -> tuple[Path, Path]:
+    """One uninterrupted run that extracts its own features: (output_dir, feature cache dir)."""
+    output_dir, cache_dir = tmp_path_factory.mktemp("cold") / "hyfuser", tmp_path_factory.mktemp("cold_cache")
+    log = train([*dropout_args, "--cache_dir", str(cache_dir), "--output_dir", str(output_dir)], hf_home)
+    assert "Extracting train features" in log
+    return output_dir, cache_dir
+
+
+def saved_weights(output_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The weights of the final model ("final") and of every checkpoint (by folder name)."""
+    folders = {"final": output_dir, **{folder.name: folder for folder in output_dir.glob("checkpoint-*")}}
+    return {name: load_file(folder / "model.safetensors") for name, folder in folders.items()}
+
+
+@pytest.mark.slow
+def test_a_warm_feature_cache_trains_bit_for_bit_the_weights_of_a_cold_one(cold_run, dropout_args, hf_home, tmp_path):
+    cold_dir, cache_dir = cold_run
+    log = train([*dropout_args, "--cache_dir", str(cache_dir), "--output_dir", str(tmp_path / "warm")], hf_home)
+    assert "Extracting" not in log and "Reusing cached train features" in log
+    cold, warm = saved_weights(cold_dir), saved_weights(tmp_path / "warm")
+    assert warm.keys() == cold.keys() and len(cold) == 1 + DETERMINISM_EPOCHS
+    for folder, weights in cold.items():
+        for name, tensor in weights.items():
+            assert torch.equal(warm[folder][name], tensor), f"{folder}: {name}"
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_the_uninterrupted_run(
+    cold_run, dropout_args, hf_home, tmp_path
+):
+    reference_dir, cache_dir = cold_run
+    output_dir = tmp_path / "killed"
+    arguments = [*dropout_args, "--cache_dir", str(cache_dir), "--output_dir", str(output_dir)]
+    killed_at = 2 * STEPS_PER_EPOCH + 1  # one step into epoch 3
+    code = KILL_AT_STEP.replace("{step}", str(killed_at))
+    run([sys.executable, "-c", code, "train.py", *arguments], hf_home, returncode=-signal.SIGKILL)
+    assert sorted(folder.name for folder in output_dir.glob("checkpoint-*")) == [
+        f"checkpoint-{STEPS_PER_EPOCH}", f"checkpoint-{2 * STEPS_PER_EPOCH}"
+    ]
+    train([*arguments, "--resume_from_checkpoint", str(output_dir / f"checkpoint-{2 * STEPS_PER_EPOCH}")], hf_home)
+    assert trainer_state(output_dir)["global_step"] == DETERMINISM_EPOCHS * STEPS_PER_EPOCH
+    reference, resumed = saved_weights(reference_dir), saved_weights(output_dir)
+    assert resumed.keys() == reference.keys()
+    for folder, weights in reference.items():
+        for name, tensor in weights.items():
+            torch.testing.assert_close(resumed[folder][name], tensor, rtol=0, atol=1e-6, msg=f"{folder}: {name}")
+
+
+@pytest.mark.slow
+def test_checkpoints_hold_what_trains_and_name_the_backbones_instead_of_copying_them(
+    cold_run, tiny_backbones, corpora
+):
+    output_dir, _ = cold_run
+    model_weights = load_file(output_dir / "model.safetensors").keys()
+    checkpoints = sorted(output_dir.glob("checkpoint-*"))
+    assert len(checkpoints) == DETERMINISM_EPOCHS
+    for checkpoint in checkpoints:
+        files = {path.relative_to(checkpoint).as_posix() for path in checkpoint.rglob("*") if path.is_file()}
+        assert not any(file.startswith(("text_backbone/", "speech_backbone/")) for file in files), files
+        assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+                "processor_config.json", "tokenizer.json", "tokenizer_config.json"} <= files  # fmt: skip
+        for weights_file in checkpoint.rglob("*.safetensors"):  # HyFusER's own weights, no backbone tensor
+            assert load_file(weights_file).keys() == model_weights, weights_file
+        saved = json.loads((checkpoint / "processor_config.json").read_text())
+        assert (saved["text_backbone"], saved["speech_backbone"]) == (tiny_backbones.text, tiny_backbones.speech)
+        assert saved["scaler_count"] == 18 * 2 * 8
+
+    # A checkpoint's processor loads the backbones it names and gives the self-contained final directory's features.
+    assert (output_dir / "text_backbone" / "model.safetensors").is_file()
+    audio = next((corpora[1] / "wav" / "Session01").glob("*.wav"))
+    inputs = {"text": "정말 너무 화가 나요", "audio": str(audio)}
+    final = HyFusERProcessor.from_pretrained(output_dir)(**inputs)
+    for name, value in HyFusERProcessor.from_pretrained(checkpoints[0])(**inputs).items():
+        torch.testing.assert_close(value, final[name], rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.slow
