@@ -505,7 +505,7 @@ def train_on_features(
     return trainer, prediction
 
 
-PROBE_L2_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+PROBE_L2_GRID: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """The L2 penalties `fit_linear_probe` chooses among, weakest first: the coefficient of half the squared weight norm
 next to the mean cross-entropy (scikit-learn's `C` is 1 / (penalty x rows))."""
 

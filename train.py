@@ -142,7 +142,7 @@ class ModelArguments(BackboneArguments):
         metadata={
             "help": "The model to train on the cached features (the paper's Tables 5/6 rows): "
             + "; ".join(f"'{name}': {description}" for name, description in MODEL_DESCRIPTIONS.items())
-            + ". The ensembles and hyfuser_separate compose trained runs of their members, and reproduce.py fits the "
+            + f". {', '.join(COMPOSED_MODELS)} compose trained runs of their members, and reproduce.py fits the "
             "linear probes; neither is trained here.",
             "choices": (*TRAINABLE_MODELS, *COMPOSED_MODELS, *PROBE_MODELS),
         },
