@@ -123,8 +123,9 @@ class CorpusArguments:
     extraction_dtype: str = field(
         default="float32",
         metadata={
-            "help": "Compute dtype of the frozen backbones during feature extraction: 'float32' (the paper's), or "
-            "'bfloat16'/'float16' under autocast, faster on GPUs and on CPUs with bf16 matrix units (Intel AMX). "
+            "help": "Compute dtype of the frozen backbones during feature extraction: 'float32' (the default; the "
+            "paper does not say), or 'bfloat16'/'float16' under autocast, faster on GPUs and on CPUs with bf16 "
+            "matrix units (Intel AMX). "
             "Part of the cache key: each dtype has its own cached features.",
             "choices": tuple(BACKBONE_DTYPES),
         },
@@ -170,7 +171,7 @@ class BackboneArguments:
         default=-1,
         metadata={
             "help": "Which hidden state of the text backbone is the feature: 0 is the embedding output, 1 the first "
-            "layer's, -1 the last (the paper's choice)."
+            "layer's, -1 the last (the default; the paper does not say which layer it used)."
         },
     )
     speech_layer: int = field(

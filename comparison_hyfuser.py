@@ -252,6 +252,22 @@ def paper_comparison_note(results: dict) -> str:
     return note + " Here the protocol is the same (our split of the same kind, not the paper's rows)."
 
 
+def probe_lines(results: dict) -> list[str]:
+    """How the linear probes were fitted, if the comparison has any (their records carry the chosen L2 penalty)."""
+    penalties: dict[str, list[str]] = {}
+    for run in results["runs"]:
+        if "probe_l2" in run:
+            penalties.setdefault(run["model"], []).append(f"{run['probe_l2']:g}")
+    if not penalties:
+        return []
+    chosen = "; ".join(f"`{model}` {', '.join(values)}" for model, values in penalties.items())
+    return [
+        "- Linear probes: logistic regression on the features averaged over positions, fitted by full-batch L-BFGS "
+        "on the fit rows, the L2 penalty chosen on the selection rows; they draw no random numbers, so each runs "
+        f"once per split, under the first seed. Chosen penalties, split by split: {chosen}."
+    ]
+
+
 def protocol_lines(results: dict) -> list[str]:
     """The protocol in words: split, selection, runs and seeds, and every split's sizes."""
     percent = f"{100 * results['selection_fraction']:g}"
@@ -274,6 +290,7 @@ def protocol_lines(results: dict) -> list[str]:
         f"- Selection: {SELECTION_DESCRIPTIONS[results['selection']].format(carve=carve)}.",
         f"- Runs: every model on every split with training seeds {seeds}; the second member of a composed model "
         f"trains with its seed + {results['member_seed_offset']}, so the two never start from the same random draw.",
+        *probe_lines(results),
         "",
         *_table(["Fold", "Fit rows", "Selection rows", "Validation rows"], rows),
     ]

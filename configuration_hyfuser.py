@@ -5,6 +5,8 @@ source of truth for the emotion label list, the (sequence_length, hidden_size) =
 the backbone ids: the processor, the data loaders and the training script all read them from here.
 """
 
+import math
+
 from transformers import PretrainedConfig
 
 EMOTION_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -14,6 +16,11 @@ DEFAULT_TEXT_BACKBONE = "monologg/koelectra-base-v3-discriminator"
 DEFAULT_SPEECH_BACKBONE = "facebook/hubert-base-ls960"
 FEATURE_MODES: tuple[str, ...] = ("paper", "native")
 """`HyFusERConfig.feature_mode` values: the paper's fixed-length features, or variable-length ones with masks."""
+
+BASELINE_WIDTH_DIVISOR = 6
+"""The `text_lstm` and `speech_cnn` baselines are `hidden_size / 6` wide (rounded up) unless set: 128 at the paper's
+768, the usual Keras `LSTM(128)` and `Conv1D(128, 3)`. Scaling with `hidden_size`, as HyFusER's own blocks do, keeps
+their size relative to HyFusER's what it is at 768 at any other width (the demo's 32 gives 6)."""
 
 DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
 """The speech recognizer that writes the text side when an input has only audio: multilingual Whisper, which
@@ -52,21 +59,28 @@ class HyFusERConfig(PretrainedConfig):
         hidden_act (`str`, defaults to `"relu"`):
             Feed-forward activation (Table 3 "Activation Function").
         hidden_dropout_prob (`float`, defaults to 0.1):
-            Dropout on attention and feed-forward outputs before each residual. The paper does not state dropout;
-            0.1 is the value of the original Transformer and of the Keras encoder block the paper describes.
+            Dropout on attention and feed-forward outputs before each residual. The paper does not mention dropout;
+            0.1 is the value of the original Transformer.
         attention_dropout (`float`, defaults to 0.1):
             Dropout on attention probabilities (same reasoning as `hidden_dropout_prob`).
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the normal initialiser of every linear layer.
         use_modality_losses (`bool`, defaults to `False`):
-            If `False` the loss is the paper's: cross-entropy of the averaged probabilities (Eq. 9, Table 3
-            "Sparse Categorical Crossentropy"). If `True`, each head's own cross-entropy is added, which keeps
-            both directions discriminative on their own.
-        lstm_hidden_size (`int`, defaults to 128):
+            If `False` the loss is the cross-entropy of the averaged probabilities (Eq. 9), the model's output. The
+            paper names its loss (Table 3: "Sparse Categorical Crossentropy") but not whether it is taken on that
+            average or on each head. If `True`, each head's own cross-entropy is added, which keeps both directions
+            discriminative on their own.
+        encoders_per_step (`bool`, defaults to `False`):
+            If `False`, both cross-modal steps read one text and one speech encoder. If `True`, each step has an
+            encoder pair of its own, as Algorithm 1, which writes both `TransformerEncoder` lines in Step 1 and again
+            in Step 2, can be read; the two pairs are still trained jointly, through the averaged output. The paper
+            does not say which it trained. `True` gives HyFusER exactly the parameters of `hyfuser_separate`.
+        lstm_hidden_size (`int`, *optional*, defaults to `hidden_size / 6` rounded up, 128 at 768):
             Units of the `text_lstm` baseline's single LSTM layer. The paper gives no size; 128 is the common
-            Keras choice (`LSTM(128, return_sequences=True)`).
-        cnn_channels (`int`, defaults to 128):
-            Filters of every convolution of the `speech_cnn` baseline (not in the paper; `Conv1D(128, 3)`).
+            Keras choice (`LSTM(128, return_sequences=True)`), scaled with `hidden_size` (`BASELINE_WIDTH_DIVISOR`).
+        cnn_channels (`int`, *optional*, defaults to `hidden_size / 6` rounded up, 128 at 768):
+            Filters of every convolution of the `speech_cnn` baseline (not in the paper; `Conv1D(128, 3)`), scaled
+            like `lstm_hidden_size`.
         cnn_kernel_size (`int`, defaults to 3):
             Kernel width, in positions, of those convolutions ('same' padding keeps all positions).
         cnn_num_layers (`int`, defaults to 2):
@@ -83,7 +97,8 @@ class HyFusERConfig(PretrainedConfig):
         layer_weighting (`bool`, defaults to `False`):
             If `True`, the features hold every hidden state of each backbone, (batch, layers, sequence_length,
             width), and HyFusER learns a softmax-weighted sum over the layers per modality (as transformers' audio
-            classifiers do with `use_weighted_layer_sum`). The paper uses the last layer only.
+            classifiers do with `use_weighted_layer_sum`). The paper does not say which backbone layer it uses; the
+            default is one layer, the last.
         text_num_layers (`int`, *optional*):
             Hidden states of the text backbone, embedding output included (13 for KoELECTRA-base); needed with
             `layer_weighting`.
@@ -115,8 +130,9 @@ class HyFusERConfig(PretrainedConfig):
         attention_dropout: float = 0.1,
         initializer_range: float = 0.02,
         use_modality_losses: bool = False,
-        lstm_hidden_size: int = 128,
-        cnn_channels: int = 128,
+        encoders_per_step: bool = False,
+        lstm_hidden_size: int | None = None,
+        cnn_channels: int | None = None,
         cnn_kernel_size: int = 3,
         cnn_num_layers: int = 2,
         ensemble_text_weight: float = 0.5,
@@ -145,8 +161,10 @@ class HyFusERConfig(PretrainedConfig):
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
         self.use_modality_losses = use_modality_losses
-        self.lstm_hidden_size = lstm_hidden_size
-        self.cnn_channels = cnn_channels
+        self.encoders_per_step = encoders_per_step
+        baseline_width = math.ceil(hidden_size / BASELINE_WIDTH_DIVISOR) if isinstance(hidden_size, int) else None
+        self.lstm_hidden_size = baseline_width if lstm_hidden_size is None else lstm_hidden_size
+        self.cnn_channels = baseline_width if cnn_channels is None else cnn_channels
         self.cnn_kernel_size = cnn_kernel_size
         self.cnn_num_layers = cnn_num_layers
         self.ensemble_text_weight = ensemble_text_weight

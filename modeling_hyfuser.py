@@ -9,8 +9,9 @@ Yi, Kwak, Shin, *Applied Sciences* 2025, 15, 1053, Section 4.3 and Algorithm 1. 
     Y_T = softmax(W_T GAP(H_T) + b_T)                  Y_S = softmax(W_S GAP(H_S) + b_S)
     Y   = (Y_T + Y_S) / 2                             (Last Fusion, Eq. 9)
 
-Like the Keras encoder the paper describes, the blocks are post-norm and add no positional encoding of their own:
-both backbones' features already carry position (ELECTRA's position embeddings, HuBERT's convolutional ones).
+The blocks are post-norm, as Section 4.3.3 puts LayerNorm after the attention and feed-forward computations. They add
+no positional encoding of their own (the paper does not mention one): both backbones' features already carry position
+(ELECTRA's position embeddings, HuBERT's convolutional ones).
 
 The comparison models of the paper's Tables 5 and 6 follow HyFusER, on the same features and with the same blocks:
 `TRAINABLE_MODELS` and `COMPOSED_MODELS` name them all.
@@ -62,11 +63,13 @@ class HyFusEROutput(ModelOutput):
             States of shape `(batch_size, sequence_length, hidden_size)`, in the order they are computed: the text
             encoder's input X'_T and the output of each of its layers, the speech encoder's input X'_S and the
             output of each of its layers, then the output of Step 1 (H_T) and of Step 2 (H_S): 2 x
-            `num_hidden_layers` + 4 tensors for HyFusER. A baseline returns the same for the blocks it has (each
-            model's forward says its order).
+            `num_hidden_layers` + 4 tensors for HyFusER. With `config.encoders_per_step`, Step 2's own text and
+            speech encoders follow Step 1's in the same way, before H_T and H_S (4 x `num_hidden_layers` + 6). A
+            baseline returns the same for the blocks it has (each model's forward says its order).
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
             Attention maps of shape `(batch_size, num_heads, sequence_length, sequence_length)`: the text encoder
-            layers, then the speech encoder layers, then Step 1 and Step 2 (each model's forward says its order).
+            layers, then the speech encoder layers (then Step 2's own, with `config.encoders_per_step`), then Step 1
+            and Step 2 (each model's forward says its order).
     """
 
     loss: torch.FloatTensor | None = None
@@ -408,7 +411,11 @@ class HyFusERPreTrainedModel(PreTrainedModel):
 
 
 class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
-    """HyFusER with its two emotion heads and the average-ensemble Last Fusion (Algorithm 1)."""
+    """HyFusER with its two emotion heads and the average-ensemble Last Fusion (Algorithm 1).
+
+    Both steps read one text and one speech encoder unless `config.encoders_per_step` gives Step 2 a pair of its own
+    (`step2_text_encoder`, `step2_speech_encoder`; Step 1 then reads `text_encoder` and `speech_encoder` alone).
+    """
 
     has_modality_heads = True
     adapts_features = True
@@ -426,6 +433,8 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         )
         self.text_encoder = HyFusEREncoder(config)
         self.speech_encoder = HyFusEREncoder(config)
+        self.step2_text_encoder = HyFusEREncoder(config) if config.encoders_per_step else None
+        self.step2_speech_encoder = HyFusEREncoder(config) if config.encoders_per_step else None
         self.text_queries_speech = HyFusEREncoderLayer(config)
         self.speech_queries_text = HyFusEREncoderLayer(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -477,6 +486,10 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         text_features, speech_features = self.text_projection(text_features), self.speech_projection(speech_features)
         text = self.text_encoder(text_features, attention_mask=text_keys, **output_flags)
         speech = self.speech_encoder(speech_features, attention_mask=speech_keys, **output_flags)
+        step2_text, step2_speech = text, speech
+        if self.config.encoders_per_step:  # Algorithm 1's second pair of TransformerEncoder lines, for Step 2
+            step2_text = self.step2_text_encoder(text_features, attention_mask=text_keys, **output_flags)
+            step2_speech = self.step2_speech_encoder(speech_features, attention_mask=speech_keys, **output_flags)
         # ... then the dual cross-modal attention. Step 1: Q = E_T, K = V = E_S (Eq. 7).
         text_centric, step1_attention = self.text_queries_speech(
             text.last_hidden_state,
@@ -486,8 +499,8 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
         )
         # Step 2: Q = E_S, K = V = E_T (Eq. 8).
         speech_centric, step2_attention = self.speech_queries_text(
-            speech.last_hidden_state,
-            text.last_hidden_state,
+            step2_speech.last_hidden_state,
+            step2_text.last_hidden_state,
             attention_mask=text_keys,
             output_attentions=output_attentions,
         )
@@ -506,11 +519,12 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
             if self.config.use_modality_losses:
                 loss = loss + F.cross_entropy(text_logits, labels) + F.cross_entropy(speech_logits, labels)
 
+        encoders = (text, speech, step2_text, step2_speech) if self.config.encoders_per_step else (text, speech)
         hidden_states = attentions = None
         if output_hidden_states:
-            hidden_states = text.hidden_states + speech.hidden_states + (text_centric, speech_centric)
+            hidden_states = sum((encoder.hidden_states for encoder in encoders), ()) + (text_centric, speech_centric)
         if output_attentions:
-            attentions = text.attentions + speech.attentions + (step1_attention, step2_attention)
+            attentions = sum((encoder.attentions for encoder in encoders), ()) + (step1_attention, step2_attention)
         return HyFusEROutput(
             loss=loss,
             logits=logits,
@@ -522,8 +536,10 @@ class HyFusERForEmotionRecognition(HyFusERPreTrainedModel):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The baselines of the paper's Tables 5 and 6. The paper names them but gives no architecture; each is built as its
-# authors would most plausibly have built it in Keras, from the same scaled features and with HyFusER's blocks.
+# The baselines of the paper's Tables 5 and 6. The paper names them but gives no architecture; each is built as we
+# judge its authors most plausibly built it, from the same scaled features and with HyFusER's blocks. The paper names
+# no framework, but its layer, loss and callback names (GlobalAveragePooling1D, Dense, Sparse Categorical
+# Crossentropy, ModelCheckpoint) are Keras's, so the sizes it leaves open are Keras's usual ones.
 
 
 class HyFusERTextLSTM(HyFusERPreTrainedModel):
@@ -631,8 +647,11 @@ class HyFusERBidirectionalCrossModalAttention(HyFusERPreTrainedModel):
     features, without per-modality encoders, each direction average-pooled, the two pooled vectors concatenated into
     one softmax head.
 
-    What it lacks against HyFusER is what the paper credits: the modality encoders (Intermediate Layer Fusion) and
-    the two heads' average (Last Fusion). The steps are HyFusER's blocks under HyFusER's names.
+    The paper gives the row no architecture and no citation. Another reading is HyFusER without Last Fusion: its
+    encoders and both steps, with one head instead of two averaged ones. We built what the row's name alone
+    describes, since the paper names the encoders for HyFusER and KoHMT and none for this row; it then lacks both
+    parts of HyFusER the paper credits, the modality encoders of Intermediate Layer Fusion and the two heads' average
+    (Last Fusion). The steps are HyFusER's blocks under HyFusER's names.
     """
 
     def __init__(self, config: HyFusERConfig):
@@ -678,9 +697,10 @@ class HyFusERBidirectionalCrossModalAttention(HyFusERPreTrainedModel):
 
 
 class HyFusERKoHMT(HyFusERPreTrainedModel):
-    """`kohmt`: KoHMT (Yi, Kwak, Shin, *Electronics* 2024, 13(23), 4674), the authors' earlier model. A transformer
-    encoder per modality, then one cross-modal attention with text as query and speech as key/value, average-pooled,
-    one softmax head: HyFusER's Step 1 branch alone, the "Step 1 Model" of the paper's Table 2.
+    """`kohmt`: KoHMT (Yi, Kwak, Shin, *Electronics* 2024, 13(23), 4674), the authors' earlier model, which the paper
+    cites ([26]) but does not describe. Built as a transformer encoder per modality, then one cross-modal attention
+    with text as query and speech as key/value, average-pooled, one softmax head: HyFusER's Step 1 branch alone.
+    (Table 2's "Step 1 Model" column is not KoHMT: it is HyFusER's own Step 1 prediction in the paper's example.)
 
     `HyFusERKoHMTSpeechQueries` is its mirror. Both keep their step as `cross_modal_step`.
     """
@@ -734,8 +754,8 @@ class HyFusERKoHMT(HyFusERPreTrainedModel):
 
 
 class HyFusERKoHMTSpeechQueries(HyFusERKoHMT):
-    """`kohmt_speech`: KoHMT mirrored, speech queries text: HyFusER's Step 2 branch alone, the "Step 2 Model" of the
-    paper's Table 2. Not a row of the paper's tables; trained for `hyfuser_separate`."""
+    """`kohmt_speech`: KoHMT mirrored, speech queries text: HyFusER's Step 2 branch alone. Not a row of the paper's
+    tables; trained for `hyfuser_separate`."""
 
     query_modality = "speech"
 
@@ -814,10 +834,11 @@ class HyFusERAverageEnsemble(HyFusERPreTrainedModel):
 
 
 class HyFusERSeparateSteps(HyFusERAverageEnsemble):
-    """`hyfuser_separate` (an ablation, in no table of the paper): Algorithm 1 read literally, as Table 2's "Step 1
-    Model" and "Step 2 Model" suggest. A `kohmt` (text queries speech) and a `kohmt_speech` (speech queries text),
-    each with its own encoders and trained on its own, their probabilities averaged (Eq. 9, weight 0.5). HyFusER
-    trains the same two branches jointly, on shared encoders, through the averaged output."""
+    """`hyfuser_separate` (an ablation, in no table of the paper): Algorithm 1 read literally, as Table 2's column
+    names "Step 1 Model" and "Step 2 Model" can be read. A `kohmt` (text queries speech) and a `kohmt_speech` (speech
+    queries text), each with its own encoders and trained on its own, their probabilities averaged (Eq. 9, weight
+    0.5). HyFusER trains the same two branches jointly, on shared encoders, through the averaged output;
+    `hyfuser_step_encoders` trains them jointly on an encoder pair per step, with exactly these parameters."""
 
     text_member_class = HyFusERKoHMT
     speech_member_class = HyFusERKoHMTSpeechQueries
@@ -833,6 +854,79 @@ class HyFusERSeedEnsemble(HyFusERAverageEnsemble):
     speech_member_class = HyFusERForEmotionRecognition
 
 
+class HyFusERWithStepEncoders(HyFusERForEmotionRecognition):
+    """`hyfuser_step_encoders`: HyFusER with `config.encoders_per_step` set, whatever the given config says.
+
+    The same-budget control of `hyfuser_separate`: the same parameters (an encoder pair, a step and a head per
+    direction) and the same function of them, but one network trained once through the averaged output, with one
+    early-stopping choice, where `hyfuser_separate` is two networks trained and stopped apart.
+    """
+
+    def __init__(self, config: HyFusERConfig):
+        if not config.encoders_per_step:
+            config = copy.deepcopy(config)  # the caller's config may build other models too
+            config.encoders_per_step = True
+        super().__init__(config)
+
+
+class HyFusERLinearProbe(HyFusERPreTrainedModel):
+    """`linear_probe`: a multinomial logistic regression on the features averaged over positions, text and speech
+    concatenated: the floor every trained model should reach, since it learns nothing but one linear map of what the
+    frozen backbones already give. `linear_probe_text` and `linear_probe_speech` read one modality each, the floors
+    of `text_lstm` and `speech_cnn`.
+
+    It is fitted in closed form rather than by the `Trainer`: `features_hyfuser.fit_linear_probe` minimises the
+    cross-entropy plus an L2 penalty by full-batch L-BFGS, the penalty chosen on the model-selection rows.
+    """
+
+    probe_modalities: tuple[str, ...] = ("text", "speech")
+    """The modalities whose pooled features the probe reads, concatenated in this order."""
+
+    supports_gradient_checkpointing = False  # no blocks to recompute
+
+    def __init__(self, config: HyFusERConfig):
+        super().__init__(config)
+        self.classifier = nn.Linear(len(self.probe_modalities) * config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def pool(self, text_features: torch.Tensor | None, speech_features: torch.Tensor | None) -> torch.Tensor:
+        """The probe's input, `(batch_size, len(probe_modalities) * hidden_size)`: each read modality's features
+        averaged over the positions (GlobalAveragePooling1D), concatenated."""
+        features = {"text": text_features, "speech": speech_features}
+        pooled = []
+        for modality in self.probe_modalities:
+            if features[modality] is None:
+                raise ValueError(f"{type(self).__name__} needs {modality}_features")
+            pooled.append(self._check_features(f"{modality}_features", features[modality]).mean(dim=1))
+        return torch.cat(pooled, dim=-1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        text_features: torch.Tensor | None = None,
+        speech_features: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+    ) -> HyFusEROutput:
+        r"""
+        text_features, speech_features, labels: as [`HyFusERForEmotionRecognition`]; a modality the probe does not
+        read may be left out and is ignored.
+        """
+        return self._one_head_output(self.classifier(self.pool(text_features, speech_features)), labels)
+
+
+class HyFusERTextLinearProbe(HyFusERLinearProbe):
+    """`linear_probe_text`: the linear probe on the pooled text features alone."""
+
+    probe_modalities = ("text",)
+
+
+class HyFusERSpeechLinearProbe(HyFusERLinearProbe):
+    """`linear_probe_speech`: the linear probe on the pooled speech features alone."""
+
+    main_input_name = "speech_features"
+    probe_modalities = ("speech",)
+
+
 TRAINABLE_MODELS: dict[str, type[HyFusERPreTrainedModel]] = {
     "hyfuser": HyFusERForEmotionRecognition,
     "text_lstm": HyFusERTextLSTM,
@@ -840,8 +934,17 @@ TRAINABLE_MODELS: dict[str, type[HyFusERPreTrainedModel]] = {
     "bicma": HyFusERBidirectionalCrossModalAttention,
     "kohmt": HyFusERKoHMT,
     "kohmt_speech": HyFusERKoHMTSpeechQueries,
+    "hyfuser_step_encoders": HyFusERWithStepEncoders,
 }
 """Every model that trains on the cached features by itself (`train.py --model NAME`), by name."""
+
+PROBE_MODELS: dict[str, type[HyFusERLinearProbe]] = {
+    "linear_probe": HyFusERLinearProbe,
+    "linear_probe_text": HyFusERTextLinearProbe,
+    "linear_probe_speech": HyFusERSpeechLinearProbe,
+}
+"""The linear probes, by name: fitted on the pooled cached features by `features_hyfuser.fit_linear_probe`
+(`reproduce.py` runs them beside the models), not by the `Trainer`."""
 
 
 @dataclass(frozen=True)
@@ -877,6 +980,11 @@ MODEL_DESCRIPTIONS: dict[str, str] = {
     "weight chosen on training rows held out from the members' training",
     "hyfuser_separate": "ablation: a trained kohmt and a trained kohmt_speech, each with its own encoders, averaged",
     "hyfuser_seed_ensemble": "control: two HyFusER runs from different seeds, averaged (hyfuser_separate's budget)",
+    "hyfuser_step_encoders": "control: HyFusER with an encoder pair per step, hyfuser_separate's parameters, trained "
+    "jointly once",
+    "linear_probe": "floor: logistic regression on the mean-pooled text and speech features, fitted by L-BFGS",
+    "linear_probe_text": "floor: logistic regression on the mean-pooled text features",
+    "linear_probe_speech": "floor: logistic regression on the mean-pooled speech features",
 }
 """One line per model name, for `train.py --help` and anything that lists the models."""
 
@@ -884,6 +992,7 @@ MODEL_DESCRIPTIONS: dict[str, str] = {
 __all__ = [
     "COMPOSED_MODELS",
     "MODEL_DESCRIPTIONS",
+    "PROBE_MODELS",
     "TRAINABLE_MODELS",
     "ComposedModel",
     "HyFusERAverageEnsemble",
@@ -891,10 +1000,14 @@ __all__ = [
     "HyFusERForEmotionRecognition",
     "HyFusERKoHMT",
     "HyFusERKoHMTSpeechQueries",
+    "HyFusERLinearProbe",
     "HyFusEROutput",
     "HyFusERPreTrainedModel",
     "HyFusERSeedEnsemble",
     "HyFusERSeparateSteps",
     "HyFusERSpeechCNN",
+    "HyFusERSpeechLinearProbe",
     "HyFusERTextLSTM",
+    "HyFusERTextLinearProbe",
+    "HyFusERWithStepEncoders",
 ]

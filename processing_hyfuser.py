@@ -65,7 +65,7 @@ MAX_CHANNELS = 8
 STD_FLOOR = 1e-6
 """Dimensions whose standard deviation is below this are only centred (divided by 1), like sklearn's StandardScaler."""
 BACKBONE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-"""Compute dtypes the frozen backbones can run in, by name; float32 is the paper's."""
+"""Compute dtypes the frozen backbones can run in, by name; float32 is the default (the paper does not say)."""
 
 
 @contextmanager
@@ -211,8 +211,8 @@ class HyFusERProcessor(ProcessorMixin):
         speech_window_overlap_seconds (`float`): overlap of consecutive windows; each frame is taken from the
             window in which it lies furthest from an edge, so every kept frame has at least half this much context.
         text_layer / speech_layer (`int`, defaults to -1): which of a backbone's hidden states is the feature:
-            0 is the embedding output, 1 the first layer's, -1 the last (the paper's choice). Emotion often lives
-            in the middle layers of speech encoders.
+            0 is the embedding output, 1 the first layer's, -1 the last (the default; the paper does not say which
+            layer it used). Emotion often lives in the middle layers of speech encoders.
         layer_weighting (`bool`, defaults to `False`): keep every hidden state of both backbones, giving features
             of shape (batch, layers, sequence_length, hidden), for HyFusER to learn a softmax-weighted sum of them
             (`HyFusERConfig.layer_weighting`). `text_layer`/`speech_layer` are then unused.

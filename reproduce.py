@@ -4,7 +4,8 @@
 Every model of `modeling_hyfuser.TRAINABLE_MODELS` trains on the same cached features (the frozen backbones run once
 for all models, folds and seeds) with the paper's global batch of 32 however many processes run; every model of
 `COMPOSED_MODELS` is evaluated from two trained members' probabilities without training of its own, its second
-member trained from a seed of its own. Each finished run is written to `output_dir/runs/`, so a killed run resumes
+member trained from a seed of its own. The linear probes of `PROBE_MODELS`, the floor the others should reach, are
+fitted on the pooled features without the `Trainer`, once per split (they draw no random numbers). Each finished run is written to `output_dir/runs/`, so a killed run resumes
 where it stopped, and a rerun into the same folder with any setting that changes a result is refused.
 
 At the end `output_dir` receives `results.json` (every run's metrics, per-class recall, confusion matrix and learning
@@ -67,15 +68,17 @@ from features_hyfuser import (
     FEATURE_COLUMNS,
     PAPER_TRAINING_DEFAULTS,
     cache_features,
+    fit_linear_probe,
     fit_scaler_on_cache,
     model_config,
     place_backbones,
+    predict_log_probabilities,
     train_on_features,
     trainer_dataset,
     transcribe_corpus,
 )
 from metrics_hyfuser import accuracy, choose_ensemble_weight, fused_logits, per_class_report, prediction_metrics
-from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS, ComposedModel
+from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS, ComposedModel
 from processing_hyfuser import FeatureStatistics, HyFusERProcessor
 
 logger = logging.getLogger(__name__)
@@ -114,7 +117,10 @@ class ReproduceArguments(CorpusArguments, BackboneArguments):
     )
     models: str = field(
         default="all",
-        metadata={"help": "'all', or comma-separated model names; composed models train their members first."},
+        metadata={
+            "help": "'all', or comma-separated model names; composed models train their members first. "
+            f"{', '.join(PROBE_MODELS)} are linear probes on the pooled features, the floor of the others."
+        },
     )
     selection: str = field(
         default="held_out",
@@ -143,7 +149,7 @@ class ReproduceArguments(CorpusArguments, BackboneArguments):
 
     def model_names(self) -> list[str]:
         """The models to report, checked against the registries."""
-        known = [*TRAINABLE_MODELS, *COMPOSED_MODELS]
+        known = [*TRAINABLE_MODELS, *PROBE_MODELS, *COMPOSED_MODELS]
         names = known if self.models == "all" else [name.strip() for name in self.models.split(",")]
         unknown = [name for name in names if name not in known]
         if unknown or not names:
@@ -332,7 +338,7 @@ def plan_splits(rows: Dataset, paper_train_rows: int, args: ReproduceArguments) 
 
 def plan_runs(models: Sequence[str], splits: Sequence[Split], seeds: Sequence[int]) -> list[Run]:
     """Every run, split by split and seed by seed: the trained runs the reported models need (each trained once, in
-    registry order), then the composed models."""
+    registry order), the probes (under the first seed only: they draw no random numbers), then the composed models."""
     composed = [name for name in models if name in COMPOSED_MODELS]
     runs = []
     for split in splits:
@@ -340,6 +346,7 @@ def plan_runs(models: Sequence[str], splits: Sequence[Split], seeds: Sequence[in
             needed = {reported_run(name, split.fold, seed) for name in models if name in TRAINABLE_MODELS}
             needed |= {member for name in composed for member in member_runs(Run(name, split.fold, seed))}
             runs += sorted(needed, key=lambda run: (list(TRAINABLE_MODELS).index(run.model), run.member_position))
+            runs += [Run(name, split.fold, seed) for name in models if name in PROBE_MODELS and seed == seeds[0]]
             runs += [Run(name, split.fold, seed) for name in composed]
     return runs
 
@@ -540,6 +547,20 @@ def compose_run(run: Run, store: RunStore, selection_labels: np.ndarray) -> tupl
     return log_probs, extra
 
 
+def fit_probe(
+    run: Run, split: Split, features: Dataset, processor: HyFusERProcessor, config: HyFusERConfig
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Fit one linear probe on the split's fit rows, its L2 penalty chosen on the selection rows; return its
+    log-probabilities on the selection and validation rows, and what its record adds: the chosen penalty."""
+    probe = PROBE_MODELS[run.model](config)
+    l2 = fit_linear_probe(probe, processor, features.select(split.fit), features.select(split.selection))
+    log_probs = {
+        name: predict_log_probabilities(probe, processor, features.select(indices))
+        for name, indices in (("selection", split.selection), ("validation", split.validation))
+    }
+    return log_probs, {"probe_l2": l2, "learning_curve": None}
+
+
 def scaling_means(processor: HyFusERProcessor, train_features: Dataset) -> dict[str, dict[str, list[float]]]:
     """Fig. 4's data: the per-dimension means of the text and the speech training features before and after the
     joint scaler (fitted on the same rows)."""
@@ -685,6 +706,11 @@ def main(argv: list[str] | None = None) -> None:
         if scaler_split is not split:
             fit_scaler_on_cache(processor, features.select(split.fit))
             scaler_split = split
+        if run.model in PROBE_MODELS:
+            if training_args.process_index == 0:
+                log_probs, extra = fit_probe(run, split, features, processor, config)
+                store.save(run, {**run_record(run, rows, split, log_probs), **extra}, log_probs)
+            continue
         log_probs, curve = train_member(run, split, features, processor, config, args, training_args)
         if training_args.process_index == 0:
             store.save(run, {**run_record(run, rows, split, log_probs), "learning_curve": curve}, log_probs)
@@ -701,6 +727,7 @@ def main(argv: list[str] | None = None) -> None:
         for split in splits
         for seed in seeds
         for model in args.model_names()
+        if model not in PROBE_MODELS or seed == seeds[0]
     ]
     results = results_document(args, seeds, splits, records, scaling_means(processor, features.select(splits[0].fit)))
     (output_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))

@@ -66,7 +66,13 @@ from features_hyfuser import (
     transcribe_corpus,
 )
 from metrics_hyfuser import METRIC_TITLES, fused_logits, per_class_report, save_confusion_matrix
-from modeling_hyfuser import COMPOSED_MODELS, MODEL_DESCRIPTIONS, TRAINABLE_MODELS, HyFusERForEmotionRecognition
+from modeling_hyfuser import (
+    COMPOSED_MODELS,
+    MODEL_DESCRIPTIONS,
+    PROBE_MODELS,
+    TRAINABLE_MODELS,
+    HyFusERForEmotionRecognition,
+)
 from pipeline_hyfuser import save_hyfuser
 from processing_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER, HyFusERProcessor
 
@@ -136,8 +142,9 @@ class ModelArguments(BackboneArguments):
         metadata={
             "help": "The model to train on the cached features (the paper's Tables 5/6 rows): "
             + "; ".join(f"'{name}': {description}" for name, description in MODEL_DESCRIPTIONS.items())
-            + ". The ensembles and hyfuser_separate compose trained runs of their members and are not trained here.",
-            "choices": (*TRAINABLE_MODELS, *COMPOSED_MODELS),
+            + f". {', '.join(COMPOSED_MODELS)} compose trained runs of their members, and reproduce.py fits the "
+            "linear probes; neither is trained here.",
+            "choices": (*TRAINABLE_MODELS, *COMPOSED_MODELS, *PROBE_MODELS),
         },
     )
     save_backbones: bool | None = field(
@@ -156,6 +163,11 @@ class ModelArguments(BackboneArguments):
                 f"--model {self.model} is not trained: it composes trained runs of --model {composed.members[0]} and "
                 f"--model {composed.members[1]} with {composed.model_class.__name__}.from_members "
                 "(the comparison runner, reproduce.py, does both)"
+            )
+        if self.model in PROBE_MODELS:
+            raise ValueError(
+                f"--model {self.model} is not trained by the Trainer: reproduce.py --models {self.model} fits it "
+                "(features_hyfuser.fit_linear_probe, full-batch L-BFGS on the pooled features)"
             )
 
 

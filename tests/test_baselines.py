@@ -1,7 +1,9 @@
-"""The paper's comparison models (Tables 5 and 6): each forward and loss, each forward against plain tensor operations
-on the model's own weights, gradient flow, the ensembles' composition, saving and serving, and the metrics and the
-weight choice they need. HyFusER itself is covered by test_modeling_hyfuser.py."""
+"""The paper's comparison models (Tables 5 and 6), the controls and the linear probes: each forward and loss, each
+forward against plain tensor operations on the model's own weights, gradient flow, the ensembles' composition, the
+probes' fit, saving and serving, and the metrics and the weight choice they need. HyFusER itself is covered by
+test_modeling_hyfuser.py."""
 
+import copy
 import json
 import re
 import sys
@@ -12,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from audio_files import voiced_tone
+from datasets import Dataset
 from huggingface_hub import ModelCard
 from test_modeling_hyfuser import (
     assert_every_parameter_has_a_finite_nonzero_gradient,
@@ -24,14 +27,17 @@ from train_script import TRAIN
 from transformers import AutoModel, EvalPrediction, pipeline
 
 from configuration_hyfuser import HyFusERConfig
+from demo_hyfuser import DEMO_DEFAULTS, TINY_HIDDEN_SIZE
+from features_hyfuser import PROBE_L2_GRID, fit_linear_probe, fit_scaler_on_cache, predict_log_probabilities
 from metrics_hyfuser import ENSEMBLE_WEIGHT_GRID, choose_ensemble_weight, compute_metrics, fused_logits
-from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS, HyFusERAverageEnsemble
+from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS, HyFusERAverageEnsemble
 from pipeline_hyfuser import save_hyfuser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINES = [name for name in TRAINABLE_MODELS if name != "hyfuser"]
-"""The trainable baselines (HyFusER has its own tests)."""
-TWO_HEADED = {"hyfuser", *COMPOSED_MODELS}
+"""The trainable baselines and controls (HyFusER has its own tests)."""
+PROBES = list(PROBE_MODELS)
+TWO_HEADED = {"hyfuser", "hyfuser_step_encoders", *COMPOSED_MODELS}
 """Models whose output carries text_logits and speech_logits."""
 WEIGHTED_TEXT_WEIGHT = 0.3
 """The weighted ensemble's text weight in these tests: far enough from 0.5 that using the wrong weight shows."""
@@ -49,8 +55,8 @@ def baseline_config(**overrides) -> HyFusERConfig:
 
 def build(name: str, config: HyFusERConfig):
     """A randomly initialised model by registry name; an ensemble is composed of randomly initialised members."""
-    if name in TRAINABLE_MODELS:
-        return TRAINABLE_MODELS[name](config).eval()
+    if name in TRAINABLE_MODELS or name in PROBE_MODELS:
+        return (TRAINABLE_MODELS.get(name) or PROBE_MODELS[name])(config).eval()
     composed = COMPOSED_MODELS[name]
     text_member, speech_member = (TRAINABLE_MODELS[member](config) for member in composed.members)
     text_weight = WEIGHTED_TEXT_WEIGHT if composed.weighted else 0.5
@@ -62,7 +68,8 @@ def build(name: str, config: HyFusERConfig):
 
 
 def test_registries_name_every_model_once_and_the_ensembles_compose_trainable_members():
-    assert set(TRAINABLE_MODELS).isdisjoint(COMPOSED_MODELS)
+    names = [*TRAINABLE_MODELS, *COMPOSED_MODELS, *PROBE_MODELS]
+    assert len(set(names)) == len(names)
     for composed in COMPOSED_MODELS.values():
         text_member, speech_member = (TRAINABLE_MODELS[member] for member in composed.members)
         assert (text_member, speech_member) == (
@@ -77,13 +84,18 @@ def readme_parameter_counts() -> dict[str, int]:
     return {name: int(count.replace(",", "")) for name, count in rows}
 
 
+def parameter_counts(config: HyFusERConfig) -> dict[str, int]:
+    """Every registered model's parameters under `config`."""
+    classes = {
+        **TRAINABLE_MODELS, **PROBE_MODELS, **{name: composed.model_class for name, composed in COMPOSED_MODELS.items()}
+    }  # fmt: skip
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        return {name: model_class(config).num_parameters() for name, model_class in classes.items()}
+
+
 def test_parameter_counts_at_the_papers_sizes_equal_the_readme_table():
     config = HyFusERConfig()
-    counts = {}
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        for name in [*TRAINABLE_MODELS, *COMPOSED_MODELS]:
-            model_class = TRAINABLE_MODELS.get(name) or COMPOSED_MODELS[name].model_class
-            counts[name] = model_class(config).num_parameters()
+    counts = parameter_counts(config)
     d, c, h, k = config.hidden_size, config.num_labels, config.lstm_hidden_size, config.cnn_kernel_size
     block = 4 * (d * d + d) + 2 * (d * config.intermediate_size) + config.intermediate_size + d + 4 * d
     assert counts["text_lstm"] == 4 * (d * h + h * h + 2 * h) + h * c + c
@@ -98,14 +110,44 @@ def test_parameter_counts_at_the_papers_sizes_equal_the_readme_table():
     )
     assert counts["hyfuser_separate"] == 2 * counts["kohmt"]
     assert counts["hyfuser_seed_ensemble"] == 2 * counts["hyfuser"]
+    # The same-budget control: an encoder pair, a step and a head per direction, exactly hyfuser_separate's.
+    assert counts["hyfuser_step_encoders"] == counts["kohmt"] + counts["kohmt_speech"] == counts["hyfuser_separate"]
+    assert counts["linear_probe"] == 2 * d * c + c and counts["linear_probe_text"] == counts["linear_probe_speech"]
+    assert counts["linear_probe_text"] == d * c + c
     assert readme_parameter_counts() == counts
+
+
+SIZE_RATIO_TOLERANCE = 0.12
+"""How far (relative) a model's size over HyFusER's at the demo's sizes may be from the same ratio at the paper's.
+At hidden size 32 the baseline widths round up (32 / 6 -> 6), the demo's feed-forward is twice the hidden size where
+the paper's equals it (which makes the attention models relatively larger), and biases weigh more."""
+
+
+def test_baselines_sized_from_hidden_size_keep_the_papers_size_ratios_at_the_demos_size():
+    """The LSTM and CNN widths follow `hidden_size`, so a demo comparison pits the same relative capacities against
+    each other as the paper's does (with 128 units fixed, text_lstm would outgrow HyFusER at hidden size 32). The
+    linear probes are left out: their size is linear in `hidden_size` by definition."""
+    paper = parameter_counts(HyFusERConfig())
+    demo_config = HyFusERConfig(hidden_size=TINY_HIDDEN_SIZE)
+    demo_config.update_from_string(DEMO_DEFAULTS["config_overrides"])
+    demo = parameter_counts(demo_config)
+    assert (demo_config.lstm_hidden_size, demo_config.cnn_channels) == (6, 6)
+    for name in paper.keys() - PROBE_MODELS.keys():
+        paper_ratio, demo_ratio = paper[name] / paper["hyfuser"], demo[name] / demo["hyfuser"]
+        assert demo_ratio == pytest.approx(paper_ratio, rel=SIZE_RATIO_TOLERANCE), name
+
+
+def test_baseline_widths_given_explicitly_win_over_the_derived_ones():
+    config = HyFusERConfig(hidden_size=TINY_HIDDEN_SIZE, lstm_hidden_size=7, cnn_channels=9)
+    assert (config.lstm_hidden_size, config.cnn_channels) == (7, 9)
+    assert HyFusERConfig.from_dict(config.to_dict()).lstm_hidden_size == 7
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Forward and loss
 
 
-@pytest.mark.parametrize("name", [*BASELINES, *COMPOSED_MODELS])
+@pytest.mark.parametrize("name", [*BASELINES, *PROBES, *COMPOSED_MODELS])
 def test_forward_gives_log_probabilities_and_their_cross_entropy(name):
     model = build(name, baseline_config())
     labels = torch.tensor([0, 4, 6])
@@ -143,13 +185,15 @@ def test_invalid_baseline_size_names_the_field(overrides, field):
 
 
 READ_MODALITIES = {"text_lstm": ("text",), "speech_cnn": ("speech",), "bicma": ("text", "speech"),
-                   "kohmt": ("text", "speech"), "kohmt_speech": ("text", "speech")}  # fmt: skip
-"""The inputs each trainable baseline checks (and reads)."""
+                   "kohmt": ("text", "speech"), "kohmt_speech": ("text", "speech"),
+                   "hyfuser_step_encoders": ("text", "speech"), "linear_probe": ("text", "speech"),
+                   "linear_probe_text": ("text",), "linear_probe_speech": ("speech",)}  # fmt: skip
+"""The inputs each trainable baseline and probe checks (and reads)."""
 
 
-@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("name", [*BASELINES, *PROBES])
 def test_wrong_feature_shape_is_rejected_naming_the_input_and_its_expected_shape(name):
-    assert set(READ_MODALITIES) == set(BASELINES)
+    assert set(READ_MODALITIES) == {*BASELINES, *PROBES}
     model = build(name, baseline_config())
     features = dict(zip(("text", "speech"), random_features(model.config)))
     for modality in READ_MODALITIES[name]:
@@ -162,6 +206,15 @@ def test_speech_cnn_without_speech_features_is_refused():
     model = build("speech_cnn", baseline_config())
     with pytest.raises(ValueError, match="^HyFusERSpeechCNN needs speech_features$"):
         model(random_features(model.config)[0])
+
+
+def test_a_probe_without_a_modality_it_reads_is_refused_and_ignores_the_other():
+    config = baseline_config()
+    text, speech = random_features(config)
+    with pytest.raises(ValueError, match="^HyFusERSpeechLinearProbe needs speech_features$"):
+        build("linear_probe_speech", config)(text)
+    text_probe = build("linear_probe_text", config)
+    torch.testing.assert_close(text_probe(text).logits, text_probe(text, speech + 1.0).logits, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name, maps", [("bicma", 2), ("kohmt", 2 + 2 + 1), ("kohmt_speech", 2 + 2 + 1)])
@@ -216,6 +269,26 @@ def reference_conv1d_same(inputs: torch.Tensor, weight: torch.Tensor, bias: torc
     return torch.einsum("btiw,oiw->bto", windows, weight) + bias
 
 
+STEP_ENCODER_BRANCHES = {
+    "kohmt": {"text_encoder": "text_encoder", "speech_encoder": "speech_encoder",
+              "text_queries_speech": "cross_modal_step", "text_classifier": "classifier"},
+    "kohmt_speech": {"step2_text_encoder": "text_encoder", "step2_speech_encoder": "speech_encoder",
+                     "speech_queries_text": "cross_modal_step", "speech_classifier": "classifier"},
+}  # fmt: skip
+"""`hyfuser_step_encoders`' modules of each direction, with the names they have in the `kohmt`/`kohmt_speech` it
+equals."""
+
+
+def renamed(weights: dict, modules: dict[str, str]) -> dict:
+    """The weights of the top-level `modules` only, each module renamed to its value."""
+    return {
+        f"{modules[module]}.{rest}": value
+        for key, value in weights.items()
+        for module, rest in [key.split(".", 1)]
+        if module in modules
+    }
+
+
 def reference_probabilities(name: str, weights: dict, text: torch.Tensor, speech: torch.Tensor, config) -> dict:
     """Each model's probabilities ("fused"), and its two sides' where it has them, from the state dict."""
     if name == "text_lstm":
@@ -235,6 +308,16 @@ def reference_probabilities(name: str, weights: dict, text: torch.Tensor, speech
         speech_centric = reference_block(weights, "speech_queries_text", speech, text, config)
         pooled = torch.cat([text_centric.mean(1), speech_centric.mean(1)], dim=-1)
         return {"fused": torch.softmax(dense(pooled, weights, "classifier"), -1)}
+    if name in PROBE_MODELS:
+        pooled = {"text": text.mean(1), "speech": speech.mean(1)}
+        inputs = torch.cat([pooled[modality] for modality in PROBE_MODELS[name].probe_modalities], dim=-1)
+        return {"fused": torch.softmax(dense(inputs, weights, "classifier"), -1)}
+    if name == "hyfuser_step_encoders":  # each direction computed as the kohmt it equals, then Eq. 9
+        sides = {
+            side: reference_probabilities(member, renamed(weights, modules), text, speech, config)["fused"]
+            for side, (member, modules) in zip(("text", "speech"), STEP_ENCODER_BRANCHES.items())
+        }
+        return {"fused": (sides["text"] + sides["speech"]) / 2, **sides}
     if name in ("kohmt", "kohmt_speech"):
         encoded = {}
         for modality, states in (("text", text), ("speech", speech)):
@@ -255,7 +338,7 @@ def reference_probabilities(name: str, weights: dict, text: torch.Tensor, speech
     return {"fused": text_weight * sides["text"] + (1 - text_weight) * sides["speech"], **sides}
 
 
-@pytest.mark.parametrize("name", [*BASELINES, *COMPOSED_MODELS])
+@pytest.mark.parametrize("name", [*BASELINES, *PROBES, *COMPOSED_MODELS])
 def test_forward_equals_the_model_computed_by_hand(name):
     config = baseline_config()
     model = build(name, config)
@@ -264,7 +347,7 @@ def test_forward_equals_the_model_computed_by_hand(name):
         output = model(text, speech)
         expected = reference_probabilities(name, model.state_dict(), text, speech, model.config)
     torch.testing.assert_close(output.logits.exp(), expected["fused"], atol=1e-5, rtol=0)
-    if name in COMPOSED_MODELS:
+    if name in TWO_HEADED:
         torch.testing.assert_close(output.text_logits.softmax(-1), expected["text"], atol=1e-5, rtol=0)
         torch.testing.assert_close(output.speech_logits.softmax(-1), expected["speech"], atol=1e-5, rtol=0)
 
@@ -285,6 +368,33 @@ def test_ensemble_is_the_weighted_mean_of_its_trained_members_probabilities(name
     torch.testing.assert_close(output.logits.exp(), expected, atol=1e-6, rtol=0)
     assert ensemble.config.ensemble_text_weight == text_weight
     assert text_member.config.ensemble_text_weight == 0.5  # the member's config is copied, not changed
+
+
+def test_step_encoders_compute_hyfuser_separate_given_its_members_weights():
+    """`hyfuser_step_encoders` is `hyfuser_separate` trained as one network: given the weights of the separate
+    model's two members, it gives the same probabilities, fused and per direction."""
+    config = baseline_config()
+    members = {member: TRAINABLE_MODELS[member](config).eval() for member in STEP_ENCODER_BRANCHES}
+    separate = COMPOSED_MODELS["hyfuser_separate"].model_class.from_members(*members.values())
+    joint = TRAINABLE_MODELS["hyfuser_step_encoders"](config).eval()
+    weights = {}
+    for member, modules in STEP_ENCODER_BRANCHES.items():
+        weights.update(renamed(members[member].state_dict(), {new: old for old, new in modules.items()}))
+    assert weights.keys() == joint.state_dict().keys()
+    joint.load_state_dict(weights)
+    features = random_features(config, batch_size=4, seed=2)
+    with torch.no_grad():
+        expected, got = separate(*features), joint(*features)
+    torch.testing.assert_close(got.logits, expected.logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.text_logits.log_softmax(-1), expected.text_logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.speech_logits.log_softmax(-1), expected.speech_logits, atol=1e-6, rtol=0)
+
+
+def test_step_encoders_model_sets_its_flag_on_a_copy_of_the_config():
+    config = baseline_config()
+    model = TRAINABLE_MODELS["hyfuser_step_encoders"](config)
+    assert model.config.encoders_per_step and not config.encoders_per_step
+    assert model.step2_text_encoder is not None and model.step2_speech_encoder is not None
 
 
 def test_a_weight_of_one_is_the_text_member_alone():
@@ -344,7 +454,7 @@ def in_label_order(result: list[dict], key: str, config: HyFusERConfig) -> list[
     return [by_label[config.id2label[index]] for index in range(config.num_labels)]
 
 
-@pytest.mark.parametrize("name", [*BASELINES, *COMPOSED_MODELS])
+@pytest.mark.parametrize("name", [*BASELINES, "linear_probe", *COMPOSED_MODELS])
 def test_saved_model_loads_through_automodel_and_serves_through_the_pipeline(name, tiny_processor, tmp_path):
     config = HyFusERConfig(
         hidden_size=tiny_processor.hidden_size, sequence_length=tiny_processor.sequence_length, intermediate_size=16,
@@ -382,6 +492,85 @@ def test_saved_model_loads_through_automodel_and_serves_through_the_pipeline(nam
             ValueError, match="return_modalities needs a model with a text-side and a speech-side head"
         ):
             classifier(ITEM, return_modalities=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The linear probes' fit
+
+
+def cached_rows(rows: int, config: HyFusERConfig, seed: int) -> Dataset:
+    """Rows as the feature cache holds them (unscaled float16 features, integer labels). The label is the sign
+    pattern of two text dimensions averaged over positions, plus noise: linearly separable from the pooled text,
+    invisible in the speech."""
+    generator = np.random.default_rng(seed)
+    shape = (rows, config.sequence_length, config.hidden_size)
+    text, speech = generator.normal(size=shape), generator.normal(size=shape)
+    labels = generator.integers(0, 4, size=rows)
+    text[:, :, 0] += np.where(labels % 2, 1.5, -1.5)[:, None]
+    text[:, :, 1] += np.where(labels // 2, 1.5, -1.5)[:, None]
+    return Dataset.from_dict(
+        {"text_features": text.astype(np.float16), "speech_features": speech.astype(np.float16), "label": labels}
+    )
+
+
+@pytest.fixture
+def probe_data(tiny_processor):
+    """A processor whose scaler is fitted on the fit rows, a probe config, and fit, selection and validation rows."""
+    processor = copy.deepcopy(tiny_processor)  # the session's processor keeps its own scaler
+    config = small_config(hidden_size=processor.hidden_size, sequence_length=processor.sequence_length)
+    config.id2label, config.label2id = {i: str(i) for i in range(4)}, {str(i): i for i in range(4)}
+    fit, selection, validation = (cached_rows(rows, config, seed) for rows, seed in ((120, 0), (40, 1), (40, 2)))
+    fit_scaler_on_cache(processor, fit)
+    return processor, config, fit, selection, validation
+
+
+def objective_gradient(probe, processor, features, l2: float) -> torch.Tensor:
+    """The gradient of mean cross-entropy + l2 / 2 |weight|^2 at the probe's weights, in float64, on `features`
+    scaled by `processor` and pooled by the probe."""
+    columns = features.with_format("torch")[:]
+    text, speech = processor.scale(columns["text_features"].float(), columns["speech_features"].float())
+    inputs, labels = probe.pool(text, speech).double(), columns["label"]
+    weight = probe.classifier.weight.detach().double().requires_grad_()
+    bias = probe.classifier.bias.detach().double().requires_grad_()
+    loss = F.cross_entropy(inputs @ weight.T + bias, labels) + l2 / 2 * weight.square().sum()
+    return torch.cat([gradient.flatten() for gradient in torch.autograd.grad(loss, (weight, bias))])
+
+
+def accuracy(probe, processor, features) -> float:
+    predictions = predict_log_probabilities(probe, processor, features).argmax(-1)
+    return float(np.mean(predictions == np.asarray(features["label"])))
+
+
+def test_linear_probe_is_the_penalised_optimum_with_the_penalty_best_on_the_selection_rows(probe_data):
+    processor, config, fit, selection, validation = probe_data
+    probe = PROBE_MODELS["linear_probe"](config)
+    l2 = fit_linear_probe(probe, processor, fit, selection)
+    assert l2 in PROBE_L2_GRID
+    assert objective_gradient(probe, processor, fit, l2).abs().max() < 1e-5  # L-BFGS reached the minimum
+    # The chosen penalty is the one whose fit is most accurate on the selection rows; ties go to the stronger one.
+    accuracies = {}
+    for candidate in PROBE_L2_GRID:
+        alone = PROBE_MODELS["linear_probe"](config)
+        fit_linear_probe(alone, processor, fit, selection, l2_grid=(candidate,))
+        accuracies[candidate] = accuracy(alone, processor, selection)
+    best = max(accuracies.values())
+    assert l2 == max(candidate for candidate, value in accuracies.items() if value == best)
+    assert accuracy(probe, processor, validation) > 0.9  # the label is linear in the pooled text
+
+
+def test_linear_probe_fit_draws_no_random_numbers_and_reads_only_its_modalities(probe_data):
+    processor, config, fit, selection, validation = probe_data
+    fitted = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)  # another initialisation of the classifier, which the fit overwrites
+        probe = PROBE_MODELS["linear_probe_text"](config)
+        fit_linear_probe(probe, processor, fit, selection)
+        fitted.append(probe.state_dict())
+    assert all(torch.equal(fitted[0][key], fitted[1][key]) for key in fitted[0])
+    assert accuracy(probe, processor, validation) > 0.9
+    speech_probe = PROBE_MODELS["linear_probe_speech"](config)
+    fit_linear_probe(speech_probe, processor, fit, selection)
+    assert accuracy(speech_probe, processor, validation) < 0.6  # the speech carries no label (chance: 0.25)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -446,6 +635,8 @@ def test_train_model_flag_picks_a_trainable_model_and_explains_composed_ones():
     message = "--model average_ensemble is not trained: it composes trained runs of --model text_lstm and --model"
     with pytest.raises(ValueError, match=message):
         parse_arguments(["--dataset", "demo", "--model", "average_ensemble"])
+    with pytest.raises(ValueError, match="--model linear_probe is not trained by the Trainer: reproduce.py"):
+        parse_arguments(["--dataset", "demo", "--model", "linear_probe"])
     with pytest.raises(SystemExit):
         parse_arguments(["--dataset", "demo", "--model", "transformer"])
 

@@ -7,9 +7,9 @@ import torch
 from test_modeling_hyfuser import random_features, small_config
 
 from configuration_hyfuser import HyFusERConfig
-from modeling_hyfuser import TRAINABLE_MODELS, HyFusERAttention, HyFusEREncoderLayer
+from modeling_hyfuser import PROBE_MODELS, TRAINABLE_MODELS, HyFusERAttention, HyFusEREncoderLayer
 
-ATTENTION_MODELS = ["hyfuser", "bicma", "kohmt", "kohmt_speech"]
+ATTENTION_MODELS = ["hyfuser", "bicma", "kohmt", "kohmt_speech", "hyfuser_step_encoders"]
 """The trainable models built from attention blocks."""
 
 
@@ -166,7 +166,7 @@ def test_return_dict_false_returns_the_output_fields_as_a_plain_tuple(name):
     assert type(as_tuple) is tuple
     expected = [value for value in as_dict.values() if value is not None]
     # loss, logits, (text_logits, speech_logits,) hidden_states, attentions
-    assert len(as_tuple) == len(expected) == (6 if name == "hyfuser" else 4)
+    assert len(as_tuple) == len(expected) == (6 if model.has_modality_heads else 4)
     for got, want in zip(as_tuple, expected, strict=True):
         if isinstance(want, tuple):
             assert len(got) == len(want) and all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
@@ -226,7 +226,7 @@ def test_models_without_blocks_say_they_cannot_checkpoint(name):
 def test_config_takes_any_label_set_and_the_model_refuses_fewer_than_two(labels):
     config = HyFusERConfig(**labels)
     assert config.num_labels == len(config.id2label) <= 1
-    for model_class in TRAINABLE_MODELS.values():
+    for model_class in [*TRAINABLE_MODELS.values(), *PROBE_MODELS.values()]:
         with pytest.raises(ValueError, match=r"config\.num_labels classes and needs at least 2"):
             model_class(config)
 

@@ -146,6 +146,38 @@ def test_output_attentions_returns_every_layer_without_changing_logits():
     torch.testing.assert_close(with_maps.logits, plain.logits)
 
 
+def test_encoders_per_step_gives_step_2_an_encoder_pair_of_its_own():
+    """Step 1 reads text_encoder/speech_encoder, Step 2 its own pair; their states follow Step 1's, before H_T, H_S."""
+    config = small_config(encoders_per_step=True, num_hidden_layers=2)
+    model = HyFusERForEmotionRecognition(config).eval()
+    text, speech = random_features(config)
+    with torch.no_grad():
+        output = model(text, speech, output_hidden_states=True)
+        maps = model(text, speech, output_attentions=True).attentions
+        step1_text, step1_speech, step2_text, step2_speech = (
+            encoder(features, output_hidden_states=True).hidden_states
+            for encoder, features in (
+                (model.text_encoder, text), (model.speech_encoder, speech),
+                (model.step2_text_encoder, text), (model.step2_speech_encoder, speech),
+            )
+        )  # fmt: skip
+        step1, _ = model.text_queries_speech(step1_text[-1], step1_speech[-1])
+        step2, _ = model.speech_queries_text(step2_speech[-1], step2_text[-1])
+    expected = (*step1_text, *step1_speech, *step2_text, *step2_speech, step1, step2)
+    assert len(output.hidden_states) == 4 * config.num_hidden_layers + 6 == len(expected)
+    for got, want in zip(output.hidden_states, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert len(maps) == 4 * config.num_hidden_layers + 2
+    # Each head depends on its own step's encoders only.
+    with torch.no_grad():
+        for parameter in model.step2_text_encoder.parameters():
+            parameter.add_(0.5)
+        moved = model(text, speech)
+    torch.testing.assert_close(moved.text_logits, output.text_logits, rtol=0, atol=0)
+    assert not torch.allclose(moved.speech_logits, output.speech_logits)
+    assert HyFusERForEmotionRecognition(small_config()).step2_text_encoder is None  # the default shares one pair
+
+
 def test_blocks_return_attention_maps_only_when_asked():
     config = small_config()
     config._attn_implementation = "sdpa"  # what a model built on this config would pick

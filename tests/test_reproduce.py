@@ -32,7 +32,7 @@ from configuration_hyfuser import HyFusERConfig
 from corpora import write_aihub263, write_kemdy19, write_kemdy20
 from data_hyfuser import build_paper_dataset, selection_split, session_folds
 from environment_hyfuser import RECORDED_PACKAGES
-from modeling_hyfuser import COMPOSED_MODELS, TRAINABLE_MODELS
+from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS
 from reproduce import (
     MEMBER_SEED_OFFSET,
     NOT_RESULT_SETTINGS,
@@ -65,9 +65,10 @@ RUN_KEYS = {
     "learning_curve",
 }  # fmt: skip
 COMPOSED_RUN_KEYS = {"members", "first_member_weight"}
+PROBE_RUN_KEYS = {"probe_l2"}
 METRICS = {"accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro"}
 HEAD_METRICS = {"text_head_accuracy", "speech_head_accuracy"}
-TWO_HEADED = {"hyfuser", *COMPOSED_MODELS}
+TWO_HEADED = {"hyfuser", "hyfuser_step_encoders", *COMPOSED_MODELS}
 """The models whose output has a text-centric and a speech-centric head (a composed model's: its members)."""
 EXTRACTION = re.compile(r"Extracting all features for \d+ utterances")
 """The feature cache's log line when the backbones run (progress bars say "Extracting" too)."""
@@ -182,6 +183,17 @@ def test_composed_models_members_train_from_distinct_recorded_seeds_and_each_run
     # hyfuser_separate's second member is kohmt_speech's own row; the seed ensemble needs a second HyFusER run
     assert reported_run("kohmt_speech", 0, 42) == member_runs(Run("hyfuser_separate", 0, 42))[1]
     assert [run.training_seed for run in runs if run.model == "hyfuser"] == [42, 42 + MEMBER_SEED_OFFSET]
+
+
+def test_probes_run_once_per_split_under_the_first_seed_before_the_composed_models():
+    splits = [plan_split(fold=0), plan_split(fold=1)]
+    runs = plan_runs(["linear_probe", "hyfuser"], splits, seeds=[42, 43])
+    assert [(run.model, run.fold, run.seed) for run in runs] == [
+        ("hyfuser", 0, 42), ("linear_probe", 0, 42), ("hyfuser", 0, 43),
+        ("hyfuser", 1, 42), ("linear_probe", 1, 42), ("hyfuser", 1, 43),
+    ]  # fmt: skip
+    with_composed = plan_runs(["hyfuser_separate", "linear_probe"], splits[:1], seeds=[42])
+    assert [run.model for run in with_composed][-2:] == ["linear_probe", "hyfuser_separate"]
 
 
 @pytest.mark.parametrize("name", list(COMPOSED_MODELS))
@@ -394,14 +406,14 @@ def session_cv(session_cv_arguments, hf_home, tmp_path_factory) -> tuple[Path, s
 
 
 def all_models() -> list[str]:
-    return [*TRAINABLE_MODELS, *COMPOSED_MODELS]
+    return [*TRAINABLE_MODELS, *PROBE_MODELS, *COMPOSED_MODELS]
 
 
 def check_run(entry: dict) -> None:
     """One run's record: its keys, metrics (each head's for two-headed models), per-class recall and confusion matrix
     that agree, and its learning curve (one epoch here), or its members for a composed model."""
-    composed = entry["model"] in COMPOSED_MODELS
-    assert entry.keys() == RUN_KEYS | (COMPOSED_RUN_KEYS if composed else set())
+    composed, probe = entry["model"] in COMPOSED_MODELS, entry["model"] in PROBE_MODELS
+    assert entry.keys() == RUN_KEYS | (COMPOSED_RUN_KEYS if composed else set()) | (PROBE_RUN_KEYS if probe else set())
     assert entry["metrics"].keys() == METRICS | (HEAD_METRICS if entry["model"] in TWO_HEADED else set())
     assert all(0 <= value <= 1 for value in entry["metrics"].values())
     matrix = np.asarray(entry["confusion_matrix"])
@@ -416,6 +428,9 @@ def check_run(entry: dict) -> None:
         first, second = entry["members"]
         assert first["training_seed"] != second["training_seed"]
         return
+    if probe:
+        assert entry["learning_curve"] is None and entry["seed"] == 42 and entry["probe_l2"] > 0
+        return
     curve = entry["learning_curve"]
     assert (curve["epochs_run"], curve["best_epoch"]) == (1.0, 1.0)
     assert [point["epoch"] for point in curve["selection_accuracy"]] == [1.0]
@@ -423,20 +438,21 @@ def check_run(entry: dict) -> None:
 
 
 def check_schema(results: dict, folds: int | None, seeds: list[int]) -> None:
-    runs_per_model = (folds or 1) * len(seeds)
+    # The probes draw no random numbers: one run per split, under the first seed.
+    runs_per_model = {model: (folds or 1) * (1 if model in PROBE_MODELS else len(seeds)) for model in all_models()}
     assert results.keys() == RESULT_KEYS
     assert (results["folds"], results["seeds"], results["labels"]) == (folds, seeds, LABELS)
     assert set(results["models"]) == results["summary"].keys() == set(all_models())
     for model, statistics in results["summary"].items():
         assert statistics.keys() == METRICS | (HEAD_METRICS if model in TWO_HEADED else set())
         assert all(stat.keys() == {"mean", "std", "n"} for stat in statistics.values())
-        assert {stat["n"] for stat in statistics.values()} == {runs_per_model}
-        assert all((stat["std"] is None) == (runs_per_model == 1) for stat in statistics.values())
-    assert len(results["runs"]) == len(all_models()) * runs_per_model
+        assert {stat["n"] for stat in statistics.values()} == {runs_per_model[model]}
+        assert all((stat["std"] is None) == (runs_per_model[model] == 1) for stat in statistics.values())
+    assert len(results["runs"]) == sum(runs_per_model.values())
     for entry in results["runs"]:
         check_run(entry)
     assert results["paired"].keys() == set(all_models()) - {"hyfuser"}
-    assert {comparison["pairs"] for comparison in results["paired"].values()} == {runs_per_model}
+    assert all(comparison["pairs"] == runs_per_model[model] for model, comparison in results["paired"].items())
     assert results["collapsed_runs"] == {
         model: sum(bool(entry["collapse"]) for entry in results["runs"] if entry["model"] == model)
         for model in all_models()

@@ -1,4 +1,4 @@
-"""transformers' own common tests, `ModelTesterMixin` and `ConfigTester`, run on HyFusER and its attention baselines.
+"""transformers' own common tests, `ModelTesterMixin` and `ConfigTester`, run on HyFusER and every trainable baseline.
 
 The test files come from the installed transformers version's source release (tests/transformers_common.py says
 how). Outside CI a machine that cannot download them skips this module, saying why; in CI (`CI=true`) that is an
@@ -14,12 +14,14 @@ from transformers_common import import_common_tests
 
 from configuration_hyfuser import HyFusERConfig
 from modeling_hyfuser import (
+    TRAINABLE_MODELS,
     HyFusERBidirectionalCrossModalAttention,
     HyFusERForEmotionRecognition,
     HyFusERKoHMT,
     HyFusERKoHMTSpeechQueries,
     HyFusERSpeechCNN,
     HyFusERTextLSTM,
+    HyFusERWithStepEncoders,
 )
 
 try:
@@ -145,6 +147,13 @@ class HyFusERForEmotionRecognitionTest(HyFusERCommonTests, unittest.TestCase):
     hidden_state_count = 2 * (ENCODER_LAYERS + 1) + 2  # each encoder's input and layers, Step 1, Step 2
 
 
+@not_applicable(NOT_APPLICABLE, STACKED_BLOCKS)
+class HyFusERWithStepEncodersTest(HyFusERCommonTests, unittest.TestCase):
+    all_model_classes = (HyFusERWithStepEncoders,)
+    attention_blocks = 4 * ENCODER_LAYERS + 2  # an encoder pair per step, Step 1, Step 2
+    hidden_state_count = 4 * (ENCODER_LAYERS + 1) + 2
+
+
 @not_applicable(NOT_APPLICABLE)
 class HyFusERBidirectionalCrossModalAttentionTest(HyFusERCommonTests, unittest.TestCase):
     all_model_classes = (HyFusERBidirectionalCrossModalAttention,)
@@ -173,3 +182,14 @@ class HyFusERSpeechCNNTest(HyFusERCommonTests, unittest.TestCase):
     has_attentions = False
     attention_blocks = 0
     hidden_state_count = 1 + TINY_CONFIG["cnn_num_layers"]  # the speech features, each convolution's output
+
+
+def test_every_trainable_model_runs_the_common_tests():
+    tested = [
+        model_class
+        for test_class in HyFusERCommonTests.__subclasses__()
+        for model_class in test_class.all_model_classes
+    ]
+    assert sorted(model_class.__name__ for model_class in tested) == sorted(
+        model_class.__name__ for model_class in TRAINABLE_MODELS.values()
+    )
