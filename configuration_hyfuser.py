@@ -12,6 +12,8 @@ EMOTION_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral
 
 DEFAULT_TEXT_BACKBONE = "monologg/koelectra-base-v3-discriminator"
 DEFAULT_SPEECH_BACKBONE = "facebook/hubert-base-ls960"
+INITIALIZERS: tuple[str, ...] = ("normal", "glorot_uniform")
+"""`HyFusERConfig.initializer` values: transformers' normal(0, initializer_range), or Keras's Glorot-uniform."""
 FEATURE_MODES: tuple[str, ...] = ("paper", "native")
 """`HyFusERConfig.feature_mode` values: the paper's fixed-length features, or variable-length ones with masks."""
 
@@ -58,6 +60,12 @@ class HyFusERConfig(PretrainedConfig):
             Dropout on attention probabilities (same reasoning as `hidden_dropout_prob`).
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the normal initialiser of every linear layer.
+        initializer (`str`, defaults to `"normal"`):
+            `"normal"`: every linear and convolution weight drawn from normal(0, `initializer_range`), transformers'
+            convention. `"glorot_uniform"`: Glorot-uniform weights (std sqrt(2 / (fan_in + fan_out)), Keras's default
+            for `Dense`, `Conv1D` and `MultiHeadAttention`), which at small widths start far larger than 0.02 and
+            leave the loss plateau of the first epochs sooner (docs/collapse/README.md). Biases start at zero either
+            way.
         use_modality_losses (`bool`, defaults to `False`):
             If `False` the loss is the paper's: cross-entropy of the averaged probabilities (Eq. 9, Table 3
             "Sparse Categorical Crossentropy"). If `True`, each head's own cross-entropy is added, which keeps
@@ -114,6 +122,7 @@ class HyFusERConfig(PretrainedConfig):
         hidden_dropout_prob: float = 0.1,
         attention_dropout: float = 0.1,
         initializer_range: float = 0.02,
+        initializer: str = "normal",
         use_modality_losses: bool = False,
         lstm_hidden_size: int = 128,
         cnn_channels: int = 128,
@@ -144,6 +153,7 @@ class HyFusERConfig(PretrainedConfig):
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
+        self.initializer = initializer
         self.use_modality_losses = use_modality_losses
         self.lstm_hidden_size = lstm_hidden_size
         self.cnn_channels = cnn_channels
@@ -175,6 +185,8 @@ class HyFusERConfig(PretrainedConfig):
                 f"HyFusERConfig.hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
+        if self.initializer not in INITIALIZERS:
+            raise ValueError(f"HyFusERConfig.initializer must be one of {INITIALIZERS}, got {self.initializer!r}")
         if self.feature_mode not in FEATURE_MODES:
             raise ValueError(f"HyFusERConfig.feature_mode must be one of {FEATURE_MODES}, got {self.feature_mode!r}")
         if self.layer_weighting:

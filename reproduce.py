@@ -39,7 +39,7 @@ from datasets import Dataset, DatasetDict, concatenate_datasets
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 import features_hyfuser
-from arguments_hyfuser import CORPUS_DIRECTORIES, BackboneArguments, CorpusArguments
+from arguments_hyfuser import CORPUS_DIRECTORIES, BackboneArguments, CorpusArguments, recipe_defaults
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
 from data_hyfuser import (
     build_paper_dataset,
@@ -168,14 +168,15 @@ class ReproduceArguments(CorpusArguments, BackboneArguments):
 
 
 def parse_arguments(argv: list[str]) -> tuple[ReproduceArguments, TrainingArguments]:
-    """The paper's training settings as defaults (the demo's under `--dataset demo`, as in train.py), then the checks
-    that need no data."""
+    """The paper's training settings as defaults (the demo's under `--dataset demo`, then `--recipe`'s, as in
+    train.py), then the checks that need no data."""
     dataset = HfArgumentParser(ReproduceArguments, add_help=False).parse_known_args(argv)[0].dataset
     parser = HfArgumentParser((ReproduceArguments, TrainingArguments))
     parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir="outputs/comparison")
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
     if dataset == "demo":
         parser.set_defaults(**DEMO_DEFAULTS)
+    parser.set_defaults(**recipe_defaults(argv))
     args, training_args = parser.parse_args_into_dataclasses(argv)
     args.check_directories()
     if args.protocol == "session_cv" and args.dataset == "aihub":
@@ -216,7 +217,7 @@ def load_rows(args: ReproduceArguments) -> tuple[Dataset, int, str | None, str |
     and the backbones (the demo's own when none are named)."""
     text_backbone, speech_backbone = args.text_backbone, args.speech_backbone
     if args.dataset == "demo":
-        demo = prepare_demo(Path(args.cache_dir) / "demo")
+        demo = prepare_demo(Path(args.cache_dir) / "demo", cue=args.demo_cue)
         corpora = {"kemdy20_dir": demo.train_dir}
         text_backbone, speech_backbone = text_backbone or demo.backbones.text, speech_backbone or demo.backbones.speech
     else:
@@ -285,10 +286,12 @@ def _sessions(rows: Dataset, indices: Sequence[int]) -> list[str] | None:
 
 
 RESULT_SETTINGS = (
-    "dataset", "kemdy19_dir", "kemdy20_dir", "aihub_dir", "protocol", "folds", "selection_fraction", "text_backbone",
-    "speech_backbone", "sequence_length", "config_overrides", "early_stopping_patience", "split_seed", "multi_label",
-    "kemdy19_rows", "label_source", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "weight_decay", "optim", "lr_scheduler_type", "metric_for_best_model",
+    "dataset", "demo_cue", "kemdy19_dir", "kemdy20_dir", "aihub_dir", "protocol", "folds", "selection_fraction",
+    "text_backbone", "speech_backbone", "sequence_length", "config_overrides", "initializer", "early_stopping_patience",
+    "split_seed",
+    "multi_label", "kemdy19_rows", "label_source", "learning_rate", "num_train_epochs", "max_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "optim", "lr_scheduler_type",
+    "warmup_steps", "metric_for_best_model",
 )  # fmt: skip
 """Arguments that change a run's result: finished runs are only reused under the same values (models and seeds may
 be added)."""
@@ -600,7 +603,7 @@ def main(argv: list[str] | None = None) -> None:
     features = cache_features(
         DatasetDict(all=rows), processor, args.cache_dir, batch_size=args.extraction_batch_size
     )["all"]
-    config = model_config(processor, text_backbone, speech_backbone, args.config_overrides)
+    config = model_config(processor, text_backbone, speech_backbone, args.config_overrides, args.initializer)
 
     # 3. The runs, split by split; the joint scaler is fitted on each split's fit rows
     labels = np.asarray(rows["label"])
