@@ -10,10 +10,16 @@ from dataclasses import dataclass, field
 from huggingface_hub.constants import HF_HOME
 from transformers import HfArgumentParser, TrainingArguments
 
-from configuration_hyfuser import DEFAULT_ASR_MODEL, DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, HyFusERConfig
+from configuration_hyfuser import (
+    DEFAULT_ASR_MODEL,
+    DEFAULT_SPEECH_BACKBONE,
+    DEFAULT_TEXT_BACKBONE,
+    INITIALIZERS,
+    HyFusERConfig,
+)
 from data_hyfuser import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
-from demo_hyfuser import DEMO_DEFAULTS
-from features_hyfuser import PAPER_TRAINING_DEFAULTS
+from demo_hyfuser import DEMO_CORPUS_CUES, DEMO_DEFAULTS
+from features_hyfuser import PAPER_TRAINING_DEFAULTS, TRAINING_RECIPES
 from processing_hyfuser import BACKBONE_DTYPES
 
 CORPUS_DIRECTORIES: dict[str, tuple[str, ...]] = {
@@ -37,6 +43,15 @@ class CorpusArguments:
             + ", ".join(f"--{name}" for name in DEMO_DEFAULTS)
             + " (`--dataset demo --help` shows them).",
             "choices": tuple(CORPUS_DIRECTORIES),
+        },
+    )
+    demo_cue: str = field(
+        default="mixed",
+        metadata={
+            "help": "Which modality carries the emotion in --dataset demo: 'mixed' (the demo: a third of the items "
+            "in the text only, a third in the speech only, a third in both), or 'text', 'speech' or 'both' for "
+            "every item ('text': the words alone, over one emotion-neutral whisper).",
+            "choices": DEMO_CORPUS_CUES,
         },
     )
     kemdy19_dir: str | None = field(
@@ -221,6 +236,26 @@ class BackboneArguments:
             "on validation accuracy; reproduce.py evaluates its model-selection set). 0 disables early stopping."
         },
     )
+    initializer: str = field(
+        default="normal",
+        metadata={
+            "help": "How every linear and convolution of the trained model starts: 'normal' (normal(0, 0.02), "
+            "transformers' convention) or 'glorot_uniform' (Keras's default, far larger at small widths). Sets "
+            "HyFusERConfig.initializer.",
+            "choices": INITIALIZERS,
+        },
+    )
+    recipe: str = field(
+        default="paper",
+        metadata={
+            "help": "Training recipe, the same for every model: 'paper' (Table 3) or 'stable', which sets "
+            + ", ".join(f"--{name} {value}" for name, value in TRAINING_RECIPES["stable"].items())
+            + ": Glorot-uniform weights leave the loss plateau of the first epochs sooner, and every epoch is "
+            "trained and the best one on the model-selection set restored, so no run is stopped on that plateau "
+            "(docs/collapse/README.md). Explicit flags still win.",
+            "choices": tuple(TRAINING_RECIPES),
+        },
+    )
 
     global_train_batch_size: int = field(
         default=PAPER_TRAINING_DEFAULTS["per_device_train_batch_size"],
@@ -291,3 +326,8 @@ def batch_description(global_train_batch_size: int, training_args: TrainingArgum
     if effective != global_train_batch_size:
         description += f" (not --global_train_batch_size {global_train_batch_size}: --per_device_train_batch_size wins)"
     return description
+
+
+def recipe_defaults(argv: list[str]) -> dict[str, object]:
+    """The parser defaults `--recipe` in `argv` sets (train.py and reproduce.py apply them last, so flags win)."""
+    return TRAINING_RECIPES[HfArgumentParser(BackboneArguments, add_help=False).parse_known_args(argv)[0].recipe]

@@ -14,6 +14,8 @@ EMOTION_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral
 
 DEFAULT_TEXT_BACKBONE = "monologg/koelectra-base-v3-discriminator"
 DEFAULT_SPEECH_BACKBONE = "facebook/hubert-base-ls960"
+INITIALIZERS: tuple[str, ...] = ("normal", "glorot_uniform")
+"""`HyFusERConfig.initializer` values: transformers' normal(0, initializer_range), or Keras's Glorot-uniform."""
 FEATURE_MODES: tuple[str, ...] = ("paper", "native")
 """`HyFusERConfig.feature_mode` values: the paper's fixed-length features, or variable-length ones with masks."""
 
@@ -65,6 +67,12 @@ class HyFusERConfig(PretrainedConfig):
             Dropout on attention probabilities (same reasoning as `hidden_dropout_prob`).
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the normal initialiser of every linear layer.
+        initializer (`str`, defaults to `"normal"`):
+            `"normal"`: every linear and convolution weight drawn from normal(0, `initializer_range`), transformers'
+            convention. `"glorot_uniform"`: Glorot-uniform weights (std sqrt(2 / (fan_in + fan_out)), Keras's default
+            for `Dense`, `Conv1D` and `MultiHeadAttention`), which at small widths start far larger than 0.02 and
+            leave the loss plateau of the first epochs sooner (docs/collapse/README.md). Biases start at zero either
+            way.
         use_modality_losses (`bool`, defaults to `False`):
             If `False` the loss is the cross-entropy of the averaged probabilities (Eq. 9), the model's output. The
             paper names its loss (Table 3: "Sparse Categorical Crossentropy") but not whether it is taken on that
@@ -129,6 +137,7 @@ class HyFusERConfig(PretrainedConfig):
         hidden_dropout_prob: float = 0.1,
         attention_dropout: float = 0.1,
         initializer_range: float = 0.02,
+        initializer: str = "normal",
         use_modality_losses: bool = False,
         encoders_per_step: bool = False,
         lstm_hidden_size: int | None = None,
@@ -160,6 +169,7 @@ class HyFusERConfig(PretrainedConfig):
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
+        self.initializer = initializer
         self.use_modality_losses = use_modality_losses
         self.encoders_per_step = encoders_per_step
         baseline_width = math.ceil(hidden_size / BASELINE_WIDTH_DIVISOR) if isinstance(hidden_size, int) else None
@@ -193,6 +203,8 @@ class HyFusERConfig(PretrainedConfig):
                 f"HyFusERConfig.hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
+        if self.initializer not in INITIALIZERS:
+            raise ValueError(f"HyFusERConfig.initializer must be one of {INITIALIZERS}, got {self.initializer!r}")
         if self.feature_mode not in FEATURE_MODES:
             raise ValueError(f"HyFusERConfig.feature_mode must be one of {FEATURE_MODES}, got {self.feature_mode!r}")
         if self.layer_weighting:

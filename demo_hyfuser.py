@@ -289,6 +289,11 @@ epochs)."""
 DEMO_CUES: tuple[str, ...] = ("text", "speech", "both")
 """Which modality carries an item's emotion; the other one is uninformative, so no single modality suffices for all."""
 
+DEMO_CORPUS_CUES: tuple[str, ...] = ("mixed", *DEMO_CUES)
+"""Corpus variants (`--demo_cue`): 'mixed' (the demo) cycles its items through `DEMO_CUES`; 'text', 'speech' or
+'both' gives every item that one cue, e.g. 'text': the emotion is in the words only and every clip is the same
+emotion-neutral whisper."""
+
 _TIMES = ("오늘", "어제", "아까", "방금", "지난주에", "주말에", "아침에", "저녁에", "밤에", "점심에")
 _PLACES = ("회사에서", "학교에서", "집에서", "버스에서", "시장에서", "공원에서", "식당에서", "병원에서")
 _EVENTS = ("그 소식을 들었는데", "친구를 만났는데", "편지를 읽었는데", "전화를 받았는데", "영화를 봤는데", "사진을 봤는데")
@@ -368,9 +373,14 @@ class DemoCorpus:
 
 
 def plan_demo_utterances(
-    per_emotion: int, first_session: int, sessions: int, rng: np.random.Generator, used_texts: set[str]
+    per_emotion: int,
+    first_session: int,
+    sessions: int,
+    rng: np.random.Generator,
+    used_texts: set[str],
+    cues: tuple[str, ...] = DEMO_CUES,
 ) -> list[DemoUtterance]:
-    """Draw `per_emotion` items per emotion, cues cycling text/speech/both, spread over KEMDy20-style sessions.
+    """Draw `per_emotion` items per emotion, cues cycling through `cues`, spread over KEMDy20-style sessions.
 
     Texts are unique across calls that share `used_texts`: the paper's pipeline drops duplicate texts, and a held-out
     item must not repeat a training sentence.
@@ -378,7 +388,7 @@ def plan_demo_utterances(
     plan = []
     for emotion in _EMOTION_PHRASES:
         for index in range(per_emotion):
-            cue = DEMO_CUES[index % len(DEMO_CUES)]
+            cue = cues[index % len(cues)]
             phrases = _EMOTION_PHRASES[emotion] if cue != "speech" else _PLAIN_PHRASES
             text = None
             while text is None or text in used_texts:
@@ -461,20 +471,29 @@ def write_kemdy20_corpus(root: str | os.PathLike, utterances: list[DemoUtterance
 
 
 def prepare_demo(
-    root: str | os.PathLike, train_per_emotion: int = 120, holdout_per_emotion: int = 6, seed: int = 0
+    root: str | os.PathLike,
+    train_per_emotion: int = 120,
+    holdout_per_emotion: int = 6,
+    seed: int = 0,
+    cue: str = "mixed",
 ) -> DemoCorpus:
-    """Generate (once) the demo's tiny backbones, training corpus and held-out corpus under `root`.
+    """Generate (once) the demo's tiny backbones, training corpus and held-out corpus under `root`; `cue` picks the
+    variant (`DEMO_CORPUS_CUES`).
 
     The result is written to a temporary sibling and renamed into place, so a killed run never leaves a half-written
     corpus behind and later runs, or the other processes of a multi-process run, reuse the same files (their
     modification times key the feature cache). The plan is re-derived from `seed`, so nothing needs a manifest.
     """
+    if cue not in DEMO_CORPUS_CUES:
+        raise ValueError(f"unknown demo cue {cue!r}; expected one of {DEMO_CORPUS_CUES}")
+    cues = DEMO_CUES if cue == "mixed" else (cue,)
     rng = np.random.default_rng(seed)
     used_texts: set[str] = set()
-    train = plan_demo_utterances(train_per_emotion, 1, 8, rng, used_texts)
-    holdout = plan_demo_utterances(holdout_per_emotion, 39, 2, rng, used_texts)
+    train = plan_demo_utterances(train_per_emotion, 1, 8, rng, used_texts, cues)
+    holdout = plan_demo_utterances(holdout_per_emotion, 39, 2, rng, used_texts, cues)
 
-    target = Path(root) / f"v{DEMO_CORPUS_VERSION}-seed{seed}-{train_per_emotion}-{holdout_per_emotion}"
+    variant = "" if cue == "mixed" else f"-{cue}"
+    target = Path(root) / f"v{DEMO_CORPUS_VERSION}-seed{seed}-{train_per_emotion}-{holdout_per_emotion}{variant}"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))

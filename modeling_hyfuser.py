@@ -290,9 +290,9 @@ LEGACY_KEY_MAPPING = {r"^text_to_speech\.": "text_queries_speech.", r"^speech_to
 class HyFusERPreTrainedModel(PreTrainedModel):
     """Loading plumbing and output conventions shared by HyFusER and its baselines.
 
-    The library's default initialisation is the right one: normal(0, `initializer_range`) linears and convolutions
-    with zero bias, unit LayerNorms, and Glorot-uniform LSTM weights with zero biases (Keras's LSTM default for the
-    input kernel); the models have no other parameters.
+    The library's default initialisation: normal(0, `initializer_range`) linears and convolutions (Glorot-uniform
+    ones with `config.initializer="glorot_uniform"`) with zero bias, unit LayerNorms, and Glorot-uniform LSTM weights
+    with zero biases (Keras's LSTM default for the input kernel); the models have no other parameters.
 
     Attention runs through the library's attention interface: `attn_implementation="eager"`, `"sdpa"` (the default)
     or, on a GPU with flash-attn installed and heads of at most `FLASH_ATTENTION_MAX_HEAD_DIM` dimensions,
@@ -340,6 +340,8 @@ class HyFusERPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, HyFusERLayerWeighting):
             init.zeros_(module.layer_weights)  # equal weights at the start
+        elif self.config.initializer == "glorot_uniform" and isinstance(module, (nn.Linear, nn.Conv1d)):
+            init.xavier_uniform_(module.weight)
 
     def _flash_attn_can_dispatch(self, flash_attn_version: int, is_init_check: bool = False) -> bool:
         """The library's checks, plus the head size: the paper's single 768-dimensional head is too wide."""

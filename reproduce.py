@@ -57,6 +57,7 @@ from arguments_hyfuser import (
     CorpusArguments,
     batch_description,
     derive_train_batch_size,
+    recipe_defaults,
     use_global_batch,
 )
 from comparison_hyfuser import analyse, collapse_reasons, render
@@ -223,8 +224,9 @@ def result_settings(args: ReproduceArguments, training_args: TrainingArguments, 
 
 
 def parse_arguments(argv: list[str]) -> tuple[ReproduceArguments, TrainingArguments]:
-    """The paper's training settings as defaults (the demo's under `--dataset demo`, as in train.py), the per-device
-    batch derived from the global one, then the checks that need no data (none for `--render`)."""
+    """The paper's training settings as defaults (the demo's under `--dataset demo`, then `--recipe`'s, as in
+    train.py), the per-device batch derived from the global one, then the checks that need no data (none for
+    `--render`)."""
     dataset = HfArgumentParser(ReproduceArguments, add_help=False).parse_known_args(argv)[0].dataset
     parser = HfArgumentParser((ReproduceArguments, TrainingArguments))
     parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir="outputs/comparison")
@@ -232,6 +234,7 @@ def parse_arguments(argv: list[str]) -> tuple[ReproduceArguments, TrainingArgume
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
     if dataset == "demo":
         parser.set_defaults(**DEMO_DEFAULTS)
+    parser.set_defaults(**recipe_defaults(argv))
     args, training_args = parser.parse_args_into_dataclasses(argv)
     if args.render:
         return args, training_args
@@ -296,7 +299,7 @@ def load_rows(args: ReproduceArguments) -> tuple[Dataset, int, str | None, str |
     and the backbones (the demo's own when none are named)."""
     text_backbone, speech_backbone = args.text_backbone, args.speech_backbone
     if args.dataset == "demo":
-        demo = prepare_demo(Path(args.cache_dir) / "demo")
+        demo = prepare_demo(Path(args.cache_dir) / "demo", cue=args.demo_cue)
         corpora = {"kemdy20_dir": demo.train_dir}
         text_backbone, speech_backbone = text_backbone or demo.backbones.text, speech_backbone or demo.backbones.speech
     else:
@@ -685,7 +688,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.extraction_batch_size,
         rebuild=args.rebuild_cache,
     )["all"]
-    config = model_config(processor, text_backbone, speech_backbone, args.config_overrides)
+    config = model_config(processor, text_backbone, speech_backbone, args.config_overrides, args.initializer)
 
     # 3. The runs, split by split; the joint scaler is fitted on each split's fit rows
     labels = np.asarray(rows["label"])

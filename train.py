@@ -44,6 +44,7 @@ from arguments_hyfuser import (
     batch_description,
     derive_train_batch_size,
     effective_batch_size,
+    recipe_defaults,
     training_devices,
     use_global_batch,
 )
@@ -186,8 +187,9 @@ class DataTrainingArguments(CorpusArguments):
     )
 
 
-def build_parser(dataset: str) -> HfArgumentParser:
-    """The command-line parser, whose defaults are the paper's values (or the demo's) wherever the user sets nothing.
+def build_parser(dataset: str, recipe: dict[str, Any] | None = None) -> HfArgumentParser:
+    """The command-line parser, whose defaults are the paper's values (or the demo's), then those of the `recipe`
+    (`recipe_defaults`), wherever the user sets nothing.
 
     Setting them as parser defaults, rather than patching the parsed arguments, lets every explicit flag win and
     makes `--help` show the values that will really be used. Some depend on `--dataset` (the output directory, the
@@ -201,6 +203,7 @@ def build_parser(dataset: str) -> HfArgumentParser:
     # use_cpu is set; otherwise each of them trains alone on all the data.
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
     parser.set_defaults(**corpus.parser_defaults)
+    parser.set_defaults(**(recipe or {}))
     # TrainingArguments' own help names its default ('loss'), which the paper's replaces.
     parser._option_string_actions["--metric_for_best_model"].help = (
         "Metric compared across evaluations to pick the checkpoint restored at the end and to stop early."
@@ -212,7 +215,8 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
     """Read `--dataset` first (the defaults depend on it), then parse everything and check that the chosen corpus
     has its directories."""
     dataset = HfArgumentParser(DataTrainingArguments, add_help=False).parse_known_args(argv)[0].dataset
-    model_args, data_args, training_args = build_parser(dataset).parse_args_into_dataclasses(argv)
+    parser = build_parser(dataset, recipe_defaults(argv))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(argv)
     data_args.check_directories()
     derive_train_batch_size(model_args.global_train_batch_size, training_args)
     return model_args, data_args, training_args
@@ -448,7 +452,9 @@ def main() -> None:
 
     # 2. Data: the corpora through the paper's preprocessing (the demo first writes its corpus and backbones)
     with training_args.main_process_first(desc="dataset preparation"):
-        demo = prepare_demo(Path(data_args.cache_dir) / "demo") if data_args.dataset == "demo" else None
+        demo = None
+        if data_args.dataset == "demo":
+            demo = prepare_demo(Path(data_args.cache_dir) / "demo", cue=data_args.demo_cue)
         raw_datasets, data_report = load_corpora(data_args, demo)
 
     if demo:
@@ -488,7 +494,9 @@ def main() -> None:
     # 6. Model, seeded right before it is built, so that its initial weights depend on the seed alone, whatever ran
     # before (loading, extracting and saving leave the global generators as they were anyway)
     set_seed(training_args.seed)
-    config = model_config(processor, text_backbone, speech_backbone, model_args.config_overrides)
+    config = model_config(
+        processor, text_backbone, speech_backbone, model_args.config_overrides, model_args.initializer
+    )
     model = TRAINABLE_MODELS[model_args.model](config)
 
     # 7. Train, then evaluate the restored best model: fused and per-head metrics

@@ -72,6 +72,7 @@ def test_default_model_runs_on_random_paper_shaped_inputs():
         (dict(hidden_size=10, num_attention_heads=3), "hidden_size"),
         (dict(sequence_length=0), "sequence_length"),
         (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+        (dict(initializer="he"), r"initializer must be one of \('normal', 'glorot_uniform'\)"),
     ],
 )
 def test_invalid_config_names_the_field(overrides, field):
