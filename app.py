@@ -5,15 +5,20 @@ and see the seven emotions of the fused prediction and of each direction alone (
     python app.py                                 # demo_output/, which `make demo` writes
 
 Every prediction goes through the project's `pipeline` (`pipeline_hyfuser.HyFusERPipeline`); the app adds no
-inference of its own. The page's examples are held-out items of the generated demo corpus, written under
---cache_dir on first start if they are missing.
+inference of its own, only FFmpeg's decoding of the formats libsndfile cannot read (m4a and aac, which phones record).
+The page names the served model and its training data (from its model card), and says so plainly when it is the
+synthetic demo model. Its examples are held-out items of the generated demo corpus, written under --cache_dir on first
+start if they are missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -22,6 +27,8 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
+from huggingface_hub import ModelCard
+from huggingface_hub.errors import EntryNotFoundError
 from transformers import Pipeline, pipeline
 
 from arguments_hyfuser import CorpusArguments
@@ -40,6 +47,23 @@ MISSING_DEMO_MODEL = (
     f"demo model there), or start the app with `python app.py --model DIR_OR_HUB_ID`."
 )
 
+DEMO_DATASET = "demo"
+"""The dataset type in the model card of `train.py --dataset demo` (what `make demo` runs): how the page knows that it
+serves the synthetic demo model, wherever that model was saved or uploaded."""
+
+DEMO_MODEL_NOTICE = (
+    "**This is the synthetic demo model** (`make demo`): tiny random backbones trained on generated Korean sentences "
+    "read by synthetic voices. Its predictions show that the app works end to end and say nothing about anyone's "
+    "emotions."
+)
+
+FFMPEG_SUFFIXES = (".m4a", ".aac")
+"""Uploads that FFmpeg decodes before the pipeline sees them: AAC (phones' voice memos), which libsndfile cannot
+read."""
+
+AUDIO_FORMATS = "wav, flac, ogg, mp3, m4a"
+"""What the page offers: libsndfile's formats, which the pipeline reads, and AAC through FFmpeg."""
+
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 """Gradio's default look with the system's fonts: its own fonts come from Google Fonts, which an offline page lacks."""
 
@@ -57,21 +81,75 @@ def load_classifier(model: str | None) -> tuple[Pipeline | None, str | None]:
         return None, f"Cannot load the model {model!r}: {error}"
 
 
+def model_card(model: str) -> ModelCard | None:
+    """The card (README.md) of a model directory or Hub repo, or None where it has none."""
+    try:
+        return ModelCard.load(Path(model) / "README.md" if Path(model).is_dir() else model)
+    except (OSError, ValueError, EntryNotFoundError):
+        return None
+
+
+def model_description(model: str, classifier: Pipeline) -> tuple[str, bool]:
+    """(a Markdown line naming the served `model` as the user named it, what its card says it was trained on, and its
+    emotions; whether it is the synthetic demo model). `train.py` writes the training data into the card's evaluation
+    results (model-index), so it travels with the directory to wherever it is saved or uploaded."""
+    id2label = classifier.model.config.id2label
+    emotions = ", ".join(id2label[index] for index in sorted(id2label))
+    card = model_card(classifier.model.name_or_path)
+    results = (card.data.eval_results or []) if card is not None else []
+    trained_on = f"trained on {results[0].dataset_name}" if results else "its model card does not say what data"
+    is_demo = any(result.dataset_type == DEMO_DATASET for result in results)
+    return f"**Model:** `{model}` ({trained_on}); emotions: {emotions}.", is_demo
+
+
+def decode_with_ffmpeg(path: str, decoded: Path) -> Path:
+    """`path` decoded by FFmpeg into `decoded`, a 32-bit float wav at the clip's own rate and channels: the pipeline
+    then averages and resamples it as it does any file."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise ValueError(f"audio file {path!r} is AAC, which needs FFmpeg, and this server has none")
+    command = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", path, "-map", "0:a:0", "-c:a", "pcm_f32le"]
+    result = subprocess.run([*command, str(decoded)], check=False, capture_output=True, text=True)
+    if "matches no streams" in result.stderr:  # FFmpeg's words for "-map 0:a:0" in a file without audio
+        raise ValueError(f"audio file {path!r} has no audio stream")
+    if result.returncode != 0:
+        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
+        raise ValueError(f"audio file {path!r} cannot be read as audio: {reason}")
+    return decoded
+
+
+def named_as_uploaded(message: str, paths: list[str | os.PathLike], name: str) -> str:
+    """`message` with each of the server's `paths` for the clip (the upload in Gradio's folder, its decoded copy)
+    replaced by the file's `name`, so that the page shows the user their own file and nothing of the server's disk."""
+    for path in paths:
+        message = message.replace(os.fspath(path), name)
+    return message
+
+
+def cleared_outputs() -> tuple[None, None, None, str]:
+    """Every output emptied before a prediction, so a failed one leaves no earlier numbers beside the new input."""
+    return None, None, None, ""
+
+
 def predict(
     classifier: Pipeline | None, load_error: str | None, text: str, audio: str | None
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float], str]:
     """The pipeline's prediction for one (transcript, clip path) pair, as the page shows it: {emotion: probability}
     for the fused prediction, the text-centric and the speech-centric head, then a table of the exact scores with
-    the time the pipeline call took. Bad input raises `gr.Error` with the pipeline's own message."""
+    the time the prediction took. Bad input raises `gr.Error` with the pipeline's own message, which names the clip
+    by its file name (an upload's own name), never by its path on the server."""
     if classifier is None:
         raise gr.Error(load_error)
     if audio is None:
-        raise gr.Error("No audio: record or upload a clip (wav, flac, ogg or mp3).")
+        raise gr.Error(f"No audio: record or upload a clip ({AUDIO_FORMATS}).")
     start = time.perf_counter()
-    try:
-        emotions = classifier({"text": text, "audio": audio}, return_modalities=True)
-    except ValueError as error:
-        raise gr.Error(str(error)) from error
+    with tempfile.TemporaryDirectory(prefix="hyfuser-app-") as scratch:
+        decoded = Path(scratch) / f"{Path(audio).stem}.wav"
+        try:
+            clip = decode_with_ffmpeg(audio, decoded) if Path(audio).suffix.lower() in FFMPEG_SUFFIXES else audio
+            emotions = classifier({"text": text, "audio": clip}, return_modalities=True)
+        except ValueError as error:
+            raise gr.Error(named_as_uploaded(str(error), [audio, decoded], Path(audio).name)) from error
     seconds = time.perf_counter() - start
 
     fused, text_centric, speech_centric = (
@@ -100,7 +178,8 @@ def demo_examples(cache_dir: str | os.PathLike) -> list[list[str]]:
     return [examples[emotion] for emotion in EMOTION_LABELS if emotion in examples]
 
 
-def build_app(classifier: Pipeline | None, load_error: str | None, examples: list[list[str]]) -> gr.Blocks:
+def build_app(classifier: Pipeline | None, load_error: str | None, examples: list[list[str]], model: str) -> gr.Blocks:
+    """The page: the served `model` (as the user named it) and its emotions, inputs, examples and outputs."""
     with gr.Blocks(title="HyFusER emotion recognition") as app:
         gr.Markdown(
             "# HyFusER: Korean text + speech emotion recognition\n"
@@ -109,12 +188,17 @@ def build_app(classifier: Pipeline | None, load_error: str | None, examples: lis
         )
         if load_error:
             gr.Markdown(f"**{load_error}**", elem_id="load-error")
+        else:
+            description, is_demo = model_description(model, classifier)
+            gr.Markdown(description, elem_id="model")
+            if is_demo:
+                gr.Markdown(DEMO_MODEL_NOTICE, elem_id="demo-model")
         with gr.Row():
             with gr.Column():
                 audio = gr.Audio(
                     sources=["upload", "microphone"],
                     type="filepath",
-                    label="Clip (wav, flac, ogg, mp3)",
+                    label=f"Clip ({AUDIO_FORMATS})",
                     elem_id="clip",
                 )
                 text = gr.Textbox(label="Korean transcript", lines=2, elem_id="transcript")
@@ -132,11 +216,9 @@ def build_app(classifier: Pipeline | None, load_error: str | None, examples: lis
                     text_centric = gr.Label(num_top_classes=3, label="Text-centric head", elem_id="text-centric")
                     speech_centric = gr.Label(num_top_classes=3, label="Speech-centric head", elem_id="speech-centric")
                 scores = gr.Markdown(elem_id="scores")
-        submit.click(
-            partial(predict, classifier, load_error),
-            inputs=[text, audio],
-            outputs=[fused, text_centric, speech_centric, scores],
-            api_name="predict",
+        outputs = [fused, text_centric, speech_centric, scores]
+        submit.click(cleared_outputs, outputs=outputs, queue=False, api_visibility="private").then(
+            partial(predict, classifier, load_error), inputs=[text, audio], outputs=outputs, api_name="predict"
         )
     return app
 
@@ -163,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     classifier, load_error = load_classifier(args.model)
     if load_error:
         print(load_error, file=sys.stderr)
-    app = build_app(classifier, load_error, demo_examples(args.cache_dir))
+    model = args.model or f"{DEMO_MODEL_DIR.name}/"
+    app = build_app(classifier, load_error, demo_examples(args.cache_dir), model)
     app.launch(server_name=args.host, server_port=args.port, share=False, theme=THEME)
 
 

@@ -6,9 +6,11 @@ person would: upload a clip, type a transcript, press Predict, read the scores, 
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -18,8 +20,10 @@ import soundfile
 import tomllib
 from audio_files import write_tone
 from corpora import write_kemdy19, write_kemdy20
+from huggingface_hub import ModelCard
 from packaging.requirements import Requirement
 from test_train import OVERRIDES, run
+from train_script import TRAIN
 from transformers import pipeline
 
 from configuration_hyfuser import EMOTION_LABELS
@@ -30,6 +34,11 @@ import app
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 TRANSCRIPT = "아 진짜 너무 화가 나서 못 참겠어"
+START_SECONDS = 900
+"""How long app.py may take to answer: its start (imports, the model, the demo corpus it generates for the examples)
+needs about 15 s of CPU, which a machine busy with other work stretches many times over."""
+PAGE_SECONDS = 300
+"""How long the page may take to show what a test waits for (a prediction needs well under a second of CPU)."""
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """Asks the local app directly, whatever proxy the environment names."""
 
@@ -37,6 +46,40 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return write_tone(tmp_path_factory.mktemp("clips") / "utterance.wav", seconds=1.0, frequency=180.0)
+
+
+def required(reason: str) -> None:
+    """Skip for want of a system tool, except in CI (`.ci/run` installs them), where that is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def ffmpeg() -> str:
+    """The FFmpeg command line, which decodes m4a/aac uploads in the app and encodes them here."""
+    if shutil.which("ffmpeg") is None:
+        required("needs FFmpeg (apt install ffmpeg); .ci/run installs it")
+    return shutil.which("ffmpeg")
+
+
+def write_aac(ffmpeg: str, path: Path) -> Path:
+    """A real AAC clip, as a phone's voice memo is (.m4a: in an MP4 container; .aac: raw ADTS), encoded by FFmpeg from
+    a 44.1 kHz stereo tone."""
+    tone = write_tone(path.with_suffix(".source.wav"), sampling_rate=44_100, seconds=1.0, frequency=200.0, channels=2)
+    command = [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(tone), "-c:a", "aac", "-b:a", "128k"]
+    subprocess.run([*command, str(path)], check=True)
+    return path
+
+
+def decoded_by_torchcodec(path: Path):
+    """`path` through torchcodec's decoder, the one a `datasets` Audio column yields: the decoded samples that an AAC
+    clip's prediction is checked against, by another route than the app's FFmpeg command."""
+    try:
+        from torchcodec.decoders import AudioDecoder
+    except (ImportError, RuntimeError, OSError) as error:
+        required(f"needs torchcodec and the FFmpeg libraries: {error}")
+    return AudioDecoder(str(path))
 
 
 def table_scores(table: str) -> dict[str, list[float]]:
@@ -75,26 +118,52 @@ def test_every_format_the_page_offers_is_read_by_the_pipeline(classifier, tmp_pa
     assert fused == {emotion["label"]: emotion["score"] for emotion in expected}
 
 
+@pytest.mark.parametrize("suffix", ["m4a", "aac"])
+def test_aac_clips_are_decoded_by_ffmpeg_and_predicted_as_the_pipeline_predicts_their_samples(
+    classifier, ffmpeg, tmp_path, suffix
+):
+    clip = write_aac(ffmpeg, tmp_path / f"voice memo.{suffix}")
+    with pytest.raises(ValueError, match="cannot be read as audio"):  # libsndfile's, hence the pipeline's, verdict
+        classifier({"text": TRANSCRIPT, "audio": str(clip)})
+
+    fused, text_centric, speech_centric, _ = app.predict(classifier, None, TRANSCRIPT, str(clip))
+    expected = classifier({"text": TRANSCRIPT, "audio": decoded_by_torchcodec(clip)}, return_modalities=True)
+    for emotion in expected:
+        shown = [fused[emotion["label"]], text_centric[emotion["label"]], speech_centric[emotion["label"]]]
+        assert shown == pytest.approx([emotion["score"], emotion["text_score"], emotion["speech_score"]], abs=1e-5)
+
+
 @pytest.mark.parametrize(
     "text, audio, message",
     [
         ("   ", "clip", "empty or whitespace-only text"),
         (TRANSCRIPT, None, "No audio: record or upload a clip"),
-        (TRANSCRIPT, "empty.wav", "has zero length"),
-        (TRANSCRIPT, "corrupt.wav", "cannot be read as audio"),
-        (TRANSCRIPT, "missing.wav", "does not exist"),
+        (TRANSCRIPT, "empty.wav", "'empty.wav' has zero length"),
+        (TRANSCRIPT, "silent nan.wav", "'silent nan.wav' contains NaN or inf samples"),
+        (TRANSCRIPT, "corrupt.wav", "'corrupt.wav' cannot be read as audio"),
+        (TRANSCRIPT, "missing.wav", "'missing.wav' does not exist"),
+        (TRANSCRIPT, "no audio.m4a", "'no audio.m4a' has no audio stream"),
+        (TRANSCRIPT, "corrupt.m4a", "'corrupt.m4a' cannot be read as audio: corrupt.m4a: Invalid data"),
+        (TRANSCRIPT, "missing.m4a", "'missing.m4a' cannot be read as audio: missing.m4a: No such file"),
     ],
 )
-def test_bad_input_raises_the_pipeline_s_message_for_the_page_and_the_next_input_still_works(
-    classifier, clip, tmp_path, text, audio, message
+def test_bad_input_raises_the_pipeline_s_message_naming_the_file_not_its_server_path_and_the_next_input_still_works(
+    classifier, clip, tmp_path, request, text, audio, message
 ):
     soundfile.write(tmp_path / "empty.wav", [], 16_000)
+    soundfile.write(tmp_path / "silent nan.wav", [0.0, float("nan")] * 800, 16_000, subtype="FLOAT")
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00not audio at all")
+    (tmp_path / "corrupt.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A not audio at all")
+    if audio and audio.endswith(".m4a"):
+        ffmpeg = request.getfixturevalue("ffmpeg")
+        nothing = [ffmpeg, "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc", "-t", "0", "-c:a", "aac"]
+        subprocess.run([*nothing, str(tmp_path / "no audio.m4a")], check=True)  # a container without an audio stream
     audio = {"clip": str(clip), None: None}.get(audio, str(tmp_path / str(audio)))
 
     with pytest.raises(gr.Error, match=message) as error:
         app.predict(classifier, None, text, audio)
     assert "Traceback" not in error.value.message
+    assert tempfile.gettempdir() not in error.value.message  # neither the upload's folder nor the decoded copy's
     fused, *_ = app.predict(classifier, None, TRANSCRIPT, str(clip))
     assert len(fused) == len(EMOTION_LABELS)
 
@@ -120,6 +189,40 @@ def test_without_a_model_argument_the_demo_output_is_served_or_make_demo_is_aske
     assert load_error is None and classifier.model.name_or_path == str(saved_model_dir)
 
 
+def with_training_card(model_dir: Path, destination: Path, train_arguments: list[str]) -> Path:
+    """A copy of `model_dir` with the model card's header that `train.py <train_arguments>` writes."""
+    shutil.copytree(model_dir, destination)
+    _, data_args, _ = TRAIN["parse_arguments"](train_arguments)
+    corpus = TRAIN["CORPORA"][data_args.dataset]
+    card_data = TRAIN["model_card_data"]("HyFusER", corpus, data_args, {"eval_accuracy": 0.5})
+    ModelCard(f"---\n{card_data.to_yaml()}\n---\n").save(destination / "README.md")
+    return destination
+
+
+def elements(page: gr.Blocks) -> dict[str, str]:
+    """{elem_id: Markdown text} of the page's Markdown blocks that have an id."""
+    markdown = [block for block in page.blocks.values() if isinstance(block, gr.Markdown) and block.elem_id]
+    return {block.elem_id: block.value for block in markdown}
+
+
+def test_page_names_the_served_model_its_training_data_and_emotions_and_flags_the_synthetic_demo_model(
+    saved_model_dir, tmp_path
+):
+    demo_dir = with_training_card(saved_model_dir, tmp_path / "demo_output", ["--dataset", "demo"])
+    kemdy_dir = with_training_card(saved_model_dir, tmp_path / "hyfuser-kemdy", ["--kemdy20_dir", "KEMDy20_v1_1"])
+    emotions = ", ".join(EMOTION_LABELS)
+    for model_dir, trained_on, is_demo in [
+        (saved_model_dir, "its model card does not say what data", False),
+        (kemdy_dir, "trained on KEMDy19 + KEMDy20", False),
+        (demo_dir, "trained on offline demo", True),
+    ]:
+        classifier, _ = app.load_classifier(str(model_dir))
+        page = elements(app.build_app(classifier, None, [], f"models/{model_dir.name}"))
+        assert page["model"] == f"**Model:** `models/{model_dir.name}` ({trained_on}); emotions: {emotions}."
+        assert ("demo-model" in page) == is_demo
+    assert "synthetic demo model" in page["demo-model"]
+
+
 def test_model_comes_from_the_environment_when_no_argument_names_it(monkeypatch):
     monkeypatch.setenv(app.MODEL_VARIABLE, "someone/hyfuser")
     assert app.parse_arguments([]).model == "someone/hyfuser"
@@ -132,6 +235,10 @@ def test_space_requirements_are_the_core_dependencies_and_the_app_extra_and_the_
     requirements = [line for line in lines if line and not line.startswith("#")]
     assert requirements == project["dependencies"] + project["optional-dependencies"]["app"]
     assert not [requirement for requirement in project["dependencies"] if requirement.startswith("gradio")]
+
+
+def test_space_installs_the_ffmpeg_command_that_decodes_aac_uploads():
+    assert "ffmpeg" in (REPO_ROOT / "packages.txt").read_text().split()  # a Space's Debian packages, one a line
 
 
 def test_readme_front_matter_makes_the_repository_a_gradio_space():
@@ -174,18 +281,19 @@ def trained_classifier(trained_model_dir):
 
 @pytest.fixture(scope="module")
 def served_app(trained_model_dir, tmp_path_factory):
-    """(URL, cache dir) of `python app.py --model <trained dir>` on a free port of 127.0.0.1, stopped afterwards.
+    """(URL, cache dir, upload dir) of `python app.py --model <trained dir>` on a free port of 127.0.0.1, stopped
+    afterwards.
 
-    Gradio keeps uploads and recordings under GRADIO_TEMP_DIR, here a test folder."""
+    Gradio keeps uploads and recordings under GRADIO_TEMP_DIR, here a test folder: the upload dir."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    cache_dir = tmp_path_factory.mktemp("app_cache")
+    cache_dir, upload_dir = tmp_path_factory.mktemp("app_cache"), tmp_path_factory.mktemp("app_uploads")
     log_path = tmp_path_factory.mktemp("app_log") / "app.log"
     environment = {
         **os.environ,
         "HF_HOME": str(tmp_path_factory.mktemp("app_hf_home")),
-        "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("app_uploads")),
+        "GRADIO_TEMP_DIR": str(upload_dir),
         "OMP_NUM_THREADS": "1",
     }
     command = [
@@ -196,17 +304,19 @@ def served_app(trained_model_dir, tmp_path_factory):
         server = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + START_SECONDS
         while True:
             assert server.poll() is None, f"app.py exited:\n{log_path.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, f"app.py did not answer in 300 s:\n{log_path.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, (
+                f"app.py did not answer in {START_SECONDS} s:\n{log_path.read_text()[-4000:]}"
+            )
             try:
                 with NO_PROXY.open(url, timeout=5) as response:
                     if response.status == 200:
                         break
             except OSError:
                 time.sleep(1)
-        yield url, cache_dir
+        yield url, cache_dir, upload_dir
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -231,12 +341,14 @@ def browser():
     driver.quit()
 
 
-def wait_for(driver, condition, seconds: float = 120):
-    """Poll `condition(driver)` until it holds, through the moments when the page replaces the elements it reads."""
+def wait_for(driver, condition, seconds: float = PAGE_SECONDS):
+    """Poll `condition(driver)` until it holds, and return its value, through the moments when the page replaces the
+    elements it reads: a test reads what the page shows only once it shows it, however busy the machine."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, seconds, ignored_exceptions=[StaleElementReferenceException]).until(condition)
+    wait = WebDriverWait(driver, seconds, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(condition, f"{seconds} s and still not {getattr(condition, '__name__', 'there')}")
 
 
 def replace_transcript(driver, text: str) -> None:
@@ -250,23 +362,72 @@ def replace_transcript(driver, text: str) -> None:
     box.send_keys(text)
 
 
-def page_scores(driver) -> dict[str, list[float]]:
+def upload(driver, clip: Path) -> None:
+    """Upload `clip` as the page's clip, replacing the one there, and wait until the page holds it."""
+    from selenium.webdriver.common.by import By
+
+    for clear in driver.find_elements(By.CSS_SELECTOR, "#clip button[aria-label=Clear]"):
+        clear.click()
+    file_input = wait_for(driver, lambda driver: driver.find_elements(By.CSS_SELECTOR, "#clip input[type=file]"))
+    file_input[0].send_keys(str(clip))
+    wait_for(driver, lambda driver: not driver.find_elements(By.CSS_SELECTOR, "#clip input[type=file]"))
+
+
+def shown_scores(driver) -> dict[str, list[float]] | None:
+    """{emotion: [fused, text-centric, speech-centric]} once the page's table shows all seven rows in full, else None."""
     from selenium.webdriver.common.by import By
 
     scores = {}
     for row in driver.find_elements(By.CSS_SELECTOR, "#scores tbody tr"):
         label, *values = (cell.text for cell in row.find_elements(By.TAG_NAME, "td"))
-        scores[label] = [float(value) for value in values]
-    return scores
+        try:
+            scores[label] = [float(value) for value in values]
+        except ValueError:  # a cell not rendered yet
+            return None
+    return scores if len(scores) == len(EMOTION_LABELS) else None
+
+
+def shown_top_emotion(driver) -> str | None:
+    """The fused prediction's most likely emotion, once the page shows it."""
+    from selenium.webdriver.common.by import By
+
+    lines = driver.find_element(By.CSS_SELECTOR, "#fused").text.splitlines()
+    return lines[1] if len(lines) > 1 else None  # after the block's title
+
+
+def error_shown(driver, message: str) -> str | None:
+    """The text of the error toast that contains `message`, once the page shows it."""
+    from selenium.webdriver.common.by import By
+
+    toasts = (toast.text for toast in driver.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]"))
+    return next((text for text in toasts if message in text), None)
+
+
+def outputs_cleared(driver) -> bool:
+    """No scores table and the three prediction blocks empty: nothing of an earlier prediction stays in view."""
+    from selenium.webdriver.common.by import By
+
+    empty_blocks = driver.find_elements(By.CSS_SELECTOR, "#fused, #text-centric, #speech-centric")
+    return not driver.find_elements(By.CSS_SELECTOR, "#scores tbody tr") and all(
+        block.find_elements(By.CSS_SELECTOR, "[aria-label='Empty value']") for block in empty_blocks
+    )
+
+
+def assert_page_shows(scores: dict[str, list[float]], expected: list[dict], abs: float = 5e-5) -> None:
+    """The table's rows are the pipeline's, most likely first, to the table's four decimals (or `abs`)."""
+    assert list(scores) == [emotion["label"] for emotion in expected]
+    for emotion in expected:
+        row = [emotion["score"], emotion["text_score"], emotion["speech_score"]]
+        assert scores[emotion["label"]] == pytest.approx(row, abs=abs)
 
 
 @pytest.mark.slow
 def test_page_predicts_an_uploaded_clip_as_the_pipeline_does_and_shows_errors_in_the_page(
-    served_app, browser, trained_classifier, clip
+    served_app, browser, trained_classifier, trained_model_dir, clip, tmp_path
 ):
     from selenium.webdriver.common.by import By
 
-    url, cache_dir = served_app
+    url, cache_dir, upload_dir = served_app
     browser.get(url)
     wait_for(browser, lambda driver: driver.find_elements(By.CSS_SELECTOR, "#predict"))
     # Offline: everything the page loaded came from the app itself (no fonts, scripts or analytics from elsewhere).
@@ -275,26 +436,26 @@ def test_page_predicts_an_uploaded_clip_as_the_pipeline_does_and_shows_errors_in
     # The examples were generated at start-up: one held-out demo item per emotion.
     assert list(cache_dir.glob("demo/*/holdout/wav/*/*.wav"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#examples tbody tr")) == len(EMOTION_LABELS)
+    # The served model: its path, its training data (from the card train.py wrote) and its emotions; not the demo.
+    model = browser.find_element(By.CSS_SELECTOR, "#model").text
+    assert str(trained_model_dir) in model and "trained on KEMDy19 + KEMDy20" in model
+    assert ", ".join(EMOTION_LABELS) in model
+    assert not browser.find_elements(By.CSS_SELECTOR, "#demo-model")
 
     expected = trained_classifier({"text": TRANSCRIPT, "audio": str(clip)}, return_modalities=True)
-    browser.find_element(By.CSS_SELECTOR, "#clip input[type=file]").send_keys(str(clip))
-    wait_for(browser, lambda driver: not driver.find_elements(By.CSS_SELECTOR, "#clip input[type=file]"))  # uploaded
+    upload(browser, clip)
     replace_transcript(browser, TRANSCRIPT)
     browser.find_element(By.CSS_SELECTOR, "#predict").click()
-    wait_for(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#scores tbody tr")) == 7)
-
-    scores = page_scores(browser)
-    assert list(scores) == [emotion["label"] for emotion in expected]
+    scores = wait_for(browser, shown_scores)
+    assert_page_shows(scores, expected)
     assert sum(row[0] for row in scores.values()) == pytest.approx(1.0, abs=7 * 5e-5)
-    for emotion in expected:
-        page_row = scores[emotion["label"]]
-        assert page_row == pytest.approx([emotion["score"], emotion["text_score"], emotion["speech_score"]], abs=5e-5)
-    assert browser.find_element(By.CSS_SELECTOR, "#fused").text.split("\n")[1] == expected[0]["label"]
+    assert wait_for(browser, shown_top_emotion) == expected[0]["label"]
 
+    # An error shows the pipeline's message and clears every output: no earlier numbers beside the new input.
     replace_transcript(browser, "")
     browser.find_element(By.CSS_SELECTOR, "#predict").click()
-    toast = wait_for(browser, lambda driver: driver.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]"))
-    assert "empty or whitespace-only text" in toast[0].text
+    wait_for(browser, lambda driver: error_shown(driver, "empty or whitespace-only text"))
+    wait_for(browser, outputs_cleared)
     assert "Traceback" not in browser.find_element(By.TAG_NAME, "body").text
 
     # The app keeps serving: the next transcript gets its own prediction.
@@ -304,11 +465,38 @@ def test_page_predicts_an_uploaded_clip_as_the_pipeline_does_and_shows_errors_in
     browser.find_element(By.CSS_SELECTOR, "#predict").click()
     fused = {emotion["label"]: emotion["score"] for emotion in expected}
     assert fused != pytest.approx({label: row[0] for label, row in scores.items()}, abs=5e-5)
+    assert_page_shows(wait_for(browser, shown_scores), expected)
 
-    def shows_the_next_prediction(driver) -> bool:
-        return {label: row[0] for label, row in page_scores(driver).items()} == pytest.approx(fused, abs=5e-5)
+    # A file the pipeline cannot read is named as the user named it, never by its path in Gradio's upload folder.
+    corrupt = tmp_path / "녹음 corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00not audio at all")
+    upload(browser, corrupt)
+    browser.find_element(By.CSS_SELECTOR, "#predict").click()
+    error = wait_for(
+        browser, lambda driver: error_shown(driver, f"audio file '{corrupt.name}' cannot be read as audio")
+    )
+    wait_for(browser, outputs_cleared)
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert str(upload_dir) not in error and str(upload_dir) not in page and str(tmp_path) not in page
 
-    wait_for(browser, shows_the_next_prediction)
+
+@pytest.mark.slow
+def test_page_predicts_an_m4a_voice_memo_as_the_pipeline_predicts_its_decoded_samples(
+    served_app, browser, trained_classifier, ffmpeg, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    memo = write_aac(ffmpeg, tmp_path / "voice memo.m4a")
+    # AAC is lossy: the reference is the pipeline on the decoded samples (torchcodec's decoder, not the app's FFmpeg).
+    expected = trained_classifier({"text": TRANSCRIPT, "audio": decoded_by_torchcodec(memo)}, return_modalities=True)
+
+    url, _, _ = served_app
+    browser.get(url)
+    wait_for(browser, lambda driver: driver.find_elements(By.CSS_SELECTOR, "#predict"))
+    upload(browser, memo)
+    replace_transcript(browser, TRANSCRIPT)
+    browser.find_element(By.CSS_SELECTOR, "#predict").click()
+    assert_page_shows(wait_for(browser, shown_scores), expected, abs=1e-4)
 
 
 def test_readme_app_commands_use_flags_the_app_has():
@@ -326,7 +514,7 @@ def test_page_predicts_a_microphone_recording_as_the_pipeline_does(served_app, b
     very file the page recorded (its download link names it)."""
     from selenium.webdriver.common.by import By
 
-    url, _ = served_app
+    url, _, _ = served_app
     browser.get(url)
     wait_for(browser, lambda driver: driver.find_elements(By.CSS_SELECTOR, "#predict"))
     browser.find_element(By.CSS_SELECTOR, "#clip button[aria-label='Record audio']").click()
@@ -347,10 +535,6 @@ def test_page_predicts_a_microphone_recording_as_the_pipeline_does(served_app, b
 
     replace_transcript(browser, TRANSCRIPT)
     browser.find_element(By.CSS_SELECTOR, "#predict").click()
-    wait_for(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#scores tbody tr")) == 7)
+    scores = wait_for(browser, shown_scores)
     expected = trained_classifier({"text": TRANSCRIPT, "audio": str(recording)}, return_modalities=True)
-    scores = page_scores(browser)
-    for emotion in expected:
-        assert scores[emotion["label"]] == pytest.approx(
-            [emotion["score"], emotion["text_score"], emotion["speech_score"]], abs=5e-5
-        )
+    assert_page_shows(scores, expected)
