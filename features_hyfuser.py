@@ -667,6 +667,7 @@ def feature_datasets(
     else:
         loaded = [trainer_dataset(split) for split in splits]
         loader = {"dataloader_pin_memory": training_args.dataloader_pin_memory and device.type != "cpu"}
+        logger.info("Streaming the cached features from disk: %d loader workers", training_args.dataloader_num_workers)
     if any(getattr(training_args, key) != value for key, value in loader.items()):
         training_args = dataclasses.replace(training_args, **loader)
     return training_args, loaded
