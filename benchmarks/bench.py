@@ -35,7 +35,7 @@ The backbones are the real architectures (ELECTRA-base with KoELECTRA-v3's vocab
 weights, written to a temporary directory in Hugging Face layout so that the real loading path runs and nothing is
 downloaded. See `benchmarks/README.md` for the definitions and the committed results.
 
-    python benchmarks/bench.py            # full run (~26 min on 2 CPU cores), writes benchmarks/results.json
+    python benchmarks/bench.py            # full run (~23 min on 2 CPU cores), writes benchmarks/results.json
     python benchmarks/bench.py --quick    # smoke run: fewer repeats, tiny backbones for the memory keys
 """
 
