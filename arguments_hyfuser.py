@@ -19,7 +19,7 @@ from configuration_hyfuser import (
 )
 from data_hyfuser import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
 from demo_hyfuser import DEMO_CORPUS_CUES, DEMO_DEFAULTS
-from features_hyfuser import PAPER_TRAINING_DEFAULTS, TRAINING_RECIPES
+from features_hyfuser import FEATURE_PLACEMENTS, PAPER_TRAINING_DEFAULTS, TRAINING_RECIPES
 from processing_hyfuser import BACKBONE_DTYPES
 
 CORPUS_DIRECTORIES: dict[str, tuple[str, ...]] = {
@@ -32,7 +32,8 @@ CORPUS_DIRECTORIES: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class CorpusArguments:
-    """Which corpus, its label and row policies, the split seed, and where the feature cache lives."""
+    """Which corpus, its label and row policies, the split seed, where the feature cache lives and where training reads
+    it from."""
 
     dataset: str = field(
         default="kemdy",
@@ -143,6 +144,26 @@ class CorpusArguments:
             "matrix units (Intel AMX). "
             "Part of the cache key: each dtype has its own cached features.",
             "choices": tuple(BACKBONE_DTYPES),
+        },
+    )
+    features_on_device: str = field(
+        default="auto",
+        metadata={
+            "help": "Where training reads the cached features from. 'auto': when the training and evaluation "
+            "features fit in --features_memory_share of the memory free on the training device (a GPU's own; the "
+            "CPU's RAM divided among this machine's processes), they are loaded there once, in float16, and every "
+            "batch is gathered and scaled there; otherwise --dataloader_num_workers processes stream them from the "
+            "cache on disk. 'always' loads them whatever the free memory says; 'never' streams. Each process holds "
+            "the whole training and evaluation split (its sampler draws from all of it). Batches, and so results, "
+            "are the same either way.",
+            "choices": FEATURE_PLACEMENTS,
+        },
+    )
+    features_memory_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "With --features_on_device auto, the share (0-1] of the training device's free memory the "
+            "cached features may take; the rest is left to the model, its activations and the optimizer."
         },
     )
 

@@ -68,6 +68,7 @@ from environment_hyfuser import environment_record
 from features_hyfuser import (
     FEATURE_COLUMNS,
     PAPER_TRAINING_DEFAULTS,
+    STREAMING_WORKERS,
     cache_features,
     fit_linear_probe,
     fit_scaler_on_cache,
@@ -196,7 +197,7 @@ NOT_RESULT_SETTINGS = (
     "save_total_limit", "save_on_each_node", "save_only_model", "enable_jit_checkpoint", "resume_from_checkpoint",
     # How data reaches the model and memory is managed: batches and their order come from the sampler alone.
     "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
-    "dataloader_multiprocessing_context", "torch_empty_cache_steps",
+    "dataloader_multiprocessing_context", "torch_empty_cache_steps", "features_on_device", "features_memory_share",
     # The launch: the process count is recorded instead (`num_processes`); a timeout changes no number.
     "local_rank", "ddp_timeout",
 )  # fmt: skip
@@ -232,6 +233,8 @@ def parse_arguments(argv: list[str]) -> tuple[ReproduceArguments, TrainingArgume
     parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir="outputs/comparison")
     use_global_batch(parser)
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
+    # Used only when the features stream from the cache on disk (--features_on_device).
+    parser.set_defaults(dataloader_num_workers=STREAMING_WORKERS)
     if dataset == "demo":
         parser.set_defaults(**DEMO_DEFAULTS)
     parser.set_defaults(**recipe_defaults(argv))
@@ -513,6 +516,8 @@ def train_member(
         features.select(split.fit),
         features.select(split.selection),
         early_stopping_patience=args.early_stopping_patience,
+        features_on_device=args.features_on_device,
+        features_memory_share=args.features_memory_share,
     )
     validation = trainer.predict(trainer_dataset(features.select(split.validation)), metric_key_prefix="validation")
     trainer.save_metrics("validation", validation.metrics)

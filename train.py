@@ -59,6 +59,7 @@ from demo_hyfuser import DEMO_DEFAULTS, DemoCorpus, demo_predictions_table, prep
 from features_hyfuser import (
     FEATURE_DTYPE,
     PAPER_TRAINING_DEFAULTS,
+    STREAMING_WORKERS,
     cache_features,
     fit_scaler_on_cache,
     model_config,
@@ -199,6 +200,8 @@ def build_parser(dataset: str, recipe: dict[str, Any] | None = None) -> HfArgume
     corpus = CORPORA[dataset]
     parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir=corpus.output_dir)
     use_global_batch(parser)
+    # Used only when the features stream from the cache on disk (--features_on_device).
+    parser.set_defaults(dataloader_num_workers=STREAMING_WORKERS)
     # Without a GPU, the processes of `accelerate launch --multi_gpu` or `torchrun` only join one gloo DDP run when
     # use_cpu is set; otherwise each of them trains alone on all the data.
     parser.set_defaults(use_cpu=not torch.accelerator.is_available())
@@ -508,6 +511,8 @@ def main() -> None:
         features["validation"],
         early_stopping_patience=model_args.early_stopping_patience,
         resume_from_checkpoint=training_args.resume_from_checkpoint,
+        features_on_device=data_args.features_on_device,
+        features_memory_share=data_args.features_memory_share,
     )
 
     if not trainer.is_world_process_zero():

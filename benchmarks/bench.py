@@ -21,19 +21,28 @@ by side in the same run does not, so every headline number here is a ratio or a 
   streaming read of the same split (the scaler's pass), at the paper's feature size.
 - `onnx_speedup`, `onnx_int8_speedup`: the PyTorch pipeline's time over the same pipeline's on the `export_onnx.py`
   directory (fp32, and int8 weights), on the same items; top-1 agreement with PyTorch in the details. Goal for int8:
-  >= 1.5.
+  >= 1.5. Skipped, with a one-line reason, where the `onnx` extra is not installed.
+- `input_rows_per_second_streaming`, `input_rows_per_second_device`: cached rows per second to scaled batches ready
+  on the training device, through the `Trainer`'s own data loader: streamed from the on-disk cache by `train.py`'s
+  loader workers, or gathered from the features loaded once onto the device (on a CPU, into RAM).
+  `input_device_over_streaming`, their ratio per repeat: goal >= 3.
+- `checkpoint_bytes_per_save`, `checkpoint_backbone_bytes`: what one training checkpoint writes, and how much of it
+  is copies of the frozen backbones. Goal: 0 backbone bytes.
+- `epoch_compute_share`: forward and backward seconds over a training epoch's wall seconds (batches, evaluation and
+  saving included), after a warm-up epoch. Reported on the CPU; the GPU check's goal is >= 0.9.
 
 The backbones are the real architectures (ELECTRA-base with KoELECTRA-v3's vocabulary, HuBERT-base) with random
 weights, written to a temporary directory in Hugging Face layout so that the real loading path runs and nothing is
 downloaded. See `benchmarks/README.md` for the definitions and the committed results.
 
-    python benchmarks/bench.py            # full run (~25 min on 2 CPU cores), writes benchmarks/results.json
+    python benchmarks/bench.py            # full run (~23 min on 2 CPU cores), writes benchmarks/results.json
     python benchmarks/bench.py --quick    # smoke run: fewer repeats, tiny backbones for the memory keys
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -76,13 +85,25 @@ from transformers import (  # noqa: E402
 )
 
 import features_hyfuser  # noqa: E402
-from configuration_hyfuser import HyFusERConfig  # noqa: E402
+from arguments_hyfuser import BackboneArguments, CorpusArguments  # noqa: E402
+from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig  # noqa: E402
 from data_hyfuser import build_paper_dataset  # noqa: E402
-from demo_hyfuser import BackbonePaths, build_tiny_backbones, prepare_demo  # noqa: E402
+from demo_hyfuser import (  # noqa: E402
+    BackbonePaths,
+    DemoUtterance,
+    build_tiny_backbones,
+    prepare_demo,
+    write_kemdy20_corpus,
+)
 from environment_hyfuser import cpu_matmul_capabilities, cpu_model, gpu_name, read_cpuinfo  # noqa: E402
 from modeling_hyfuser import HyFusERForEmotionRecognition  # noqa: E402
 from pipeline_hyfuser import save_hyfuser  # noqa: E402
-from processing_hyfuser import FeatureStatistics, HyFusERProcessor  # noqa: E402
+from processing_hyfuser import (  # noqa: E402
+    SPEECH_BACKBONE_SUBFOLDER,
+    TEXT_BACKBONE_SUBFOLDER,
+    FeatureStatistics,
+    HyFusERProcessor,
+)
 
 SAMPLING_RATE = 16_000
 KOELECTRA_V3_VOCAB_SIZE = 35_000
@@ -95,6 +116,8 @@ GOALS = {
     "extraction_bf16_agreement": (">=", 0.99),
     "train_bf16_fraction": (">=", 0.4),
     "onnx_int8_speedup": (">=", 1.5),
+    "input_device_over_streaming": (">=", 3.0),
+    "checkpoint_backbone_bytes": ("<=", 0),
 }
 RESULT_PREFIX = "BENCH_RESULT "
 """Marks the line on which a child process prints its JSON result (its other output is progress)."""
@@ -140,6 +163,17 @@ class Settings:
     """Training epochs of the demo model whose predictions on bf16 and float32 features are compared."""
     onnx_backbones: str
     """"real" or "tiny" backbones behind the ONNX export that `onnx_speedup` times."""
+    epoch_backbones: str
+    """"real" or "tiny": the width of the features and model of the `epoch` section, and the backbones its
+    checkpoints hold a processor of."""
+    input_rows: int
+    """Cached rows per timed pass through each data path for `input_rows_per_second_*`."""
+    epoch_rows: tuple[int, int]
+    """(training, evaluation) rows of the `epoch` section's training run."""
+    epochs: int
+    """Epochs of that run; the first is warm-up."""
+    gpu_corpus_utterances: int
+    """Utterances of the GPU check's synthetic corpus: KEMDy's size, 8:2 into about 8,300 training rows."""
 
 
 FULL = Settings(
@@ -161,6 +195,11 @@ FULL = Settings(
     bf16_extraction_utterances=8,
     demo_epochs=30,
     onnx_backbones="real",
+    epoch_backbones="real",
+    input_rows=2048,
+    epoch_rows=(256, 64),
+    epochs=2,
+    gpu_corpus_utterances=10_400,
 )
 QUICK = replace(
     FULL,
@@ -175,6 +214,9 @@ QUICK = replace(
     bf16_extraction_utterances=2,
     demo_epochs=1,
     onnx_backbones="tiny",
+    epoch_backbones="tiny",
+    input_rows=256,
+    epoch_rows=(64, 32),
 )
 """The paper's training batch of 32 in both: a smaller batch would measure a different, less efficient workload."""
 
@@ -291,7 +333,7 @@ def matmul_flops_per_second(size: int, device: torch.device, dtype: torch.dtype,
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Inputs: backbones in HF layout, synthetic utterances
+# Inputs: backbones in HF layout, synthetic utterances and cached features
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -342,6 +384,25 @@ def write_utterances(directory: Path, count: int, seconds: float) -> list[str]:
 
 def korean_texts(count: int) -> list[str]:
     return [f"{SENTENCES[index % len(SENTENCES)]} ({index})" for index in range(count)]
+
+
+def synthetic_cache(path: Path, rows: int, width: int) -> Dataset:
+    """`rows` rows of random float16 features (`sequence_length` x `width` per modality) and labels in the layout
+    `features_hyfuser.cache_features` writes, memory-mapped back from an Arrow file as training reads the cache."""
+    shape, dtype = (HyFusERConfig().sequence_length, width), features_hyfuser.FEATURE_DTYPE
+    schema = Features({name: Array2D(shape, dtype) for name in features_hyfuser.FEATURE_COLUMNS})
+    schema["label"] = Value("int64")
+    block = min(rows, 256)  # the values repeat every `block` rows: what reading them costs does not depend on them
+    rng = np.random.default_rng(0)
+    columns = {name: rng.standard_normal((block, *shape), dtype=np.float32).astype(dtype)
+               for name in features_hyfuser.FEATURE_COLUMNS}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with ArrowWriter(features=schema, path=str(path)) as writer:
+        for start in range(0, rows, block):
+            count = min(block, rows - start)
+            labels = [row % HyFusERConfig().num_labels for row in range(start, start + count)]
+            writer.write_batch({**{name: values[:count] for name, values in columns.items()}, "label": labels})
+    return Dataset.from_file(str(path))
 
 
 def random_fitted_processor(backbones: BackbonePaths) -> HyFusERProcessor:
@@ -476,16 +537,8 @@ def measure_training(
     """
     steps = settings.warmup + settings.repeats
     rows = settings.train_batch_size * steps
-    shape = (HyFusERConfig().sequence_length, HyFusERConfig().hidden_size)
-    rng = np.random.default_rng(0)
-    # The cache's layout: one float16 Array2D column per modality, as `features_hyfuser.cache_features` writes it.
-    features = Features({name: Array2D(shape, features_hyfuser.FEATURE_DTYPE) for name in features_hyfuser.FEATURE_COLUMNS})
-    features["label"] = Value("int64")
-    columns = {
-        name: rng.standard_normal((rows, *shape), dtype=np.float32).astype(features_hyfuser.FEATURE_DTYPE)
-        for name in features_hyfuser.FEATURE_COLUMNS
-    }
-    dataset = Dataset.from_dict({**columns, "label": rng.integers(0, 7, rows)}, features=features)
+    name = f"{device.type}-{'bf16' if bf16 else 'fp32'}"
+    dataset = synthetic_cache(workdir / "training_cache" / f"{name}.arrow", rows, HyFusERConfig().hidden_size)
     arguments = TrainingArguments(
         output_dir=str(workdir / "trainer"),
         **{
@@ -535,6 +588,146 @@ def measure_training(
         "optim": arguments.optim,
         "max_grad_norm": arguments.max_grad_norm,
     }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Where an epoch's time goes: input_rows_per_second_*, checkpoint_*bytes, epoch_compute_share
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _EpochClock(TrainerCallback):
+    """Each epoch's wall time from its start until its checkpoint is written (batches, steps, evaluation, saving) and
+    the part spent in forward and backward passes; each mark follows a device synchronisation."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.epochs: list[dict[str, float]] = []
+
+    def _now(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter()
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.epoch_start, self.compute = self._now(), 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_start = self._now()
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.compute += self._now() - self.step_start
+
+    def on_save(self, args, state, control, **kwargs):
+        wall = self._now() - self.epoch_start
+        share = self.compute / wall
+        self.epochs.append({"wall_seconds": wall, "compute_seconds": self.compute, "compute_share": share})
+        log(f"epoch {len(self.epochs)}: {wall:.1f}s, {share:.0%} of it in forward and backward passes")
+
+
+def epoch_trainer(
+    processor: HyFusERProcessor,
+    splits: tuple[Dataset, Dataset],
+    output_dir: Path,
+    device: torch.device,
+    settings: Settings,
+    placement: str,
+    workers: int = features_hyfuser.STREAMING_WORKERS,
+    bf16: bool = False,
+) -> Trainer:
+    """`features_hyfuser.feature_trainer` as `train.py` sets it up (the paper's settings, its loader workers) on
+    `device`, for a Table 3 HyFusER as wide as `processor`'s features; no early stopping, so every epoch runs."""
+    arguments = TrainingArguments(
+        output_dir=str(output_dir),
+        **{**features_hyfuser.PAPER_TRAINING_DEFAULTS, "num_train_epochs": settings.epochs, "report_to": "none",
+           "disable_tqdm": True, "use_cpu": device.type == "cpu", "bf16": bf16, "dataloader_num_workers": workers},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = HyFusERForEmotionRecognition(
+        HyFusERConfig(hidden_size=processor.hidden_size, intermediate_size=processor.hidden_size)
+    )
+    return features_hyfuser.feature_trainer(
+        model, arguments, processor, *splits, early_stopping_patience=0, features_on_device=placement
+    )
+
+
+def input_rates(trainers: dict[str, Trainer], settings: Settings, device: torch.device) -> dict[str, Any]:
+    """Cached rows per second to scaled batches ready on `device`, through each trainer's own training data loader
+    (one pass over its rows per repeat, worker start-up included), side by side."""
+    rows = {name: len(trainer.train_dataset) for name, trainer in trainers.items()}
+
+    def one_pass(loader: Any) -> Callable[[], None]:
+        def consume() -> None:
+            for _ in loader:
+                pass
+            synchronize(device)
+
+        return consume
+
+    loaders = {name: one_pass(trainer.get_train_dataloader()) for name, trainer in trainers.items()}
+    times = side_by_side(loaders, settings.repeats, settings.warmup, "input")
+    rates = {name: [rows[name] / seconds for seconds in times[name]] for name in trainers}
+    ratios = [device_rate / streamed for device_rate, streamed in zip(rates["device"], rates["streaming"])]
+    return {
+        "input_rows_per_second_streaming": statistics.median(rates["streaming"]),
+        "input_rows_per_second_device": statistics.median(rates["device"]),
+        "input_device_over_streaming": statistics.median(ratios),
+        "input_rows_per_second": {name: statistics.median(values) for name, values in rates.items()},
+        "input_per_repeat_rows_per_second": rates,
+        "input_rows": rows,
+        "input_others_cpu_share": times["others_cpu_share"],
+    }
+
+
+def checkpoint_bytes(checkpoint: Path) -> dict[str, Any]:
+    """What one checkpoint holds: all its bytes, and those of frozen-backbone copies (the processor's backbone
+    subfolders)."""
+    files = {str(path.relative_to(checkpoint)): path.stat().st_size
+             for path in sorted(checkpoint.rglob("*")) if path.is_file()}  # fmt: skip
+    backbones = (TEXT_BACKBONE_SUBFOLDER, SPEECH_BACKBONE_SUBFOLDER)
+    return {
+        "checkpoint_bytes_per_save": sum(files.values()),
+        "checkpoint_backbone_bytes": sum(size for name, size in files.items() if Path(name).parts[0] in backbones),
+        "checkpoint_files": files,
+    }
+
+
+def epoch_run(trainer: Trainer, device: torch.device) -> dict[str, Any]:
+    """Train for the trainer's epochs under an `_EpochClock`; the epochs after the first (warm-up) are reported."""
+    clock = _EpochClock(device)
+    trainer.add_callback(clock)
+    trainer.train()
+    measured = clock.epochs[1:] or clock.epochs
+    checkpoints = Path(trainer.args.output_dir).glob("checkpoint-*")
+    last = max(checkpoints, key=lambda path: int(path.name.rsplit("-", 1)[1]))
+    return {
+        "epoch_compute_share": statistics.median(epoch["compute_share"] for epoch in measured),
+        "seconds_per_epoch": statistics.median(epoch["wall_seconds"] for epoch in measured),
+        "epochs": clock.epochs,
+        "epoch_rows": [len(trainer.train_dataset), len(trainer.eval_dataset)],
+        "features_on_device": isinstance(trainer.train_dataset, features_hyfuser.DeviceFeatures),
+        **checkpoint_bytes(last),
+    }
+
+
+def bench_epoch(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
+    """Where a training epoch's time goes on the CPU: rows per second through each data path (streamed with
+    `train.py`'s workers, streamed in the training process, and gathered from the features loaded into RAM), then a
+    short training run's forward/backward share and the size of its checkpoints."""
+    device, processor = torch.device("cpu"), random_fitted_processor(backbones)
+    cache, width = workdir / "epoch_cache", processor.hidden_size
+    rows = synthetic_cache(cache / "input.arrow", settings.input_rows, width)
+    splits = (rows, rows.select(range(settings.train_batch_size)))
+    paths = {"streaming": ("never", features_hyfuser.STREAMING_WORKERS), "streaming_in_process": ("never", 0),
+             "device": ("always", features_hyfuser.STREAMING_WORKERS)}  # fmt: skip
+    trainers = {name: epoch_trainer(processor, splits, workdir / f"input_{name}", device, settings, placement, workers)
+                for name, (placement, workers) in paths.items()}  # fmt: skip
+    measured = input_rates(trainers, settings, device)
+    del trainers
+    train_rows, eval_rows = settings.epoch_rows
+    splits = (synthetic_cache(cache / "train.arrow", train_rows, width),
+              synthetic_cache(cache / "validation.arrow", eval_rows, width))  # fmt: skip
+    log(f"epoch: {settings.epochs} epochs of {train_rows} rows on the CPU, evaluating {eval_rows}")
+    measured |= epoch_run(epoch_trainer(processor, splits, workdir / "epoch_run", device, settings, "auto"), device)
+    return {**measured, "backbones": settings.epoch_backbones, "streaming_workers": features_hyfuser.STREAMING_WORKERS}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -862,68 +1055,127 @@ NOMINAL_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12),
 """Dense bf16 tensor-core peaks from the vendor data sheets, by device-name substring (first match wins)."""
 
 
+GPU_GOALS = {"input_rows_per_second_device": (">=", 15_000), "epoch_compute_share": (">=", 0.9)}
+"""The GPU check's goals; the CPU's figures of the same names have none."""
+
+
+def synthetic_kemdy20_corpus(root: Path, count: int) -> Path:
+    """`count` utterances in KEMDy20's layout for `train.py --dataset kemdy`: the demo's synthetic voices, a sentence
+    of their own each, the emotions in turn (so downsampling drops no neutral row), over KEMDy20's 40 sessions."""
+    sessions = 40
+    utterances = []
+    for index, text in enumerate(korean_texts(count)):
+        session, number = index % sessions + 1, index // sessions + 1
+        segment = f"Sess{session:02d}_script01_User{2 * session - 1:03d}F_{number:03d}"
+        utterances.append(DemoUtterance(segment, EMOTION_LABELS[index % len(EMOTION_LABELS)], "both", text))
+    write_kemdy20_corpus(root, utterances, np.random.default_rng(0))
+    return root
+
+
+def train_py_processor(backbones: BackbonePaths, device: torch.device) -> HyFusERProcessor:
+    """The processor `train.py` builds over `backbones` with its default flags, on `device`: its features are cached
+    under train.py's key, so a later `train.py` run on the same corpus and `--cache_dir` reuses them."""
+    backbone_args, corpus_args = BackboneArguments(), CorpusArguments()
+    processor = HyFusERProcessor.from_backbones(
+        backbones.text, backbones.speech, sequence_length=backbone_args.sequence_length,
+        asr_model=corpus_args.asr_model, **backbone_args.feature_options(),
+    )  # fmt: skip
+    return features_hyfuser.place_backbones(processor, device, corpus_args.extraction_dtype)
+
+
 def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
-    """The CUDA path: the pipeline with real-size backbones, extraction utterances/s with both backbones on the GPU,
-    training MFU with bf16 autocast, and `train.py --bf16` (demo) placing its backbones on the GPU."""
+    """The CUDA path (`accelerated_path` on the GPU), where there is one."""
     if not torch.cuda.is_available():
         log("gpu: no CUDA device, skipped")
         return {"skipped": "torch.cuda.is_available() is False"}
-    device = torch.device("cuda")
-    count, batch_size = settings.extraction_counts[0], settings.extraction_batch_size
-    paths = write_utterances(workdir / "gpu_audio", count, settings.extraction_audio_seconds)
-    texts = korean_texts(count)
+    return accelerated_path(settings, backbones, workdir, torch.device("cuda"))
 
-    log("gpu: pipeline(device='cuda') on a Table 3 HyFusER with the real-size backbones")
+
+def accelerated_path(settings: Settings, backbones: BackbonePaths, workdir: Path, device: torch.device) -> dict:
+    """On `device`: the pipeline with real-size backbones; a synthetic corpus of KEMDy's size through `cache_features`
+    with both backbones there (extraction utterances/s); the data paths' rows/s, bf16 epochs and their
+    forward/backward share on its cached features; bf16 training MFU against the nominal peak; and `train.py --bf16`
+    on the same corpus, reusing that cache, with its backbones and features on the device."""
+    name = gpu_name() if device.type == "cuda" else cpu_model(read_cpuinfo())
+    peak = next((flops for key, flops in NOMINAL_BF16_FLOPS if key in name), None)
+    log(f"gpu: {name}, nominal dense bf16 peak {f'{peak / 1e12:.0f} TFLOP/s' if peak else 'unknown'}")
+    batch_size = settings.extraction_batch_size
+    paths = write_utterances(workdir / "gpu_audio", batch_size, settings.extraction_audio_seconds)
+
+    log(f"gpu: pipeline(device='{device}') on a Table 3 HyFusER with the real-size backbones")
     torch.manual_seed(0)
     model = HyFusERForEmotionRecognition(HyFusERConfig(text_backbone=backbones.text, speech_backbone=backbones.speech))
     save_dir = save_hyfuser(workdir / "gpu_hyfuser", model.eval(), random_fitted_processor(backbones), save_backbones=False)
-    classifier = pipeline(model=str(save_dir), trust_remote_code=True, device="cuda")
-    items = [{"text": text, "audio": path} for text, path in zip(texts[:batch_size], paths[:batch_size])]
+    classifier = pipeline(model=str(save_dir), trust_remote_code=True, device=device)
+    items = [{"text": text, "audio": path} for text, path in zip(korean_texts(batch_size), paths)]
     pipeline_seconds = side_by_side({"pipeline": lambda: classifier(items, batch_size=len(items))},
                                     settings.repeats, settings.warmup, "gpu pipeline")["pipeline"]  # fmt: skip
     placed_on = {
         "pipeline_backbones": str(classifier.processor.text_backbone_model.device),
         "pipeline_model": str(classifier.model.device),
     }
+    del classifier
 
-    processor = HyFusERProcessor.from_backbones(backbones.text, backbones.speech).to(device)
-
-    def extract_all() -> None:
-        for start in range(0, count, batch_size):
-            processor(texts[start : start + batch_size], paths[start : start + batch_size], scale=False)
-
-    seconds = side_by_side({"extraction": extract_all}, settings.repeats, settings.warmup, "gpu")["extraction"]
+    log(f"gpu: {settings.gpu_corpus_utterances} synthetic utterances in KEMDy20's layout through cache_features")
+    corpus = synthetic_kemdy20_corpus(workdir / "gpu_corpus", settings.gpu_corpus_utterances)
+    splits = build_paper_dataset(kemdy20_dir=corpus)  # train.py's defaults: random 8:2 split, seed 42
+    processor, cache_dir = train_py_processor(backbones, device), workdir / "gpu_cache"
+    started = time.perf_counter()
+    features = features_hyfuser.cache_features(splits, processor, cache_dir, batch_size=batch_size)
+    extraction_seconds = time.perf_counter() - started
+    features_hyfuser.fit_scaler_on_cache(processor, features["train"])
+    cached = (features["train"], features["validation"])
+    trainers = {path: epoch_trainer(processor, cached, workdir / f"gpu_input_{path}", device, settings, placement,
+                                    bf16=True) for path, placement in (("streaming", "never"), ("device", "always"))}
+    measured = input_rates(trainers, settings, device)
+    del trainers
+    log(f"gpu: {settings.epochs} bf16 epochs on {len(cached[0])} training rows")
+    epochs = epoch_trainer(processor, cached, workdir / "gpu_epochs", device, settings, "auto", bf16=True)
+    measured |= epoch_run(epochs, device)
     training = measure_training(settings, backbones, workdir, device, bf16=True)
-    name = torch.cuda.get_device_name(device)
-    peak = next((flops for key, flops in NOMINAL_BF16_FLOPS if key in name), None)
-    achieved = statistics.median(training["achieved_flops_per_second"])
+    epoch_flops = training["flops_per_step"] / settings.train_batch_size * len(cached[0])
 
-    log("gpu: train.py --dataset demo --bf16 true, one epoch")
-    demo = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "train.py"), "--dataset", "demo", "--bf16", "true", "--num_train_epochs", "1",
-         "--cache_dir", str(workdir / "gpu_demo_cache"), "--output_dir", str(workdir / "gpu_demo"),
-         "--report_to", "none", "--disable_tqdm", "true"],
+    log("gpu: train.py --dataset kemdy --bf16 true on the same corpus and cache")
+    output_dir = workdir / "gpu_train_py"
+    train_py = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), "--dataset", "kemdy", "--kemdy20_dir", str(corpus),
+         "--text_backbone", backbones.text, "--speech_backbone", backbones.speech, "--bf16", "true",
+         "--num_train_epochs", str(settings.epochs), "--early_stopping_patience", "0", "--cache_dir", str(cache_dir),
+         "--output_dir", str(output_dir), "--report_to", "none", "--disable_tqdm", "true"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True, cwd=REPO_ROOT,
-    )  # fmt: skip
-    placement = re.search(r"The frozen backbones run on (\S+) in (\w+)", demo.stdout)
-    placed_on["train_py_backbones"] = placement.group(1) if placement else None
-    return {
-        "device": name,
-        "pipeline_items_per_second": len(items) / statistics.median(pipeline_seconds),
-        "placed_on": placed_on,
-        "extraction_utterances_per_second": count / statistics.median(seconds),
-        "train_bf16_matmul_fraction": training["fraction"],
-        "train_mfu_bf16": achieved / peak if peak else None,
-        "nominal_bf16_flops": peak,
-        "train_py_bf16_demo": {"eval_accuracy": json.loads((workdir / "gpu_demo" / "eval_results.json").read_text())
-                               .get("eval_accuracy")},  # fmt: skip
-        "training": training,
-    }
+    ).stdout  # fmt: skip
+    backbones_on = re.search(r"The frozen backbones run on (\S+) in (\w+)", train_py)
+    features_on = re.search(r"Loaded [\d.]+ MiB of cached features onto (\S+)", train_py)
+    placed_on["train_py_backbones"] = backbones_on.group(1) if backbones_on else None
+    placed_on["train_py_features"] = features_on.group(1) if features_on else None
+    train_results = json.loads((output_dir / "train_results.json").read_text())
+    measured.update(
+        device=name,
+        nominal_bf16_flops=peak,
+        train_mfu_bf16=statistics.median(training["achieved_flops_per_second"]) / peak if peak else None,
+        epoch_mfu_bf16=epoch_flops / measured["seconds_per_epoch"] / peak if peak else None,
+        extraction_utterances_per_second=sum(map(len, splits.values())) / extraction_seconds,
+        extraction_seconds=extraction_seconds,
+        pipeline_items_per_second=len(items) / statistics.median(pipeline_seconds),
+        placed_on=placed_on,
+        train_bf16_matmul_fraction=training["fraction"],
+        train_py_bf16={
+            "seconds_per_epoch": train_results["train_runtime"] / settings.epochs,
+            "reused_the_cache": "Extracting" not in train_py,
+            "eval_accuracy": json.loads((output_dir / "eval_results.json").read_text()).get("eval_accuracy"),
+        },
+        training=training,
+    )
+    return {**measured, "goals": goal_report(measured, GPU_GOALS)}
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # onnx_speedup, onnx_int8_speedup
 # --------------------------------------------------------------------------------------------------------------------
+
+
+ONNX_EXTRA = ("onnx", "onnxruntime", "onnxscript")
+"""The modules of pyproject.toml's `onnx` extra, which `export_onnx.py` and the ONNX pipeline need."""
 
 
 def bench_onnx(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
@@ -933,6 +1185,13 @@ def bench_onnx(settings: Settings, backbones: BackbonePaths, workdir: Path) -> d
     number, timed side by side; each speed-up is the median of the per-repeat ratios torch time / ONNX time. The
     details report how often each ONNX pipeline's top emotion is PyTorch's and its largest probability difference.
     """
+    try:
+        for module in ONNX_EXTRA:
+            importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        reason = f"{error.name} is not installed (the onnx extra: pip install -e '.[onnx]')"
+        log(f"onnx: skipped: {reason}")
+        return {"skipped": reason}
     from export_onnx import export_onnx
 
     log("onnx: saving a Table 3 HyFusER with random weights and exporting it to ONNX (fp32, then int8)")
@@ -1021,15 +1280,20 @@ SECTIONS: dict[str, Section] = {
         ("extraction_bf16_speedup", "extraction_bf16_agreement", "train_bf16_fraction"),
     ),
     "onnx": Section(lambda s, b, w: bench_onnx(s, b[s.onnx_backbones], w), ("onnx_speedup", "onnx_int8_speedup")),
+    "epoch": Section(
+        lambda s, b, w: bench_epoch(s, b[s.epoch_backbones], w),
+        ("input_rows_per_second_streaming", "input_rows_per_second_device", "input_device_over_streaming",
+         "checkpoint_bytes_per_save", "checkpoint_backbone_bytes", "epoch_compute_share"),
+    ),  # fmt: skip
 }
 
 
-def goal_report(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def goal_report(results: dict[str, Any], goals: dict[str, tuple[str, float]] = GOALS) -> dict[str, dict[str, Any]]:
     """Each headline against its goal; a goal that a section declares not applicable on its machine says why."""
     not_applicable = {key: reason for details in results.get("details", {}).values()
                       for key, reason in details.get("not_applicable", {}).items()}  # fmt: skip
     report = {}
-    for key, (direction, bound) in GOALS.items():
+    for key, (direction, bound) in goals.items():
         if key not in results:
             continue
         value = results[key]
@@ -1056,7 +1320,10 @@ def run(settings: Settings, quick: bool, sections: list[str], previous: dict[str
             section_started = time.time()
             measured = SECTIONS[name].measure(settings, backbones, workdir)
             for key in SECTIONS[name].headline_keys:
-                results[key] = measured[key]
+                if "skipped" in measured:  # nothing measured: no figure from an earlier run stays
+                    results.pop(key, None)
+                else:
+                    results[key] = measured[key]
             measured["machine"] = {**machine, "load_average_at_end": os.getloadavg()}
             measured["mode"] = "quick" if quick else "full"
             measured["wall_seconds"] = time.time() - section_started

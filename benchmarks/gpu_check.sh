@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The CUDA path, end to end, in under 5 minutes on one GPU: real-size random backbones through pipeline(device="cuda"),
-# feature extraction on CUDA, Trainer steps with bf16 autocast (their MFU against the GPU's nominal bf16 peak), and
-# `train.py --dataset demo --bf16 true` placing its frozen backbones on the GPU. Writes benchmarks/gpu_check.json
-# (the `gpu` section of bench.py, in quick mode, with the machine it ran on).
+# The CUDA path, end to end, on one GPU (planned for under 8 minutes on an H100; it has not run yet): real-size random
+# backbones through pipeline(device="cuda"); a synthetic corpus of KEMDy's size (10,400 utterances, about 8,300
+# training rows) through feature extraction on CUDA; the cached features through both data paths and bf16 training
+# epochs; and `train.py --dataset kemdy --bf16 true` on the same corpus, reusing that cache. Writes
+# benchmarks/gpu_check.json (the `gpu` section of bench.py, in quick mode, with the machine it ran on) and prints
+# the figures with their goals.
 #
 #     bash benchmarks/gpu_check.sh                       # with the python on PATH
 #     PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh
@@ -22,6 +24,12 @@ import json, sys
 gpu = json.load(open(sys.argv[1]))["details"]["gpu"]
 assert "skipped" not in gpu, gpu
 assert all(str(place).startswith("cuda") for place in gpu["placed_on"].values()), gpu["placed_on"]
-print(f"gpu_check: {gpu['device']}: pipeline {gpu['pipeline_items_per_second']:.1f} items/s, extraction "
-      f"{gpu['extraction_utterances_per_second']:.1f} utterances/s, bf16 training MFU {gpu['train_mfu_bf16']}")
+peak = gpu["nominal_bf16_flops"]
+print(f"gpu_check: {gpu['device']}; MFU against {f'{peak / 1e12:.0f} TFLOP/s' if peak else 'an unknown peak'} "
+      f"(dense bf16): {gpu['train_mfu_bf16']} per training step, {gpu['epoch_mfu_bf16']} over an epoch")
+print(f"gpu_check: {gpu['seconds_per_epoch']:.1f} s per epoch of {gpu['epoch_rows'][0]} rows (train.py: "
+      f"{gpu['train_py_bf16']['seconds_per_epoch']:.1f} s), extraction {gpu['extraction_utterances_per_second']:.0f} "
+      f"utterances/s, pipeline {gpu['pipeline_items_per_second']:.1f} items/s")
+for key, goal in gpu["goals"].items():
+    print(f"gpu_check: {key} = {gpu[key]:.3f} (goal {goal['goal']}: {'met' if goal['met'] else 'MISSED'})")
 PY

@@ -1,5 +1,6 @@
 """`benchmarks/bench.py --quick` as a smoke test: it runs end to end and writes every key. No timing is asserted."""
 
+import importlib.util
 import json
 import math
 import os
@@ -13,8 +14,14 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 KEYS = (
     "pipeline_over_backbones", "train_gemm_fraction", "extraction_rss_ratio", "long_audio_peak_mb",
     "extraction_shard_speedup", "extraction_bf16_speedup", "extraction_bf16_agreement", "train_bf16_fraction",
-    "onnx_speedup", "onnx_int8_speedup", "cache_check_over_read",
+    "onnx_speedup", "onnx_int8_speedup", "cache_check_over_read", "input_rows_per_second_streaming",
+    "input_rows_per_second_device", "input_device_over_streaming", "checkpoint_bytes_per_save", "epoch_compute_share",
 )  # fmt: skip
+GOAL_KEYS = {
+    "pipeline_over_backbones", "train_gemm_fraction", "extraction_rss_ratio", "extraction_shard_speedup",
+    "extraction_bf16_speedup", "extraction_bf16_agreement", "train_bf16_fraction", "onnx_int8_speedup",
+    "input_device_over_streaming", "checkpoint_backbone_bytes",
+}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -30,7 +37,8 @@ def test_quick_benchmark_writes_every_key_with_its_machine_and_settings(tmp_path
     assert results["mode"] == "quick"
     for key in KEYS:
         assert math.isfinite(results[key]) and results[key] > 0, key
-    assert set(results["goals"]) == set(KEYS) - {"long_audio_peak_mb", "onnx_speedup", "cache_check_over_read"}
+    assert 0 <= results["checkpoint_backbone_bytes"] < results["checkpoint_bytes_per_save"]
+    assert set(results["goals"]) == GOAL_KEYS
     assert 0 <= results["details"]["onnx"]["onnx_int8_top1_agreement"] <= 1
     assert results["cache_bytes_per_utterance"] > 0
     assert results["machine"]["torch_threads"] >= 1 and results["machine"]["cpu_model"]
@@ -53,3 +61,25 @@ def test_gpu_check_refuses_clearly_without_a_gpu():
     )  # fmt: skip
     assert completed.returncode == 2
     assert "sees no CUDA device" in completed.stderr and "needs one GPU" in completed.stderr
+
+
+def test_benchmark_without_the_onnx_extra_skips_its_section_with_a_one_line_reason(tmp_path, monkeypatch, capsys):
+    """`make bench` where onnxruntime is not installed: no traceback, one line saying why, and no ONNX figure left
+    over from an earlier run in the results file."""
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench", bench)
+    spec.loader.exec_module(bench)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` meets where it is missing
+    monkeypatch.setattr(bench, "build_backbones", lambda root: {"real": None, "tiny": None})  # the section needs none
+    output = tmp_path / "results.json"
+    output.write_text(json.dumps({"onnx_speedup": 1.2, "onnx_int8_speedup": 1.9, "details": {}}))
+    bench.main(["--only", "onnx", "--output", str(output)])
+    results = json.loads(output.read_text())
+    assert "onnx_speedup" not in results and "onnx_int8_speedup" not in results
+    reason = "onnxruntime is not installed (the onnx extra: pip install -e '.[onnx]')"
+    assert results["details"]["onnx"]["skipped"] == reason
+    messages = capsys.readouterr().err
+    onnx_lines = [line for line in messages.splitlines() if "onnx" in line]
+    assert len(onnx_lines) == 1 and onnx_lines[0].endswith(f"onnx: skipped: {reason}"), messages
+    assert "Traceback" not in messages

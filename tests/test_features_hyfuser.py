@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datasets import Array2D, Dataset, DatasetDict, Features, Value
+from datasets import Array2D, Array3D, Dataset, DatasetDict, Features, Value, concatenate_datasets
 from huggingface_hub import constants
 from transformers import TrainingArguments
 
@@ -19,16 +19,23 @@ from audio_files import write_tone
 from features_hyfuser import (
     FEATURE_COLUMNS,
     PAPER_TRAINING_DEFAULTS,
+    DeviceFeatures,
     _backbone_key,
     cache_features,
+    collate_features,
+    collate_scaled_features,
+    feature_bytes,
     feature_cache_key,
+    feature_trainer,
     fit_scaler_on_cache,
+    keep_features_on_device,
     place_backbones,
     train_on_features,
+    trainer_dataset,
 )
 from configuration_hyfuser import HyFusERConfig
 from modeling_hyfuser import HyFusERForEmotionRecognition
-from processing_hyfuser import BACKBONE_DTYPES, HyFusERProcessor
+from processing_hyfuser import BACKBONE_DTYPES, FeatureStatistics, HyFusERProcessor
 from two_processes import launch_two_processes
 
 SEQUENCE_LENGTH = 8
@@ -345,3 +352,123 @@ def test_gradient_checkpointing_argument_trains_with_checkpointed_blocks_to_the_
     assert all(not torch.equal(weight, initial[name]) for name, weight in trained[True].items())  # every one trained
     for name, weight in trained[False].items():
         torch.testing.assert_close(trained[True][name], weight, rtol=1e-5, atol=1e-6, msg=name)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Features on the device: the batches and the order of the streamed cache, without reading the disk per batch
+
+FEATURE_LAYOUTS = {
+    # name: (text shape, speech shape, feature mode); None is a native length (4 to 11 positions per row)
+    "paper": ((SEQUENCE_LENGTH, 32), (SEQUENCE_LENGTH, 32), "paper"),
+    "layer_weighting": ((3, SEQUENCE_LENGTH, 32), (4, SEQUENCE_LENGTH, 32), "paper"),
+    "native": ((None, 32), (None, 32), "native"),
+    "widths_differ": ((SEQUENCE_LENGTH, 32), (SEQUENCE_LENGTH, 48), "paper"),
+}
+
+
+def cache_in_layout(layout: str, rows: int = ROWS) -> Dataset:
+    """Random float16 features stored like the cache: two shards concatenated, read through a shuffled selection."""
+    shapes, rng = FEATURE_LAYOUTS[layout][:2], np.random.default_rng(0)
+    schema = Features({name: (Array2D if len(shape) == 2 else Array3D)(shape, "float16")
+                       for name, shape in zip(FEATURE_COLUMNS, shapes)} | {"label": Value("int64")})  # fmt: skip
+
+    def draw(shape: tuple) -> np.ndarray:
+        return rng.standard_normal([int(rng.integers(4, 12)) if size is None else size for size in shape])
+
+    columns = {name: [draw(shape).astype(np.float16) for _ in range(rows)]
+               for name, shape in zip(FEATURE_COLUMNS, shapes)}  # fmt: skip
+    shards = [Dataset.from_dict({**{name: values[part] for name, values in columns.items()},
+                                 "label": list(range(rows))[part]}, features=schema)
+              for part in (slice(0, rows // 2), slice(rows // 2, rows))]  # fmt: skip
+    return concatenate_datasets(shards).select(rng.permutation(rows))
+
+
+def processor_for(layout: str, tiny_backbones) -> HyFusERProcessor:
+    """A tiny processor in the layout's feature mode with a scaler fitted on random statistics of its widths."""
+    text_shape, speech_shape, mode = FEATURE_LAYOUTS[layout]
+    processor = HyFusERProcessor.from_backbones(
+        tiny_backbones.text, tiny_backbones.speech, sequence_length=SEQUENCE_LENGTH, feature_mode=mode
+    )
+    rng = np.random.default_rng(1)
+    text, speech = (FeatureStatistics().update(3 + 2 * rng.standard_normal((16, shape[-1])))
+                    for shape in (text_shape, speech_shape))  # fmt: skip
+    return processor.set_scaler(text, speech) if text_shape[-1] != speech_shape[-1] else processor.set_scaler(text)
+
+
+def assert_same_batch(batch: dict, expected: dict) -> None:
+    assert list(batch) == list(expected)
+    for name, tensor in expected.items():
+        assert batch[name].dtype == tensor.dtype and torch.equal(batch[name], tensor), name
+
+
+@pytest.mark.parametrize("layout", FEATURE_LAYOUTS)
+def test_features_on_the_device_gather_the_batches_the_streaming_collator_makes(layout, tiny_backbones):
+    features, processor = cache_in_layout(layout), processor_for(layout, tiny_backbones)
+    store, streamed = DeviceFeatures(features, processor, "cpu"), trainer_dataset(features)
+    assert store.values["text_features"].dtype == torch.float16  # held in the cache's dtype
+    for rows in ([5, 0, 11, 3, 3], [7]):  # any order, repeats, a batch of one
+        expected = collate_scaled_features([streamed[row] for row in rows], processor)
+        assert_same_batch(collate_features([store[row] for row in rows], processor), expected)
+    assert feature_bytes(features) == pytest.approx(sum(store.values[name].nbytes for name in FEATURE_COLUMNS), 0.1)
+
+
+def test_the_trainer_reads_the_same_batches_in_the_same_order_from_the_device_as_from_the_disk(
+    tiny_fusion, tiny_processor, tmp_path
+):
+    """Each row's label is its number before the cache's shuffled selection, so the batches say which rows they hold
+    and in what order."""
+    train, validation = cache_in_layout("paper"), cache_in_layout("paper", rows=6)
+    loaders = {}
+    for placement in ("never", "always"):
+        arguments = training_arguments(tmp_path / placement, dataloader_num_workers=2)
+        trainer = feature_trainer(
+            tiny_fusion, arguments, tiny_processor, train, validation, features_on_device=placement
+        )
+        assert trainer.args.dataloader_num_workers == (2 if placement == "never" else 0)
+        assert isinstance(trainer.train_dataset, DeviceFeatures) == (placement == "always")
+        torch.manual_seed(0)
+        loaders[placement] = [list(trainer.get_train_dataloader()), list(trainer.get_eval_dataloader())]
+    order = torch.cat([batch["labels"] for batch in loaders["always"][0]]).tolist()
+    assert sorted(order) == list(range(ROWS)) and order != sorted(order)  # every row once, shuffled
+    for loader in (0, 1):
+        for batch, expected in zip(loaders["always"][loader], loaders["never"][loader], strict=True):
+            assert_same_batch(batch, expected)
+    streamed = trainer_dataset(train)
+    position = {label: index for index, label in enumerate(train["label"])}
+    for batch, start in zip(loaders["always"][0], range(0, ROWS, BATCH)):
+        rows = [streamed[position[label]] for label in order[start : start + BATCH]]
+        assert_same_batch(batch, collate_scaled_features(rows, tiny_processor))
+
+
+def test_training_on_features_on_the_device_ends_with_the_weights_of_training_on_streamed_features(
+    tiny_config, tiny_processor, tmp_path
+):
+    """With dropout on: reading the features from memory draws no random number the streamed path does not."""
+    train, validation = (random_cache(seed, tiny_config.sequence_length) for seed in (1, 2))
+    trained = {}
+    for placement in ("never", "always"):
+        torch.manual_seed(0)
+        model = HyFusERForEmotionRecognition(tiny_config)
+        arguments = training_arguments(tmp_path / placement, num_train_epochs=2, learning_rate=1e-3)
+        trainer, prediction = train_on_features(
+            model, arguments, tiny_processor, train, validation, features_on_device=placement
+        )
+        trained[placement] = trainer.model.state_dict(), prediction.predictions
+    assert tiny_config.hidden_dropout_prob > 0
+    for name, weight in trained["never"][0].items():
+        assert torch.equal(trained["always"][0][name], weight), name
+    for streamed, on_device in zip(trained["never"][1], trained["always"][1], strict=True):
+        np.testing.assert_array_equal(on_device, streamed)
+
+
+def test_auto_loads_the_features_onto_the_device_only_within_the_share_of_its_free_memory(tiny_config, caplog):
+    caplog.set_level(logging.INFO, logger="features_hyfuser")
+    train, cpu = random_cache(1, tiny_config.sequence_length), torch.device("cpu")
+    assert keep_features_on_device([train], cpu, "auto", memory_share=1.0)
+    assert caplog.messages[-1].endswith("loading them there")
+    assert not keep_features_on_device([train], cpu, "auto", memory_share=1e-12)
+    assert caplog.messages[-1].endswith("streaming them from the cache")
+    assert keep_features_on_device([train], cpu, "always", memory_share=1e-12)
+    assert not keep_features_on_device([train], cpu, "never", memory_share=1.0)
+    with pytest.raises(ValueError, match=r"features_memory_share must be in \(0, 1\], got 0"):
+        keep_features_on_device([train], cpu, "auto", memory_share=0)

@@ -284,13 +284,21 @@ def test_cli_trains_and_saves_a_directory_that_a_fresh_process_serves(trained, c
 
 @pytest.mark.slow
 def test_second_run_with_the_same_settings_reuses_the_feature_cache(trained, train_args, hf_home, tmp_path):
-    _, cache_dir, _ = trained
+    reference_dir, cache_dir, reference_log = trained
     cached = sorted((cache_dir / "features").iterdir())
     log = train([*train_args, "--cache_dir", str(cache_dir), "--output_dir", str(tmp_path / "again"),
-                 "--num_train_epochs", "1"], hf_home)  # fmt: skip
+                 "--num_train_epochs", "1", "--features_on_device", "never"], hf_home)  # fmt: skip
     assert "Extracting" not in log
     assert "Reusing cached train features" in log and "Reusing cached validation features" in log
     assert sorted((cache_dir / "features").iterdir()) == cached
+    # The first run held its features in memory (they fit); this one streamed them with loader workers, to the
+    # same first epoch.
+    assert "of cached features onto cpu" in reference_log and "Streaming" not in reference_log
+    assert "Streaming the cached features from disk: 2 loader workers" in log
+    first_epoch = Path(f"checkpoint-{STEPS_PER_EPOCH}") / "model.safetensors"
+    reference = load_file(reference_dir / first_epoch)
+    for name, tensor in load_file(tmp_path / "again" / first_epoch).items():
+        assert torch.equal(tensor, reference[name]), name
 
 
 @pytest.mark.slow
