@@ -517,6 +517,14 @@ def test_session_cv_runs_every_model_on_disjoint_session_folds(session_cv):
     assert "(paper 67.83)" in table and "Table 5" in table and "## `hyfuser` against each model" in table
 
 
+def test_the_committed_demo_comparison_renders_from_its_results_json_byte_for_byte(tmp_path):
+    """docs/demo-comparison/results.md is what `reproduce.py --render` makes of the committed results.json alone."""
+    committed = REPO_ROOT / "docs" / "demo-comparison"
+    shutil.copy(committed / "results.json", tmp_path / "results.json")
+    main(["--render", str(tmp_path)])
+    assert (tmp_path / "results.md").read_bytes() == (committed / "results.md").read_bytes()
+
+
 @pytest.mark.slow
 def test_rendering_results_json_again_gives_the_same_results_md(session_cv, tmp_path):
     shutil.copy(session_cv[0] / "results.json", tmp_path / "results.json")
