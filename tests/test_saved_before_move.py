@@ -1,0 +1,34 @@
+"""A checkpoint directory written before the package move loads and predicts the same with today's code."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from transformers import pipeline
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "saved-before-move"
+EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
+
+
+def predictions(directory: Path) -> list[list[dict]]:
+    classifier = pipeline(model=str(directory), trust_remote_code=True, device="cpu")
+    return [
+        classifier({"text": item["text"], "audio": str(FIXTURE / "inputs" / item["audio"])}, return_modalities=True, top_k=None)
+        for item in EXPECTED["items"]
+    ]
+
+
+def assert_same_predictions(result: list[list[dict]]) -> None:
+    for got, expected in zip(result, EXPECTED["predictions"], strict=True):
+        got_by_label = {emotion["label"]: emotion for emotion in got}
+        assert sorted(got_by_label) == sorted(emotion["label"] for emotion in expected)
+        for emotion in expected:
+            for key in ("score", "text_score", "speech_score"):
+                np.testing.assert_allclose(got_by_label[emotion["label"]][key], emotion[key], atol=1e-5)
+
+
+def test_the_directory_as_saved_still_loads_and_predicts_the_same(tmp_path):
+    """Its own remote code, as a user who downloaded it long ago would run it."""
+    assert_same_predictions(predictions(shutil.copytree(FIXTURE / "checkpoint", tmp_path / "checkpoint")))
+
