@@ -31,10 +31,10 @@ from huggingface_hub import ModelCard
 from huggingface_hub.errors import EntryNotFoundError
 from transformers import Pipeline, pipeline
 
-from arguments_hyfuser import CorpusArguments
 from configuration_hyfuser import EMOTION_LABELS
-from data_hyfuser import load_kemdy20
-from demo_hyfuser import prepare_demo
+from hyfuser.arguments import CorpusArguments
+from hyfuser.corpora import load_kemdy20
+from hyfuser.demo import prepare_demo
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_output"
 """What `make demo` (`train.py --dataset demo`) writes, served when no model is named."""

@@ -96,7 +96,7 @@ class HyFusERConfig(PretrainedConfig):
         ensemble_text_weight (`float`, defaults to 0.5):
             Weight of the text member's probabilities in the average ensembles; the speech member gets the rest.
             0.5 is the plain average (the paper's Eq. 9); the weighted ensemble's is chosen on held-out training
-            rows (`metrics_hyfuser.choose_ensemble_weight`).
+            rows (`hyfuser.metrics.choose_ensemble_weight`).
         text_feature_size (`int`, *optional*, defaults to `hidden_size`):
             Width of the text features, i.e. the text backbone's hidden size. When it differs from `hidden_size`
             (e.g. a 1024-wide backbone), HyFusER first applies a learned linear projection to `hidden_size`.

@@ -3,7 +3,7 @@
 
     python export_onnx.py MODEL_DIR OUT_DIR [--quantize int8]
 
-MODEL_DIR is what `train.py` (or `pipeline_hyfuser.save_hyfuser`) wrote. OUT_DIR gets:
+MODEL_DIR is what `train.py` (or `hyfuser.checkpoint.save_hyfuser`) wrote. OUT_DIR gets:
 
 - `text_backbone.onnx`: token ids, token type ids and attention mask -> the text backbone's last hidden state;
 - `speech_backbone.onnx`: one normalised waveform of any length -> the speech backbone's frames;
@@ -20,7 +20,6 @@ quantized per call), which is where the CPU speed-up comes from.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import shutil
 import tempfile
@@ -31,7 +30,7 @@ from transformers import AutoModelForSequenceClassification, AutoProcessor
 from transformers.processing_utils import ProcessorMixin
 
 import onnx_hyfuser
-import pipeline_hyfuser
+from hyfuser.checkpoint import ONNX_SHIPPED_FILES, copy_shipped_files, point_config_at
 from onnx_hyfuser import (
     FUSION_GRAPH,
     MODALITY_LOGITS,
@@ -43,7 +42,6 @@ from onnx_hyfuser import (
 from processing_hyfuser import LOCAL_PREFIX, SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER
 
 QUANTIZATIONS = ("int8",)
-REMOTE_CODE_FILES = ("configuration_hyfuser.py", "processing_hyfuser.py", "pipeline_hyfuser.py", "onnx_hyfuser.py")
 """What an ONNX directory runs: no modeling file, since no PyTorch model is built from it."""
 SAMPLE_TEXT = "정말 너무 화가 나요"
 
@@ -187,9 +185,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, quantize: str | N
         "torch_version": torch.__version__,
     }
     (output_dir / ONNX_CONFIG_NAME).write_text(json.dumps(onnx_config, indent=2) + "\n", encoding="utf-8")
-    source_dir = Path(inspect.getfile(HyFusEROnnxModel)).parent
-    for name in REMOTE_CODE_FILES:
-        shutil.copy2(source_dir / name, output_dir / name)
+    copy_shipped_files(output_dir, ONNX_SHIPPED_FILES)
     return output_dir
 
 
@@ -207,7 +203,7 @@ def save_processor(processor, output_dir: Path) -> None:
 def save_config(model, output_dir: Path) -> None:
     """`config.json` whose auto classes and pipeline load `HyFusEROnnxModel`."""
     config = model.config
-    pipeline_hyfuser.point_config_at(config, f"{Path(onnx_hyfuser.__file__).stem}.{HyFusEROnnxModel.__name__}")
+    point_config_at(config, f"{Path(onnx_hyfuser.__file__).stem}.{HyFusEROnnxModel.__name__}")
     config.save_pretrained(output_dir)
 
 

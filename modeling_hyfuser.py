@@ -777,7 +777,7 @@ class HyFusERAverageEnsemble(HyFusERPreTrainedModel):
     `config.ensemble_text_weight` and 1 - that.
 
     The ensemble trains nothing itself: `from_members` composes two trained members. The plain ensemble weighs them
-    0.5/0.5; the weighted one takes the weight `metrics_hyfuser.choose_ensemble_weight` picks on a held-out part of
+    0.5/0.5; the weighted one takes the weight `hyfuser.metrics.choose_ensemble_weight` picks on a held-out part of
     the training split, never on the validation split. `text_logits`/`speech_logits` are the members'
     log-probabilities, so the pipeline's `return_modalities` shows each member's scores.
     """
@@ -877,7 +877,7 @@ class HyFusERLinearProbe(HyFusERPreTrainedModel):
     frozen backbones already give. `linear_probe_text` and `linear_probe_speech` read one modality each, the floors
     of `text_lstm` and `speech_cnn`.
 
-    It is fitted in closed form rather than by the `Trainer`: `features_hyfuser.fit_linear_probe` minimises the
+    It is fitted in closed form rather than by the `Trainer`: `hyfuser.probes.fit_linear_probe` minimises the
     cross-entropy plus an L2 penalty by full-batch L-BFGS, the penalty chosen on the model-selection rows.
     """
 
@@ -945,7 +945,7 @@ PROBE_MODELS: dict[str, type[HyFusERLinearProbe]] = {
     "linear_probe_text": HyFusERTextLinearProbe,
     "linear_probe_speech": HyFusERSpeechLinearProbe,
 }
-"""The linear probes, by name: fitted on the pooled cached features by `features_hyfuser.fit_linear_probe`
+"""The linear probes, by name: fitted on the pooled cached features by `hyfuser.probes.fit_linear_probe`
 (`reproduce.py` runs them beside the models), not by the `Trainer`."""
 
 

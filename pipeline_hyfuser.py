@@ -13,12 +13,9 @@ neural work (both frozen backbones and the fusion model) happens in `_forward`, 
 
 from __future__ import annotations
 
-import inspect
 import os
-import shutil
 from collections.abc import Mapping, Sized
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +24,6 @@ from transformers import Pipeline
 TASK = "multimodal-emotion-recognition"
 ERROR_MODES = ("raise", "skip")
 """What a call over many inputs does with a bad one: raise naming it, or return its error record in its place."""
-_REMOTE_CODE_FILES = ("configuration_hyfuser.py", "modeling_hyfuser.py", "processing_hyfuser.py", "pipeline_hyfuser.py")
 
 
 class HyFusERPipeline(Pipeline):
@@ -242,59 +238,3 @@ def _flatten(values: list) -> list:
 def _one_item(values: Any) -> Any:
     """One input's value of a per-input `_forward` output: a one-item list unbatched, the item itself batched."""
     return values[0] if isinstance(values, list) else values
-
-
-def point_config_at(config, model_reference: str) -> None:
-    """Set `config`'s `auto_map` to load `model_reference` ("module.Class") for the auto classes and its
-    `custom_pipelines` to this pipeline, the remote-code entries a saved directory is served by."""
-    config_module = type(config).__module__.rsplit(".", 1)[-1]
-    # register_for_auto_class keeps one auto class per class: pre-fill the others so that the entries merge.
-    config.auto_map = {
-        "AutoConfig": f"{config_module}.{type(config).__name__}",
-        "AutoModel": model_reference,
-        "AutoModelForSequenceClassification": model_reference,
-    }
-    config.custom_pipelines = {
-        TASK: {
-            "impl": f"{Path(__file__).stem}.{HyFusERPipeline.__name__}",
-            "pt": ["AutoModelForSequenceClassification"],
-            "type": "multimodal",
-        }
-    }
-
-
-def save_hyfuser(
-    output_dir: str | os.PathLike,
-    model,
-    processor,
-    save_backbones: bool | None = None,
-) -> Path:
-    """Write a directory that `AutoModel`, `AutoProcessor` and `pipeline(model=dir, trust_remote_code=True)` load
-    from that directory alone: safetensors weights, `config.json` with `auto_map` and `custom_pipelines`, the
-    processor files with the fitted scaler, the remote-code `.py` files and the frozen backbones.
-
-    `save_backbones=None` copies the backbones into the directory when they were loaded from local paths (which
-    will not exist on the machine that loads the checkpoint) and otherwise keeps their Hub ids, which the
-    loader downloads; `True`/`False` force either.
-    """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if save_backbones is None:
-        save_backbones = processor.has_local_backbones()
-
-    model_class = type(model)
-    config = model.config
-    point_config_at(config, f"{model_class.__module__.rsplit('.', 1)[-1]}.{model_class.__name__}")
-    type(config).register_for_auto_class()
-    model_class.register_for_auto_class("AutoModelForSequenceClassification")
-    model.save_pretrained(output_dir, safe_serialization=True)
-
-    processor.save_pretrained(output_dir, save_backbones=save_backbones)
-
-    # save_pretrained copies only the files it can trace from the registered classes; copy every remote-code
-    # file so the directory never depends on which class happened to import which.
-    source_dir = Path(inspect.getfile(HyFusERPipeline)).parent
-    for name in _REMOTE_CODE_FILES:
-        if not (output_dir / name).exists():
-            shutil.copy2(source_dir / name, output_dir / name)
-    return output_dir

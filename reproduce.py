@@ -27,7 +27,7 @@ row ids of every split) and `predictions/<run>.csv` (each run's validation proba
 By default (`--selection held_out`) a model-selection set is held out of each split's training rows (whole sessions
 under session_cv): early stopping, the restored checkpoint and the weighted ensemble's weight are chosen on it, and
 the validation rows are only ever scored. `--selection validation` chooses them on the scored validation rows, as
-the paper did: optimistic, and labelled so in results.md. The reporting itself lives in `comparison_hyfuser.py`.
+the paper did: optimistic, and labelled so in results.md. The reporting itself lives in `hyfuser/comparison.py`.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ import transformers
 from datasets import Dataset, DatasetDict, concatenate_datasets
 from transformers import HfArgumentParser, TrainerState, TrainingArguments, set_seed
 
-import features_hyfuser
-from arguments_hyfuser import (
+from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
+from hyfuser.arguments import (
     CORPUS_DIRECTORIES,
     BackboneArguments,
     CorpusArguments,
@@ -60,26 +60,21 @@ from arguments_hyfuser import (
     recipe_defaults,
     use_global_batch,
 )
-from comparison_hyfuser import analyse, collapse_reasons, render
-from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
-from data_hyfuser import build_paper_dataset, selection_split, session_folds
-from demo_hyfuser import DEMO_DEFAULTS, prepare_demo
-from environment_hyfuser import environment_record
-from features_hyfuser import (
-    FEATURE_COLUMNS,
+from hyfuser.cache import FEATURE_COLUMNS, cache_features, fit_scaler_on_cache, transcribe_corpus
+from hyfuser.comparison import analyse, collapse_reasons, render
+from hyfuser.corpora import build_paper_dataset, selection_split, session_folds
+from hyfuser.demo import DEMO_DEFAULTS, prepare_demo
+from hyfuser.environment import environment_record
+from hyfuser.feed import STREAMING_WORKERS, trainer_dataset
+from hyfuser.metrics import accuracy, choose_ensemble_weight, fused_logits, per_class_report, prediction_metrics
+from hyfuser.probes import fit_linear_probe
+from hyfuser.training import (
     PAPER_TRAINING_DEFAULTS,
-    STREAMING_WORKERS,
-    cache_features,
-    fit_linear_probe,
-    fit_scaler_on_cache,
     model_config,
     place_backbones,
     predict_log_probabilities,
     train_on_features,
-    trainer_dataset,
-    transcribe_corpus,
 )
-from metrics_hyfuser import accuracy, choose_ensemble_weight, fused_logits, per_class_report, prediction_metrics
 from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS, ComposedModel
 from processing_hyfuser import FeatureStatistics, HyFusERProcessor
 
@@ -486,7 +481,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     library_level = training_args.get_process_log_level()
-    for our_logger in (logger, features_hyfuser.logger):
+    for our_logger in (logger, logging.getLogger("hyfuser")):
         our_logger.setLevel(min(logging.INFO, library_level) if training_args.should_log else library_level)
     datasets.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.set_verbosity(library_level)
@@ -612,8 +607,8 @@ def write_predictions(folder: Path, run: Run, rows: Dataset, split: Split, valid
 def results_document(
     args: ReproduceArguments, seeds: Sequence[int], splits: Sequence[Split], records: Sequence[dict], scaling: dict
 ) -> dict:
-    """results.json: the protocol, every reported run's record, the analysis of `comparison_hyfuser.analyse` and the
-    data of Fig. 4, everything `comparison_hyfuser.render` needs."""
+    """results.json: the protocol, every reported run's record, the analysis of `hyfuser.comparison.analyse` and the
+    data of Fig. 4, everything `hyfuser.comparison.render` needs."""
     return {
         "dataset": args.dataset,
         "protocol": args.protocol,

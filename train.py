@@ -37,8 +37,8 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import PredictionOutput
 
-import features_hyfuser
-from arguments_hyfuser import (
+from configuration_hyfuser import EMOTION_LABELS
+from hyfuser.arguments import (
     BackboneArguments,
     CorpusArguments,
     batch_description,
@@ -48,26 +48,13 @@ from arguments_hyfuser import (
     training_devices,
     use_global_batch,
 )
-from configuration_hyfuser import EMOTION_LABELS
-from data_hyfuser import (
-    KEMDY19_ROWS,
-    SPLITS,
-    PaperDatasetReport,
-    build_paper_dataset,
-)
-from demo_hyfuser import DEMO_DEFAULTS, DemoCorpus, demo_predictions_table, prepare_demo
-from features_hyfuser import (
-    FEATURE_DTYPE,
-    PAPER_TRAINING_DEFAULTS,
-    STREAMING_WORKERS,
-    cache_features,
-    fit_scaler_on_cache,
-    model_config,
-    place_backbones,
-    train_on_features,
-    transcribe_corpus,
-)
-from metrics_hyfuser import METRIC_TITLES, fused_logits, per_class_report, save_confusion_matrix
+from hyfuser.cache import FEATURE_DTYPE, cache_features, fit_scaler_on_cache, transcribe_corpus
+from hyfuser.checkpoint import save_hyfuser
+from hyfuser.corpora import KEMDY19_ROWS, SPLITS, PaperDatasetReport, build_paper_dataset
+from hyfuser.demo import DEMO_DEFAULTS, DemoCorpus, demo_predictions_table, prepare_demo
+from hyfuser.feed import STREAMING_WORKERS
+from hyfuser.metrics import METRIC_TITLES, fused_logits, per_class_report, save_confusion_matrix
+from hyfuser.training import PAPER_TRAINING_DEFAULTS, model_config, place_backbones, train_on_features
 from modeling_hyfuser import (
     COMPOSED_MODELS,
     MODEL_DESCRIPTIONS,
@@ -75,7 +62,6 @@ from modeling_hyfuser import (
     TRAINABLE_MODELS,
     HyFusERForEmotionRecognition,
 )
-from pipeline_hyfuser import save_hyfuser
 from processing_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER, HyFusERProcessor
 
 logger = logging.getLogger(__name__)
@@ -123,7 +109,7 @@ CORPORA: dict[str, Corpus] = {
     ),
     "demo": Corpus(
         title="offline demo",
-        source="generated Korean sentences and synthetic voices written in the KEMDy20 layout (`demo_hyfuser.py`)",
+        source="generated Korean sentences and synthetic voices written in the KEMDy20 layout (`hyfuser/demo.py`)",
         output_dir="demo_output",
         loader_arguments=lambda args, demo: {"kemdy20_dir": demo.train_dir},
         label_policy=lambda args: "single generated label per item",
@@ -169,7 +155,7 @@ class ModelArguments(BackboneArguments):
         if self.model in PROBE_MODELS:
             raise ValueError(
                 f"--model {self.model} is not trained by the Trainer: reproduce.py --models {self.model} fits it "
-                "(features_hyfuser.fit_linear_probe, full-batch L-BFGS on the pooled features)"
+                "(hyfuser.probes.fit_linear_probe, full-batch L-BFGS on the pooled features)"
             )
 
 
@@ -244,7 +230,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
     )
     library_level = training_args.get_process_log_level()
     our_level = min(logging.INFO, library_level) if training_args.should_log else library_level
-    for our_logger in (logger, features_hyfuser.logger):
+    for our_logger in (logger, logging.getLogger("hyfuser")):
         our_logger.setLevel(our_level)
     datasets.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.set_verbosity(library_level)

@@ -8,7 +8,7 @@ by side in the same run does not, so every headline number here is a ratio or a 
   backbone forwards on the same inputs. Goal <= 1.10.
 - `train_gemm_fraction`: FLOP/s of the fusion model's training steps, run by the `Trainer` exactly as `train.py`
   configures it, over the FLOP/s of a large fp32 matmul measured around each step. Goal >= 0.5.
-- `extraction_rss_ratio`: peak RSS of `features_hyfuser.cache_features` over many synthetic utterances over that for ten
+- `extraction_rss_ratio`: peak RSS of `hyfuser.cache.cache_features` over many synthetic utterances over that for ten
   times fewer, each in a fresh process. Goal <= 1.2.
 - `long_audio_peak_mb`: peak RSS increase while extracting one 10-minute clip, over the loaded-model baseline.
 - `extraction_shard_speedup`: wall time of `cache_features` over the same utterances with 2 processes of one thread
@@ -84,20 +84,17 @@ from transformers import (  # noqa: E402
     pipeline,
 )
 
-import features_hyfuser  # noqa: E402
-from arguments_hyfuser import BackboneArguments, CorpusArguments  # noqa: E402
+import hyfuser.cache  # noqa: E402
+import hyfuser.feed  # noqa: E402
+import hyfuser.training  # noqa: E402
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig  # noqa: E402
-from data_hyfuser import build_paper_dataset  # noqa: E402
-from demo_hyfuser import (  # noqa: E402
-    BackbonePaths,
-    DemoUtterance,
-    build_tiny_backbones,
-    prepare_demo,
-    write_kemdy20_corpus,
-)
-from environment_hyfuser import cpu_matmul_capabilities, cpu_model, gpu_name, read_cpuinfo  # noqa: E402
+from hyfuser.arguments import BackboneArguments, CorpusArguments  # noqa: E402
+from hyfuser.checkpoint import save_hyfuser  # noqa: E402
+from hyfuser.corpora import build_paper_dataset  # noqa: E402
+from hyfuser.demo import DemoUtterance, prepare_demo, write_kemdy20_corpus  # noqa: E402
+from hyfuser.environment import cpu_matmul_capabilities, cpu_model, gpu_name, read_cpuinfo  # noqa: E402
+from hyfuser.tiny_backbones import BackbonePaths, build_tiny_backbones  # noqa: E402
 from modeling_hyfuser import HyFusERForEmotionRecognition  # noqa: E402
-from pipeline_hyfuser import save_hyfuser  # noqa: E402
 from processing_hyfuser import (  # noqa: E402
     SPEECH_BACKBONE_SUBFOLDER,
     TEXT_BACKBONE_SUBFOLDER,
@@ -388,14 +385,14 @@ def korean_texts(count: int) -> list[str]:
 
 def synthetic_cache(path: Path, rows: int, width: int) -> Dataset:
     """`rows` rows of random float16 features (`sequence_length` x `width` per modality) and labels in the layout
-    `features_hyfuser.cache_features` writes, memory-mapped back from an Arrow file as training reads the cache."""
-    shape, dtype = (HyFusERConfig().sequence_length, width), features_hyfuser.FEATURE_DTYPE
-    schema = Features({name: Array2D(shape, dtype) for name in features_hyfuser.FEATURE_COLUMNS})
+    `hyfuser.cache.cache_features` writes, memory-mapped back from an Arrow file as training reads the cache."""
+    shape, dtype = (HyFusERConfig().sequence_length, width), hyfuser.cache.FEATURE_DTYPE
+    schema = Features({name: Array2D(shape, dtype) for name in hyfuser.cache.FEATURE_COLUMNS})
     schema["label"] = Value("int64")
     block = min(rows, 256)  # the values repeat every `block` rows: what reading them costs does not depend on them
     rng = np.random.default_rng(0)
     columns = {name: rng.standard_normal((block, *shape), dtype=np.float32).astype(dtype)
-               for name in features_hyfuser.FEATURE_COLUMNS}  # fmt: skip
+               for name in hyfuser.cache.FEATURE_COLUMNS}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     with ArrowWriter(features=schema, path=str(path)) as writer:
         for start in range(0, rows, block):
@@ -531,8 +528,8 @@ def measure_training(
     """Achieved FLOP/s of HyFusER training steps run by the `Trainer` as `train.py` sets it up, over the FLOP/s of
     a large matmul of the training dtype on the same device.
 
-    Same optimizer, learning rate, gradient clipping and batch size (`features_hyfuser.PAPER_TRAINING_DEFAULTS`), same data
-    path (float16 cached features, `features_hyfuser.collate_scaled_features`); only evaluation, saving and logging are off.
+    Same optimizer, learning rate, gradient clipping and batch size (`hyfuser.training.PAPER_TRAINING_DEFAULTS`), same data
+    path (float16 cached features, `hyfuser.feed.collate_scaled_features`); only evaluation, saving and logging are off.
     FLOPs are counted with `FlopCounterMode` over the first real step, which is then discarded as warm-up.
     """
     steps = settings.warmup + settings.repeats
@@ -542,7 +539,7 @@ def measure_training(
     arguments = TrainingArguments(
         output_dir=str(workdir / "trainer"),
         **{
-            **features_hyfuser.PAPER_TRAINING_DEFAULTS,
+            **hyfuser.training.PAPER_TRAINING_DEFAULTS,
             "per_device_train_batch_size": settings.train_batch_size,
             "max_steps": steps,
             "eval_strategy": "no",
@@ -564,7 +561,7 @@ def measure_training(
         model=HyFusERForEmotionRecognition(HyFusERConfig()),
         args=arguments,
         train_dataset=dataset.with_format("torch"),
-        data_collator=partial(features_hyfuser.collate_scaled_features, processor=random_fitted_processor(backbones)),
+        data_collator=partial(hyfuser.feed.collate_scaled_features, processor=random_fitted_processor(backbones)),
         callbacks=[clock],
     )
     trainer.train()
@@ -630,21 +627,21 @@ def epoch_trainer(
     device: torch.device,
     settings: Settings,
     placement: str,
-    workers: int = features_hyfuser.STREAMING_WORKERS,
+    workers: int = hyfuser.feed.STREAMING_WORKERS,
     bf16: bool = False,
 ) -> Trainer:
-    """`features_hyfuser.feature_trainer` as `train.py` sets it up (the paper's settings, its loader workers) on
+    """`hyfuser.training.feature_trainer` as `train.py` sets it up (the paper's settings, its loader workers) on
     `device`, for a Table 3 HyFusER as wide as `processor`'s features; no early stopping, so every epoch runs."""
     arguments = TrainingArguments(
         output_dir=str(output_dir),
-        **{**features_hyfuser.PAPER_TRAINING_DEFAULTS, "num_train_epochs": settings.epochs, "report_to": "none",
+        **{**hyfuser.training.PAPER_TRAINING_DEFAULTS, "num_train_epochs": settings.epochs, "report_to": "none",
            "disable_tqdm": True, "use_cpu": device.type == "cpu", "bf16": bf16, "dataloader_num_workers": workers},
     )  # fmt: skip
     torch.manual_seed(0)
     model = HyFusERForEmotionRecognition(
         HyFusERConfig(hidden_size=processor.hidden_size, intermediate_size=processor.hidden_size)
     )
-    return features_hyfuser.feature_trainer(
+    return hyfuser.training.feature_trainer(
         model, arguments, processor, *splits, early_stopping_patience=0, features_on_device=placement
     )
 
@@ -703,7 +700,7 @@ def epoch_run(trainer: Trainer, device: torch.device) -> dict[str, Any]:
         "seconds_per_epoch": statistics.median(epoch["wall_seconds"] for epoch in measured),
         "epochs": clock.epochs,
         "epoch_rows": [len(trainer.train_dataset), len(trainer.eval_dataset)],
-        "features_on_device": isinstance(trainer.train_dataset, features_hyfuser.DeviceFeatures),
+        "features_on_device": isinstance(trainer.train_dataset, hyfuser.feed.DeviceFeatures),
         **checkpoint_bytes(last),
     }
 
@@ -716,8 +713,8 @@ def bench_epoch(settings: Settings, backbones: BackbonePaths, workdir: Path) -> 
     cache, width = workdir / "epoch_cache", processor.hidden_size
     rows = synthetic_cache(cache / "input.arrow", settings.input_rows, width)
     splits = (rows, rows.select(range(settings.train_batch_size)))
-    paths = {"streaming": ("never", features_hyfuser.STREAMING_WORKERS), "streaming_in_process": ("never", 0),
-             "device": ("always", features_hyfuser.STREAMING_WORKERS)}  # fmt: skip
+    paths = {"streaming": ("never", hyfuser.feed.STREAMING_WORKERS), "streaming_in_process": ("never", 0),
+             "device": ("always", hyfuser.feed.STREAMING_WORKERS)}  # fmt: skip
     trainers = {name: epoch_trainer(processor, splits, workdir / f"input_{name}", device, settings, placement, workers)
                 for name, (placement, workers) in paths.items()}  # fmt: skip
     measured = input_rates(trainers, settings, device)
@@ -727,7 +724,7 @@ def bench_epoch(settings: Settings, backbones: BackbonePaths, workdir: Path) -> 
               synthetic_cache(cache / "validation.arrow", eval_rows, width))  # fmt: skip
     log(f"epoch: {settings.epochs} epochs of {train_rows} rows on the CPU, evaluating {eval_rows}")
     measured |= epoch_run(epoch_trainer(processor, splits, workdir / "epoch_run", device, settings, "auto"), device)
-    return {**measured, "backbones": settings.epoch_backbones, "streaming_workers": features_hyfuser.STREAMING_WORKERS}
+    return {**measured, "backbones": settings.epoch_backbones, "streaming_workers": hyfuser.feed.STREAMING_WORKERS}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -760,7 +757,7 @@ def extraction_split(audio_dir: str, count: int) -> Dataset:
 
 
 def child_extraction(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Stream `count` utterances through `features_hyfuser.cache_features` into a fresh on-disk cache.
+    """Stream `count` utterances through `hyfuser.cache.cache_features` into a fresh on-disk cache.
 
     One batch is extracted first (loading the backbones and warming the allocator and kernels), then the peak RSS is
     reset, so the reported peak is that of the measured extraction, with the loaded models resident.
@@ -768,7 +765,7 @@ def child_extraction(arguments: dict[str, Any]) -> dict[str, Any]:
     count, batch_size = arguments["count"], arguments["batch_size"]
     split = extraction_split(arguments["audio_dir"], count)
     processor = HyFusERProcessor.from_backbones(arguments["text"], arguments["speech"])
-    cache = partial(features_hyfuser.cache_features, processor=processor, cache_dir=arguments["cache_dir"],
+    cache = partial(hyfuser.cache.cache_features, processor=processor, cache_dir=arguments["cache_dir"],
                     batch_size=batch_size)  # fmt: skip
     cache(DatasetDict({"warmup": split.select(range(batch_size))}))
     baseline = memory_mb("VmRSS")
@@ -873,7 +870,7 @@ def child_shard_extraction(arguments: dict[str, Any]) -> dict[str, Any] | None:
     processor(split["text"][:1], split["audio"][:1], scale=False)  # loads the backbones, warms the kernels
     state.wait_for_everyone()
     start = time.perf_counter()
-    features_hyfuser.cache_features(
+    hyfuser.cache.cache_features(
         DatasetDict({"train": split}), processor, arguments["cache_dir"], batch_size=arguments["batch_size"]
     )  # ends when every process has written its shard
     seconds = time.perf_counter() - start
@@ -923,34 +920,34 @@ def bench_shard(settings: Settings, backbones: BackbonePaths, workdir: Path) -> 
 
 
 def bench_cache_check(settings: Settings, workdir: Path) -> dict[str, Any]:
-    """`features_hyfuser.cache_file_problem` (size, SHA-256 and rows against the checksum file) on one cache file of
+    """`hyfuser.cache.cache_file_problem` (size, SHA-256 and rows against the checksum file) on one cache file of
     `cache_check_utterances` random utterances stored as the cache stores them, over one streaming read of it as
     `fit_scaler_on_cache` reads it, side by side (the file in the page cache for both, as on a re-run)."""
     config = HyFusERConfig()
     shape = (config.sequence_length, config.hidden_size)
-    schema = Features({"label": Value("int64"), **{column: Array2D(shape, features_hyfuser.FEATURE_DTYPE)
-                                                  for column in features_hyfuser.FEATURE_COLUMNS}})  # fmt: skip
+    schema = Features({"label": Value("int64"), **{column: Array2D(shape, hyfuser.cache.FEATURE_DTYPE)
+                                                  for column in hyfuser.cache.FEATURE_COLUMNS}})  # fmt: skip
     count, batch_size = settings.cache_check_utterances, settings.extraction_batch_size
     path = workdir / "cache_check" / "train-key-00000-of-00001.arrow"
     path.parent.mkdir(parents=True)
-    log(f"cache_check: writing {count} utterances of {shape} x 2 {features_hyfuser.FEATURE_DTYPE}")
+    log(f"cache_check: writing {count} utterances of {shape} x 2 {hyfuser.cache.FEATURE_DTYPE}")
     rng = np.random.default_rng(0)
     with ArrowWriter(features=schema, path=str(path), writer_batch_size=batch_size) as writer:
         for start in range(0, count, batch_size):
             rows = min(batch_size, count - start)
             writer.write_batch({"label": [0] * rows, **{
-                column: rng.standard_normal((rows, *shape), dtype=np.float32).astype(features_hyfuser.FEATURE_DTYPE)
-                for column in features_hyfuser.FEATURE_COLUMNS}})  # fmt: skip
+                column: rng.standard_normal((rows, *shape), dtype=np.float32).astype(hyfuser.cache.FEATURE_DTYPE)
+                for column in hyfuser.cache.FEATURE_COLUMNS}})  # fmt: skip
         writer.finalize()
-    write_seconds = timed(lambda: features_hyfuser.write_checksum(path, count))
+    write_seconds = timed(lambda: hyfuser.cache.write_checksum(path, count))
 
     def read_once() -> None:
-        split = Dataset.from_file(str(path)).with_format("numpy", columns=list(features_hyfuser.FEATURE_COLUMNS))
+        split = Dataset.from_file(str(path)).with_format("numpy", columns=list(hyfuser.cache.FEATURE_COLUMNS))
         for _ in split.iter(batch_size=256):
             pass
 
     def check() -> None:
-        if problem := features_hyfuser.cache_file_problem(path):
+        if problem := hyfuser.cache.cache_file_problem(path):
             raise RuntimeError(f"{path}: {problem}")
 
     seconds = side_by_side({"check": check, "read": read_once}, settings.repeats, settings.warmup, "cache_check")
@@ -1080,7 +1077,7 @@ def train_py_processor(backbones: BackbonePaths, device: torch.device) -> HyFusE
         backbones.text, backbones.speech, sequence_length=backbone_args.sequence_length,
         asr_model=corpus_args.asr_model, **backbone_args.feature_options(),
     )  # fmt: skip
-    return features_hyfuser.place_backbones(processor, device, corpus_args.extraction_dtype)
+    return hyfuser.training.place_backbones(processor, device, corpus_args.extraction_dtype)
 
 
 def bench_gpu(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
@@ -1121,9 +1118,9 @@ def accelerated_path(settings: Settings, backbones: BackbonePaths, workdir: Path
     splits = build_paper_dataset(kemdy20_dir=corpus)  # train.py's defaults: random 8:2 split, seed 42
     processor, cache_dir = train_py_processor(backbones, device), workdir / "gpu_cache"
     started = time.perf_counter()
-    features = features_hyfuser.cache_features(splits, processor, cache_dir, batch_size=batch_size)
+    features = hyfuser.cache.cache_features(splits, processor, cache_dir, batch_size=batch_size)
     extraction_seconds = time.perf_counter() - started
-    features_hyfuser.fit_scaler_on_cache(processor, features["train"])
+    hyfuser.cache.fit_scaler_on_cache(processor, features["train"])
     cached = (features["train"], features["validation"])
     trainers = {path: epoch_trainer(processor, cached, workdir / f"gpu_input_{path}", device, settings, placement,
                                     bf16=True) for path, placement in (("streaming", "never"), ("device", "always"))}

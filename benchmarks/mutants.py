@@ -73,9 +73,9 @@ GROUPS = (
     ),
     Group(
         "training glue: feature cache",
-        "features_hyfuser.py",
+        "hyfuser/cache.py",
         ("*",),
-        ("tests/test_features_hyfuser.py", "tests/test_train.py"),
+        ("tests/test_training.py", "tests/test_train.py"),
     ),
     Group(
         "training glue: script",
@@ -85,7 +85,7 @@ GROUPS = (
     ),
     Group(
         "metrics",
-        "metrics_hyfuser.py",
+        "hyfuser/metrics.py",
         ("compute_metrics", "prediction_metrics", "per_class_report", "fused_logits", "choose_ensemble_weight"),
         ("tests/test_train.py", "tests/test_baselines.py"),
     ),

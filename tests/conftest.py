@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from demo_hyfuser import BackbonePaths, build_tiny_backbones  # noqa: E402
+from hyfuser.tiny_backbones import BackbonePaths, build_tiny_backbones  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +76,7 @@ def tiny_model(tiny_config):
 @pytest.fixture(scope="session")
 def saved_model_dir(tmp_path_factory, tiny_model, tiny_processor):
     """A checkpoint written by `save_hyfuser`, the function training uses too."""
-    from pipeline_hyfuser import save_hyfuser
+    from hyfuser.checkpoint import save_hyfuser
 
     return save_hyfuser(tmp_path_factory.mktemp("saved") / "hyfuser-tiny", tiny_model, tiny_processor)
 

@@ -2,10 +2,10 @@
 
 `write_kemdy19(folder)`, `write_kemdy20(folder)` and `write_aihub263(folder)` each write one corpus below `folder`
 and return its root; the same call always writes the same files. The layouts, encodings and quirks follow
-docs/datasets.md and are written here independently of `data_hyfuser`, so that a loader bug cannot hide in a
+docs/datasets.md and are written here independently of `hyfuser.corpora`, so that a loader bug cannot hide in a
 shared constant. Audio is a short voiced tone (0.3-1.5 s, `audio_files.write_tone`), mostly 16 kHz mono.
 
-Each writer's docstring lists what a correct loader must make of the corpus; `tests/test_data_hyfuser.py` checks it.
+Each writer's docstring lists what a correct loader must make of the corpus; `tests/test_corpora.py` checks it.
 """
 
 import csv

@@ -16,7 +16,7 @@ from train_script import run_main
 from transformers import AutoTokenizer, pipeline
 
 from configuration_hyfuser import DEFAULT_ASR_MODEL, EMOTION_LABELS
-from demo_hyfuser import build_tiny_asr_model
+from hyfuser.tiny_backbones import build_tiny_asr_model
 from processing_hyfuser import HyFusERProcessor
 
 

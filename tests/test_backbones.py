@@ -15,7 +15,7 @@ from train_script import run_main
 from transformers import Wav2Vec2FeatureExtractor, pipeline
 
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
-from demo_hyfuser import build_tiny_speech_backbone, build_tiny_text_backbone
+from hyfuser.tiny_backbones import build_tiny_speech_backbone, build_tiny_text_backbone
 from modeling_hyfuser import HyFusERForEmotionRecognition, HyFusERTextLSTM
 from processing_hyfuser import HyFusERProcessor
 

@@ -27,11 +27,14 @@ from train_script import TRAIN
 from transformers import AutoModel, EvalPrediction, pipeline
 
 from configuration_hyfuser import HyFusERConfig
-from demo_hyfuser import DEMO_DEFAULTS, TINY_HIDDEN_SIZE
-from features_hyfuser import PROBE_L2_GRID, fit_linear_probe, fit_scaler_on_cache, predict_log_probabilities
-from metrics_hyfuser import ENSEMBLE_WEIGHT_GRID, choose_ensemble_weight, compute_metrics, fused_logits
+from hyfuser.cache import fit_scaler_on_cache
+from hyfuser.checkpoint import save_hyfuser
+from hyfuser.demo import DEMO_DEFAULTS
+from hyfuser.metrics import ENSEMBLE_WEIGHT_GRID, choose_ensemble_weight, compute_metrics, fused_logits
+from hyfuser.probes import PROBE_L2_GRID, fit_linear_probe
+from hyfuser.tiny_backbones import TINY_HIDDEN_SIZE
+from hyfuser.training import predict_log_probabilities
 from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS, HyFusERAverageEnsemble
-from pipeline_hyfuser import save_hyfuser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINES = [name for name in TRAINABLE_MODELS if name != "hyfuser"]

@@ -1,4 +1,4 @@
-"""The offline demo corpus's variants (`--demo_cue`), written for real by `demo_hyfuser.prepare_demo`."""
+"""The offline demo corpus's variants (`--demo_cue`), written for real by `hyfuser.demo.prepare_demo`."""
 
 from pathlib import Path
 
@@ -6,8 +6,8 @@ import pytest
 import soundfile
 
 import reproduce
-from data_hyfuser import load_kemdy20
-from demo_hyfuser import _EMOTION_PHRASES, _PLAIN_PHRASES, _WHISPER, prepare_demo
+from hyfuser.corpora import load_kemdy20
+from hyfuser.demo import _EMOTION_PHRASES, _PLAIN_PHRASES, _WHISPER, prepare_demo
 
 
 def _clip_seconds(corpus_dir: str) -> list[float]:

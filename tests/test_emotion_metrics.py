@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import classification_report, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from metrics_hyfuser import EMOTION_METRICS_PATH, emotion_metrics
+from hyfuser.metrics import EMOTION_METRICS_PATH, emotion_metrics
 
 NAMES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 

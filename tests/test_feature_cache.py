@@ -13,7 +13,7 @@ from audio_files import write_tone
 from datasets import Dataset, DatasetDict, concatenate_datasets
 from two_processes import launch_two_processes
 
-from features_hyfuser import FEATURE_COLUMNS, FeatureCacheError, cache_features, checksum_file
+from hyfuser.cache import FEATURE_COLUMNS, FeatureCacheError, cache_features, checksum_file
 from processing_hyfuser import HyFusERProcessor
 
 SEQUENCE_LENGTH = 8
@@ -24,7 +24,7 @@ import json, sys
 sys.path.insert(0, {repo!r})
 from accelerate import PartialState
 from datasets import Dataset, DatasetDict
-from features_hyfuser import FeatureCacheError, cache_features
+from hyfuser.cache import FeatureCacheError, cache_features
 from processing_hyfuser import HyFusERProcessor
 
 state = PartialState(cpu=True)
@@ -138,7 +138,7 @@ def test_a_damaged_shard_stops_the_run_naming_it_and_rebuild_re_extracts_only_it
     )
     assert {name: split_files(cache_dir, name) for name in ROWS} == before  # the failed run changed nothing
 
-    caplog.set_level(logging.INFO, logger="features_hyfuser")
+    caplog.set_level(logging.INFO, logger="hyfuser")
     rebuilt = cache_features(splits, processor, cache_dir, rebuild=True)
     extractions = [message for message in caplog.messages if message.startswith("Extracting")]
     assert len(extractions) == 1
@@ -165,7 +165,7 @@ def test_a_damaged_shard_stops_the_run_naming_it_and_rebuild_re_extracts_only_it
 @pytest.mark.slow
 def test_rebuild_of_a_cache_that_passes_the_check_reuses_every_file(sharded_cache, splits, processor, caplog):
     before = {name: split_files(sharded_cache, name) for name in ROWS}
-    caplog.set_level(logging.INFO, logger="features_hyfuser")
+    caplog.set_level(logging.INFO, logger="hyfuser")
     cache_features(splits, processor, sharded_cache, rebuild=True)
     assert not [message for message in caplog.messages if message.startswith(("Extracting", "Re-extracting"))]
     assert {name: split_files(sharded_cache, name) for name in ROWS} == before

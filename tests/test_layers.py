@@ -13,7 +13,7 @@ from datasets import Dataset
 from train_script import run_main
 from transformers import AutoModel, AutoTokenizer, pipeline
 
-import features_hyfuser
+import hyfuser.cache
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
 from modeling_hyfuser import HyFusERForEmotionRecognition, HyFusERLayerWeighting, HyFusERTextLSTM
 from processing_hyfuser import HyFusERProcessor
@@ -95,7 +95,7 @@ def test_layer_weighting_keeps_every_layer_and_the_model_learns_their_softmax_we
 def test_layer_choice_trains_through_train_py_reports_the_cache_size_and_serves(
     flags, layers, tiny_backbones, kemdy20, tmp_path, caplog
 ):
-    caplog.set_level(logging.INFO, logger="features_hyfuser")
+    caplog.set_level(logging.INFO, logger="hyfuser")
     output_dir, cache_dir = tmp_path / "out", tmp_path / "cache"
     run_main([
         "--dataset", "kemdy", "--kemdy20_dir", str(kemdy20), "--text_backbone", tiny_backbones.text,
@@ -126,16 +126,16 @@ def test_layer_choice_trains_through_train_py_reports_the_cache_size_and_serves(
 def test_a_cache_larger_than_the_free_disk_is_refused_before_extracting(
     tiny_backbones, kemdy20, tmp_path, monkeypatch
 ):
-    from data_hyfuser import build_paper_dataset
+    from hyfuser.corpora import build_paper_dataset
 
     processor = HyFusERProcessor.from_backbones(
         tiny_backbones.text, tiny_backbones.speech, sequence_length=SEQUENCE_LENGTH, layer_weighting=True
     )
     splits = build_paper_dataset(kemdy20_dir=kemdy20, seed=42)
-    per_utterance = features_hyfuser.cache_bytes_per_utterance(processor)
+    per_utterance = hyfuser.cache.cache_bytes_per_utterance(processor)
     assert per_utterance == 2 * LAYERS * SEQUENCE_LENGTH * 32 * 2
     free = per_utterance * (len(splits["train"]) + len(splits["validation"])) - 1
-    monkeypatch.setattr(features_hyfuser.shutil, "disk_usage", lambda path: type("Usage", (), {"free": free}))
+    monkeypatch.setattr(hyfuser.cache.shutil, "disk_usage", lambda path: type("Usage", (), {"free": free}))
     with pytest.raises(ValueError, match=r"the feature cache needs about .* GiB for \d+ utterances .* free"):
-        features_hyfuser.cache_features(splits, processor, tmp_path)
+        hyfuser.cache.cache_features(splits, processor, tmp_path)
     assert not list((tmp_path / "features").glob("*.arrow"))  # nothing extracted

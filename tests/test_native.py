@@ -137,7 +137,7 @@ def test_native_mode_trains_caches_its_own_lengths_saves_and_serves_batch_indepe
 
 
 def test_native_pipeline_serves_in_process(tmp_path, native_processor, native_model):
-    from pipeline_hyfuser import save_hyfuser
+    from hyfuser.checkpoint import save_hyfuser
 
     output_dir = save_hyfuser(tmp_path / "native", native_model, native_processor)
     classifier = pipeline(model=str(output_dir), trust_remote_code=True, device="cpu")

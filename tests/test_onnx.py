@@ -13,6 +13,7 @@ from audio_files import write_tone
 from transformers import pipeline
 
 from export_onnx import check_exportable, export_onnx
+from hyfuser.checkpoint import ONNX_SHIPPED_FILES
 
 EXPORT_ONNX = Path(__file__).resolve().parent.parent / "export_onnx.py"
 TEXTS = ["정말 너무 화가 나서 참을 수가 없어요", "오늘 날씨가 좋아서 기분이 좋네요", "그 소식을 듣고 깜짝 놀랐어",
@@ -152,3 +153,7 @@ def test_export_refuses_feature_options_its_graphs_do_not_carry(tiny_backbones):
     native = HyFusERProcessor.from_backbones(tiny_backbones.text, tiny_backbones.speech, feature_mode="native")
     with pytest.raises(ValueError, match="feature_mode='native'"):
         check_exportable(native)
+
+
+def test_onnx_directory_ships_exactly_the_onnx_list_of_remote_code(onnx_dir):
+    assert sorted(path.name for path in onnx_dir.glob("*.py")) == sorted(ONNX_SHIPPED_FILES)

@@ -18,7 +18,7 @@ from datasets.fingerprint import Hasher
 from transformers import AutoProcessor
 
 from configuration_hyfuser import HyFusERConfig
-from demo_hyfuser import build_tiny_backbones
+from hyfuser.tiny_backbones import build_tiny_backbones
 from processing_hyfuser import FeatureStatistics, HyFusERProcessor
 
 SEQUENCE_LENGTH = 16

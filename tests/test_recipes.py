@@ -9,7 +9,7 @@ from torch import nn
 import reproduce
 import train
 from configuration_hyfuser import HyFusERConfig
-from features_hyfuser import TRAINING_RECIPES
+from hyfuser.training import TRAINING_RECIPES
 from modeling_hyfuser import TRAINABLE_MODELS
 
 

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpora import write_aihub263, write_kemdy19, write_kemdy20
 from datasets import concatenate_datasets
+from test_train import DROPOUT_OVERRIDES, OVERRIDES, run
 from transformers import TrainingArguments, set_seed
 
-from comparison_hyfuser import (
+from configuration_hyfuser import HyFusERConfig
+from hyfuser.comparison import (
     PAPER_RESULTS,
     collapse_reasons,
     corrected_resampled_t_test,
@@ -28,10 +31,8 @@ from comparison_hyfuser import (
     results_markdown,
     summary_statistics,
 )
-from configuration_hyfuser import HyFusERConfig
-from corpora import write_aihub263, write_kemdy19, write_kemdy20
-from data_hyfuser import build_paper_dataset, selection_split, session_folds
-from environment_hyfuser import RECORDED_PACKAGES
+from hyfuser.corpora import build_paper_dataset, selection_split, session_folds
+from hyfuser.environment import RECORDED_PACKAGES
 from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS
 from reproduce import (
     MEMBER_SEED_OFFSET,
@@ -50,7 +51,6 @@ from reproduce import (
     result_settings,
     results_document,
 )
-from test_train import DROPOUT_OVERRIDES, OVERRIDES, run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_SESSIONS = {"KEMDy19/Sess01", "KEMDy19/Sess02", "KEMDy20/Sess01", "KEMDy20/Sess02", "KEMDy20/Sess17"}

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from transformers import pipeline
 
+from hyfuser.checkpoint import SHIPPED_FILES, copy_shipped_files
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "saved-before-move"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 
@@ -32,3 +34,12 @@ def test_the_directory_as_saved_still_loads_and_predicts_the_same(tmp_path):
     """Its own remote code, as a user who downloaded it long ago would run it."""
     assert_same_predictions(predictions(shutil.copytree(FIXTURE / "checkpoint", tmp_path / "checkpoint")))
 
+
+
+def test_todays_shipped_code_loads_it_and_predicts_the_same(tmp_path):
+    """The repo's shipped files in place of the old ones, as re-publishing the checkpoint with today's code does."""
+    directory = shutil.copytree(FIXTURE / "checkpoint", tmp_path / "checkpoint")
+    for old in directory.glob("*.py"):
+        old.unlink()
+    copy_shipped_files(directory, SHIPPED_FILES)
+    assert_same_predictions(predictions(directory))

@@ -32,9 +32,9 @@ from train_script import TRAIN
 from transformers import EvalPrediction
 
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS
-from data_hyfuser import build_paper_dataset
-from features_hyfuser import FEATURE_COLUMNS
-from metrics_hyfuser import METRIC_TITLES, compute_metrics, per_class_report
+from hyfuser.cache import FEATURE_COLUMNS
+from hyfuser.corpora import build_paper_dataset
+from hyfuser.metrics import METRIC_TITLES, compute_metrics, per_class_report
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
 
@@ -317,8 +317,8 @@ def test_a_cut_short_cache_file_stops_the_run_naming_it_and_rebuild_cache_re_ext
     # The run ends on the cache's own error, not on pyarrow's failure to read the file, and claims no reuse.
     assert "pyarrow" not in log and "OSError" not in log and "Reusing cached train features" not in log
     error = log[log.rindex("Traceback (most recent call last)") :].splitlines()
-    final = error[next(index for index, line in enumerate(error) if line.startswith("features_hyfuser.")) :]
-    assert final[0] == "features_hyfuser.FeatureCacheError: cached features failed their check, so they were not used:"
+    final = error[next(index for index, line in enumerate(error) if line.startswith("hyfuser.cache.")) :]
+    assert final[0] == "hyfuser.cache.FeatureCacheError: cached features failed their check, so they were not used:"
     assert final[1].startswith(f"  {damaged}: size mismatch: ")
     assert final[2] == ("Run again with --rebuild_cache to re-extract the train features (the validation features "
                         "passed the check and are reused).")  # fmt: skip

@@ -39,11 +39,13 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import AutoTokenizer, TrainerCallback  # noqa: E402
 
-import features_hyfuser  # noqa: E402
+import hyfuser.cache  # noqa: E402
+import hyfuser.feed  # noqa: E402
+import hyfuser.training  # noqa: E402
 import modeling_hyfuser  # noqa: E402
 import reproduce  # noqa: E402
 from configuration_hyfuser import EMOTION_LABELS  # noqa: E402
-from demo_hyfuser import prepare_demo  # noqa: E402
+from hyfuser.demo import prepare_demo  # noqa: E402
 from modeling_hyfuser import HyFusEROutput, _masked_mean  # noqa: E402
 from processing_hyfuser import HyFusERProcessor  # noqa: E402
 
@@ -124,12 +126,12 @@ def masked_text(corpus_argv: list[str]) -> Iterator[None]:
     demo = prepare_demo(Path(args.cache_dir) / "demo", cue=args.demo_cue)
     tokenizer = AutoTokenizer.from_pretrained(demo.backbones.text)
     positions = np.arange(args.sequence_length)
-    original_collate = features_hyfuser.collate_scaled_features
+    original_collate = hyfuser.feed.collate_scaled_features
 
     def trainer_dataset(features):
         masks = [(positions < length).astype(np.int64) for length in text_lengths(tokenizer, features, positions.size)]
         with_mask = features.add_column("text_attention_mask", masks)
-        columns = [*features_hyfuser.FEATURE_COLUMNS, "label", "text_attention_mask"]
+        columns = [*hyfuser.cache.FEATURE_COLUMNS, "label", "text_attention_mask"]
         return with_mask.select_columns(columns).with_format("torch")
 
     def collate(examples, processor):
@@ -138,9 +140,9 @@ def masked_text(corpus_argv: list[str]) -> Iterator[None]:
         return batch
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_replaced(features_hyfuser, "trainer_dataset", trainer_dataset))
+        stack.enter_context(_replaced(hyfuser.feed, "trainer_dataset", trainer_dataset))
         stack.enter_context(_replaced(reproduce, "trainer_dataset", trainer_dataset))
-        stack.enter_context(_replaced(features_hyfuser, "collate_scaled_features", collate))
+        stack.enter_context(_replaced(hyfuser.feed, "collate_scaled_features", collate))
         stack.enter_context(_replaced(modeling_hyfuser.HyFusERTextLSTM, "forward", _text_lstm_masked_forward))
         yield
 
@@ -254,10 +256,10 @@ class ValidationCurve(TrainerCallback):
 def recording_validation_curves() -> Iterator[None]:
     """Every run of reproduce.py records its `ValidationCurve`."""
     current = {}
-    original_member, original_trainer = reproduce.train_member, features_hyfuser.Trainer
+    original_member, original_trainer = reproduce.train_member, hyfuser.training.Trainer
 
     def train_member(run, split, features, *args, **kwargs):
-        current["validation"] = features_hyfuser.trainer_dataset(features.select(split.validation))
+        current["validation"] = hyfuser.feed.trainer_dataset(features.select(split.validation))
         return original_member(run, split, features, *args, **kwargs)
 
     class RecordingTrainer(original_trainer):
@@ -265,7 +267,7 @@ def recording_validation_curves() -> Iterator[None]:
             curve = ValidationCurve(current["validation"], kwargs["data_collator"])
             super().__init__(*args, callbacks=[*(callbacks or []), curve], **kwargs)
 
-    with _replaced(reproduce, "train_member", train_member), _replaced(features_hyfuser, "Trainer", RecordingTrainer):
+    with _replaced(reproduce, "train_member", train_member), _replaced(hyfuser.training, "Trainer", RecordingTrainer):
         yield
 
 
@@ -281,8 +283,8 @@ def extract(corpus: str, cache_dir: str):
         text_backbone, speech_backbone, sequence_length=args.sequence_length, **args.feature_options()
     )
     splits = reproduce.plan_splits(rows, paper_train_rows, args)
-    features_hyfuser.place_backbones(processor, "cpu", args.extraction_dtype)
-    features = features_hyfuser.cache_features(DatasetDict(all=rows), processor, args.cache_dir)["all"]
+    hyfuser.training.place_backbones(processor, "cpu", args.extraction_dtype)
+    features = hyfuser.cache.cache_features(DatasetDict(all=rows), processor, args.cache_dir)["all"]
     return args, processor, splits, features
 
 
@@ -290,7 +292,7 @@ def pooled_features(corpus: str, cache_dir: str) -> tuple[dict[str, np.ndarray],
     """Mean-pooled unscaled features per row (text over all positions and over the real tokens only, speech, both),
     the labels, the folds, and the scale statistics the issue quotes."""
     args, processor, splits, features = extract(corpus, cache_dir)
-    arrays = features.with_format("numpy", columns=list(features_hyfuser.FEATURE_COLUMNS))[:]
+    arrays = features.with_format("numpy", columns=list(hyfuser.cache.FEATURE_COLUMNS))[:]
     text, speech = arrays["text_features"].astype(np.float32), arrays["speech_features"].astype(np.float32)
     lengths = np.array(text_lengths(processor.tokenizer, features, args.sequence_length))
     mask = (np.arange(args.sequence_length)[None, :] < lengths[:, None]).astype(np.float32)[..., None]
@@ -301,7 +303,7 @@ def pooled_features(corpus: str, cache_dir: str) -> tuple[dict[str, np.ndarray],
     }
     pooled["both"] = np.concatenate([pooled["text"], pooled["speech"]], axis=1)
     # The model sees jointly scaled features: the pooled spread after the scaler fitted on the first fold's rows.
-    features_hyfuser.fit_scaler_on_cache(processor, features.select(splits[0].fit))
+    hyfuser.cache.fit_scaler_on_cache(processor, features.select(splits[0].fit))
     scaled_text, scaled_speech = processor.scale(text, speech)
     statistics = {
         "real_token_fraction": float(lengths.mean() / args.sequence_length),

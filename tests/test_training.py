@@ -11,32 +11,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from audio_files import write_tone
 from datasets import Array2D, Array3D, Dataset, DatasetDict, Features, Value, concatenate_datasets
 from huggingface_hub import constants
 from transformers import TrainingArguments
+from two_processes import launch_two_processes
 
-from audio_files import write_tone
-from features_hyfuser import (
-    FEATURE_COLUMNS,
-    PAPER_TRAINING_DEFAULTS,
+from configuration_hyfuser import HyFusERConfig
+from hyfuser.cache import FEATURE_COLUMNS, _backbone_key, cache_features, feature_cache_key, fit_scaler_on_cache
+from hyfuser.feed import (
     DeviceFeatures,
-    _backbone_key,
-    cache_features,
     collate_features,
     collate_scaled_features,
     feature_bytes,
-    feature_cache_key,
-    feature_trainer,
-    fit_scaler_on_cache,
     keep_features_on_device,
-    place_backbones,
-    train_on_features,
     trainer_dataset,
 )
-from configuration_hyfuser import HyFusERConfig
+from hyfuser.training import PAPER_TRAINING_DEFAULTS, feature_trainer, place_backbones, train_on_features
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import BACKBONE_DTYPES, FeatureStatistics, HyFusERProcessor
-from two_processes import launch_two_processes
 
 SEQUENCE_LENGTH = 8
 UTTERANCES = 17
@@ -73,7 +66,7 @@ def text_backbone_batches(processor):
 def test_cache_stores_the_unscaled_features_in_float16_and_is_reused(
     processor, split, tmp_path, caplog, text_backbone_batches
 ):
-    caplog.set_level(logging.INFO, logger="features_hyfuser")
+    caplog.set_level(logging.INFO, logger="hyfuser")
     key = feature_cache_key(split, processor)
     cache_file = tmp_path / "cache" / "features" / f"train-{key}-00000-of-00001.arrow"
 
@@ -194,7 +187,7 @@ import json, sys
 sys.path.insert(0, {repo!r})
 from accelerate import PartialState
 from datasets import Dataset, DatasetDict
-from features_hyfuser import cache_features
+from hyfuser.cache import cache_features
 from processing_hyfuser import HyFusERProcessor
 
 state = PartialState(cpu=True)
@@ -247,7 +240,7 @@ def test_a_hub_backbone_is_identified_by_its_cached_snapshot(tmp_path, monkeypat
 
 
 def test_scaler_on_cache_streams_every_training_position(processor, split, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="features_hyfuser")
+    caplog.set_level(logging.INFO, logger="hyfuser")
     cached = cache_features(DatasetDict({"train": split}), processor, tmp_path / "cache")["train"]
     fitted = HyFusERProcessor.from_backbones(processor.text_backbone, processor.speech_backbone, SEQUENCE_LENGTH)
     fit_scaler_on_cache(fitted, cached, batch_size=4)
@@ -462,7 +455,7 @@ def test_training_on_features_on_the_device_ends_with_the_weights_of_training_on
 
 
 def test_auto_loads_the_features_onto_the_device_only_within_the_share_of_its_free_memory(tiny_config, caplog):
-    caplog.set_level(logging.INFO, logger="features_hyfuser")
+    caplog.set_level(logging.INFO, logger="hyfuser")
     train, cpu = random_cache(1, tiny_config.sequence_length), torch.device("cpu")
     assert keep_features_on_device([train], cpu, "auto", memory_share=1.0)
     assert caplog.messages[-1].endswith("loading them there")

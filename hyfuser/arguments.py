@@ -17,9 +17,10 @@ from configuration_hyfuser import (
     INITIALIZERS,
     HyFusERConfig,
 )
-from data_hyfuser import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
-from demo_hyfuser import DEMO_CORPUS_CUES, DEMO_DEFAULTS
-from features_hyfuser import FEATURE_PLACEMENTS, PAPER_TRAINING_DEFAULTS, TRAINING_RECIPES
+from hyfuser.corpora import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
+from hyfuser.demo import DEMO_CORPUS_CUES, DEMO_DEFAULTS
+from hyfuser.feed import FEATURE_PLACEMENTS
+from hyfuser.training import PAPER_TRAINING_DEFAULTS, TRAINING_RECIPES
 from processing_hyfuser import BACKBONE_DTYPES
 
 CORPUS_DIRECTORIES: dict[str, tuple[str, ...]] = {

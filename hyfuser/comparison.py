@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from metrics_hyfuser import save_confusion_matrix
+from hyfuser.metrics import save_confusion_matrix
 
 REPORTED_METRICS = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
 """Every run's metrics in `results.json`, on the fused prediction."""

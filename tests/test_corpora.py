@@ -1,4 +1,4 @@
-"""Loaders and paper preprocessing of `data_hyfuser`, on the real-layout corpora that `corpora.py` writes."""
+"""Loaders and paper preprocessing of `hyfuser.corpora`, on the real-layout corpora that `corpora.py` writes."""
 
 import json
 import os
@@ -23,7 +23,7 @@ from corpora import (
 from datasets import ClassLabel, Dataset
 
 from configuration_hyfuser import EMOTION_LABELS
-from data_hyfuser import (
+from hyfuser.corpora import (
     _stratified_validation,
     build_paper_dataset,
     clean_transcript,

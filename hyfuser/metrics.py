@@ -17,7 +17,7 @@ import evaluate
 import numpy as np
 from transformers import EvalPrediction
 
-EMOTION_METRICS_PATH = Path(__file__).resolve().parent / "metrics" / "emotion_metrics"
+EMOTION_METRICS_PATH = Path(__file__).resolve().parent.parent / "metrics" / "emotion_metrics"
 """The `evaluate` module behind every number here: `evaluate.load(str(EMOTION_METRICS_PATH))`."""
 
 METRIC_TITLES = {

@@ -1,0 +1,23 @@
+"""The one list of shipped files: every save copies exactly it, and the installed top-level modules are exactly it."""
+
+from pathlib import Path
+
+import tomllib
+
+from hyfuser.checkpoint import ONNX_SHIPPED_FILES, SHIPPED_FILES
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = {"train.py", "reproduce.py", "export_onnx.py", "app.py"}
+
+
+def test_a_saved_directory_holds_exactly_the_shipped_files(saved_model_dir):
+    assert sorted(path.name for path in saved_model_dir.glob("*.py")) == sorted(SHIPPED_FILES)
+
+
+def test_the_root_holds_only_shipped_modules_and_commands():
+    assert {path.name for path in REPO_ROOT.glob("*.py")} == {*SHIPPED_FILES, *ONNX_SHIPPED_FILES, *COMMANDS}
+
+
+def test_pip_installs_the_shipped_modules_at_the_top_level_and_the_rest_as_the_package():
+    setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert sorted(f"{name}.py" for name in setuptools["py-modules"]) == sorted({*SHIPPED_FILES, *ONNX_SHIPPED_FILES})
