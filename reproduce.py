@@ -62,12 +62,12 @@ from hyfuser.arguments import (
 )
 from hyfuser.cache import FEATURE_COLUMNS, cache_features, fit_scaler_on_cache, transcribe_corpus
 from hyfuser.comparison import analyse, collapse_reasons, render
-from hyfuser.corpora import build_paper_dataset, selection_split, session_folds
 from hyfuser.demo import DEMO_DEFAULTS, prepare_demo
 from hyfuser.environment import environment_record
 from hyfuser.feed import STREAMING_WORKERS, trainer_dataset
 from hyfuser.metrics import accuracy, choose_ensemble_weight, fused_logits, per_class_report, prediction_metrics
 from hyfuser.probes import fit_linear_probe
+from hyfuser.splits import build_paper_dataset, selection_split, session_folds
 from hyfuser.training import (
     PAPER_TRAINING_DEFAULTS,
     model_config,

@@ -50,10 +50,11 @@ from hyfuser.arguments import (
 )
 from hyfuser.cache import FEATURE_DTYPE, cache_features, fit_scaler_on_cache, transcribe_corpus
 from hyfuser.checkpoint import save_hyfuser
-from hyfuser.corpora import KEMDY19_ROWS, SPLITS, PaperDatasetReport, build_paper_dataset
+from hyfuser.corpora import KEMDY19_ROWS
 from hyfuser.demo import DEMO_DEFAULTS, DemoCorpus, demo_predictions_table, prepare_demo
 from hyfuser.feed import STREAMING_WORKERS
 from hyfuser.metrics import METRIC_TITLES, fused_logits, per_class_report, save_confusion_matrix
+from hyfuser.splits import SPLITS, PaperDatasetReport, build_paper_dataset
 from hyfuser.training import PAPER_TRAINING_DEFAULTS, model_config, place_backbones, train_on_features
 from modeling_hyfuser import (
     COMPOSED_MODELS,

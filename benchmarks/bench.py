@@ -90,9 +90,9 @@ import hyfuser.training  # noqa: E402
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig  # noqa: E402
 from hyfuser.arguments import BackboneArguments, CorpusArguments  # noqa: E402
 from hyfuser.checkpoint import save_hyfuser  # noqa: E402
-from hyfuser.corpora import build_paper_dataset  # noqa: E402
 from hyfuser.demo import DemoUtterance, prepare_demo, write_kemdy20_corpus  # noqa: E402
 from hyfuser.environment import cpu_matmul_capabilities, cpu_model, gpu_name, read_cpuinfo  # noqa: E402
+from hyfuser.splits import build_paper_dataset  # noqa: E402
 from hyfuser.tiny_backbones import BackbonePaths, build_tiny_backbones  # noqa: E402
 from modeling_hyfuser import HyFusERForEmotionRecognition  # noqa: E402
 from processing_hyfuser import (  # noqa: E402

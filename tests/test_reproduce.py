@@ -31,8 +31,8 @@ from hyfuser.comparison import (
     results_markdown,
     summary_statistics,
 )
-from hyfuser.corpora import build_paper_dataset, selection_split, session_folds
 from hyfuser.environment import RECORDED_PACKAGES
+from hyfuser.splits import build_paper_dataset, selection_split, session_folds
 from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS
 from reproduce import (
     MEMBER_SEED_OFFSET,

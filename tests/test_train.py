@@ -33,8 +33,8 @@ from transformers import EvalPrediction
 
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS
 from hyfuser.cache import FEATURE_COLUMNS
-from hyfuser.corpora import build_paper_dataset
 from hyfuser.metrics import METRIC_TITLES, compute_metrics, per_class_report
+from hyfuser.splits import build_paper_dataset
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
 
