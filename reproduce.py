@@ -52,7 +52,8 @@ from transformers import HfArgumentParser, TrainerState, TrainingArguments, set_
 
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
 from hyfuser.arguments import (
-    CORPUS_DIRECTORIES,
+    CORPORA,
+    DEMO_DEFAULTS,
     BackboneArguments,
     CorpusArguments,
     batch_description,
@@ -63,7 +64,7 @@ from hyfuser.arguments import (
 from hyfuser.cache import FEATURE_COLUMNS, cache_features, fit_scaler_on_cache, transcribe_corpus
 from hyfuser.comparison import analyse, collapse_reasons, render
 from hyfuser.corpora import build_paper_dataset, selection_split, session_folds
-from hyfuser.demo import DEMO_DEFAULTS, prepare_demo
+from hyfuser.demo import prepare_demo
 from hyfuser.environment import environment_record
 from hyfuser.feed import STREAMING_WORKERS, trainer_dataset
 from hyfuser.metrics import accuracy, choose_ensemble_weight, fused_logits, per_class_report, prediction_metrics
@@ -301,7 +302,7 @@ def load_rows(args: ReproduceArguments) -> tuple[Dataset, int, str | None, str |
         corpora = {"kemdy20_dir": demo.train_dir}
         text_backbone, speech_backbone = text_backbone or demo.backbones.text, speech_backbone or demo.backbones.speech
     else:
-        corpora = {name: getattr(args, name) for name in CORPUS_DIRECTORIES[args.dataset] if getattr(args, name)}
+        corpora = {name: getattr(args, name) for name in CORPORA[args.dataset].directories if getattr(args, name)}
     splits, report = build_paper_dataset(
         **corpora,
         seed=args.split_seed,
@@ -688,7 +689,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.extraction_batch_size,
         rebuild=args.rebuild_cache,
     )["all"]
-    config = model_config(processor, text_backbone, speech_backbone, args.config_overrides, args.initializer)
+    config = model_config(processor, args.config_overrides, args.initializer)
 
     # 3. The runs, split by split; the joint scaler is fitted on each split's fit rows
     labels = np.asarray(rows["label"])

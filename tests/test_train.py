@@ -35,11 +35,12 @@ from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE
 from hyfuser.cache import FEATURE_COLUMNS
 from hyfuser.corpora import build_paper_dataset
 from hyfuser.metrics import METRIC_TITLES, compute_metrics, per_class_report
+from hyfuser.run_setup import load_corpora
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-parse_arguments, load_corpora = TRAIN["parse_arguments"], TRAIN["load_corpora"]
+parse_arguments = TRAIN["parse_arguments"]
 STEPS_PER_EPOCH = 3
 """18 training utterances / global batch 6, on any number of processes that divides it."""
 
