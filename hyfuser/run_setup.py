@@ -22,9 +22,9 @@ from processing_hyfuser import HyFusERProcessor
 logger = logging.getLogger(__name__)
 
 
-def setup_logging(training_args: TrainingArguments, command_logger: logging.Logger) -> None:
-    """The package's steps (`hyfuser.*`) and the command's own (`command_logger`) log at INFO on the main process;
-    libraries follow --log_level / --log_level_replica."""
+def setup_logging(training_args: TrainingArguments, command_logger: logging.Logger | None = None) -> None:
+    """The package's steps (the `hyfuser` loggers) and the command's own (`command_logger`) log at INFO on the main
+    process; libraries follow --log_level / --log_level_replica."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
@@ -33,7 +33,8 @@ def setup_logging(training_args: TrainingArguments, command_logger: logging.Logg
     library_level = training_args.get_process_log_level()
     our_level = min(logging.INFO, library_level) if training_args.should_log else library_level
     for our_logger in (command_logger, logging.getLogger("hyfuser")):
-        our_logger.setLevel(our_level)
+        if our_logger is not None:
+            our_logger.setLevel(our_level)
     datasets.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.enable_default_handler()
