@@ -27,9 +27,9 @@ from train_script import TRAIN
 from transformers import AutoModel, EvalPrediction, pipeline
 
 from configuration_hyfuser import HyFusERConfig
+from hyfuser.arguments import DEMO_DEFAULTS
 from hyfuser.cache import fit_scaler_on_cache
 from hyfuser.checkpoint import save_hyfuser
-from hyfuser.demo import DEMO_DEFAULTS
 from hyfuser.metrics import ENSEMBLE_WEIGHT_GRID, choose_ensemble_weight, compute_metrics, fused_logits
 from hyfuser.probes import PROBE_L2_GRID, fit_linear_probe
 from hyfuser.tiny_backbones import TINY_HIDDEN_SIZE

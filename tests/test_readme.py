@@ -21,12 +21,11 @@ import torch
 from audio_files import write_tone
 from corpora import write_aihub263, write_kemdy19, write_kemdy20
 from test_train import OVERRIDES, run
-from train_script import TRAIN
 
 from configuration_hyfuser import EMOTION_LABELS
+from hyfuser.arguments import CORPORA
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CORPORA = TRAIN["CORPORA"]
 DOCUMENT_PATHS = [
     REPO_ROOT / "README.md",
     *sorted((REPO_ROOT / "docs").rglob("*.md")),

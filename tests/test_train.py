@@ -34,12 +34,13 @@ from transformers import EvalPrediction
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS
 from hyfuser.cache import FEATURE_COLUMNS
 from hyfuser.metrics import METRIC_TITLES, compute_metrics, per_class_report
+from hyfuser.run_setup import load_corpora
 from hyfuser.splits import build_paper_dataset
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-parse_arguments, load_corpora = TRAIN["parse_arguments"], TRAIN["load_corpora"]
+parse_arguments = TRAIN["parse_arguments"]
 STEPS_PER_EPOCH = 3
 """18 training utterances / global batch 6, on any number of processes that divides it."""
 

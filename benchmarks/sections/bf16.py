@@ -23,9 +23,9 @@ from benchmarks.sections.common import (
     write_utterances,
 )
 from benchmarks.sections.training import measure_training
-from hyfuser.splits import build_paper_dataset
 from hyfuser.demo import prepare_demo
 from hyfuser.environment import cpu_matmul_capabilities, read_cpuinfo
+from hyfuser.splits import build_paper_dataset
 from hyfuser.tiny_backbones import BackbonePaths
 from processing_hyfuser import HyFusERProcessor
 

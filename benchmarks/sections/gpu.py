@@ -32,9 +32,9 @@ from benchmarks.sections.common import (
 from benchmarks.sections.training import epoch_run, epoch_trainer, input_rates, measure_training
 from configuration_hyfuser import EMOTION_LABELS
 from hyfuser.arguments import BackboneArguments, CorpusArguments
-from hyfuser.splits import build_paper_dataset
 from hyfuser.demo import DemoUtterance, write_kemdy20_corpus
 from hyfuser.environment import cpu_model, gpu_name, read_cpuinfo
+from hyfuser.splits import build_paper_dataset
 from hyfuser.tiny_backbones import BackbonePaths
 from processing_hyfuser import HyFusERProcessor
 
