@@ -76,7 +76,8 @@ from hyfuser.training import (
     train_on_features,
 )
 from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS, ComposedModel
-from processing_hyfuser import FeatureStatistics, HyFusERProcessor
+from processing_hyfuser import HyFusERProcessor
+from scaling_hyfuser import FeatureStatistics
 
 logger = logging.getLogger(__name__)
 

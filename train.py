@@ -37,6 +37,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import PredictionOutput
 
+from backbones_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER
 from configuration_hyfuser import EMOTION_LABELS
 from hyfuser.arguments import (
     BackboneArguments,
@@ -62,7 +63,7 @@ from modeling_hyfuser import (
     TRAINABLE_MODELS,
     HyFusERForEmotionRecognition,
 )
-from processing_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER, HyFusERProcessor
+from processing_hyfuser import HyFusERProcessor
 
 logger = logging.getLogger(__name__)
 

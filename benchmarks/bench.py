@@ -87,6 +87,7 @@ from transformers import (  # noqa: E402
 import hyfuser.cache  # noqa: E402
 import hyfuser.feed  # noqa: E402
 import hyfuser.training  # noqa: E402
+from backbones_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER  # noqa: E402
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig  # noqa: E402
 from hyfuser.arguments import BackboneArguments, CorpusArguments  # noqa: E402
 from hyfuser.checkpoint import save_hyfuser  # noqa: E402
@@ -95,12 +96,8 @@ from hyfuser.demo import DemoUtterance, prepare_demo, write_kemdy20_corpus  # no
 from hyfuser.environment import cpu_matmul_capabilities, cpu_model, gpu_name, read_cpuinfo  # noqa: E402
 from hyfuser.tiny_backbones import BackbonePaths, build_tiny_backbones  # noqa: E402
 from modeling_hyfuser import HyFusERForEmotionRecognition  # noqa: E402
-from processing_hyfuser import (  # noqa: E402
-    SPEECH_BACKBONE_SUBFOLDER,
-    TEXT_BACKBONE_SUBFOLDER,
-    FeatureStatistics,
-    HyFusERProcessor,
-)
+from processing_hyfuser import HyFusERProcessor  # noqa: E402
+from scaling_hyfuser import FeatureStatistics  # noqa: E402
 
 SAMPLING_RATE = 16_000
 KOELECTRA_V3_VOCAB_SIZE = 35_000

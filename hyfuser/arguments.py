@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from huggingface_hub.constants import HF_HOME
 from transformers import HfArgumentParser, TrainingArguments
 
+from backbones_hyfuser import BACKBONE_DTYPES
 from configuration_hyfuser import (
     DEFAULT_ASR_MODEL,
     DEFAULT_SPEECH_BACKBONE,
@@ -21,7 +22,6 @@ from hyfuser.corpora import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
 from hyfuser.demo import DEMO_CORPUS_CUES, DEMO_DEFAULTS
 from hyfuser.feed import FEATURE_PLACEMENTS
 from hyfuser.training import PAPER_TRAINING_DEFAULTS, TRAINING_RECIPES
-from processing_hyfuser import BACKBONE_DTYPES
 
 CORPUS_DIRECTORIES: dict[str, tuple[str, ...]] = {
     "kemdy": ("kemdy19_dir", "kemdy20_dir"),
