@@ -50,21 +50,34 @@ class Group:
 GROUPS = (
     Group("modeling", "modeling_hyfuser.py", ("*",), ("tests/test_modeling_hyfuser.py", "tests/test_baselines.py")),
     Group(
-        "processor features+scaler",
+        "processor features",
         "processing_hyfuser.py",
         (
-            "FeatureStatistics.*",
-            "HyFusERProcessor.fit_scaler",
-            "HyFusERProcessor.set_scaler",
-            "HyFusERProcessor.scale",
-            "HyFusERProcessor.scaler_statistics",
-            "_standardize",
-            "HyFusERProcessor.interpolate_frames",
             "HyFusERProcessor.encode_text",
             "HyFusERProcessor.encode_speech",
-            "HyFusERProcessor.speech_frames",
+            "HyFusERProcessor.speech_sequence",
+            "HyFusERProcessor.collate",
             "HyFusERProcessor.encode",
             "HyFusERProcessor.__call__",
+        ),
+        ("tests/test_processing_hyfuser.py", "tests/test_pipeline_hyfuser.py"),
+    ),
+    Group(
+        "backbone frames",
+        "backbones_hyfuser.py",
+        ("BackbonesMixin.interpolate_frames", "BackbonesMixin.speech_frames"),
+        ("tests/test_processing_hyfuser.py", "tests/test_pipeline_hyfuser.py"),
+    ),
+    Group(
+        "scaler",
+        "scaling_hyfuser.py",
+        (
+            "FeatureStatistics.*",
+            "ScalingMixin.fit_scaler",
+            "ScalingMixin.set_scaler",
+            "ScalingMixin.scale",
+            "ScalingMixin.scaler_statistics",
+            "_standardize",
         ),
         ("tests/test_processing_hyfuser.py", "tests/test_pipeline_hyfuser.py"),
     ),
@@ -84,9 +97,10 @@ GROUPS = (
     Group(
         "training glue: script",
         "train.py",
-        ("build_parser", "parse_arguments", "load_corpora", "main"),
+        ("parse_arguments", "main"),
         ("tests/test_train.py", "tests/test_baselines.py"),
     ),
+    Group("training glue: run set-up", "hyfuser/run_setup.py", ("*",), ("tests/test_train.py",)),
     Group(
         "metrics",
         "hyfuser/metrics.py",
@@ -108,9 +122,9 @@ PYTEST_ARGS = (
 WORK_DIR = REPO_ROOT / ".mutants"
 """One mutmut project per group (a copy of the repo's modules and tests), rebuilt on every run."""
 SUMMARY_STEM = REPO_ROOT / "benchmarks" / "mutants"
-SHARED_FILES = ("README.md", "metrics")
-"""What the tests read besides the code: the README (its tables are checked against the code), and the `evaluate`
-module that `hyfuser.metrics` loads from `metrics/`."""
+SHARED_FILES = ("README.md", "docs/architecture.md", "docs/training.md", "metrics")
+"""What the tests read besides the code: the documents whose tables and commands are checked against the code, and
+the `evaluate` module that `hyfuser.metrics` loads from `metrics/`."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -222,6 +236,7 @@ def prepare_project(group: Group, functions: list[str]) -> Path:
         if (REPO_ROOT / name).is_dir():
             shutil.copytree(REPO_ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO_ROOT / name, project / name)
     target = project / group.source
     target.write_text(prepare_source(target.read_text(), functions))

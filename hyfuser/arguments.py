@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
+from backbones_hyfuser import BACKBONE_DTYPES
 from configuration_hyfuser import (
     DEFAULT_ASR_MODEL,
     DEFAULT_SPEECH_BACKBONE,
@@ -24,7 +25,6 @@ from hyfuser.constants import CACHE_DIR, DEMO_CORPUS_CUES, DEMO_DATASET
 from hyfuser.corpora import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
 from hyfuser.feed import FEATURE_PLACEMENTS, STREAMING_WORKERS
 from hyfuser.training import PAPER_TRAINING_DEFAULTS, TRAINING_RECIPES
-from processing_hyfuser import BACKBONE_DTYPES
 
 DEMO_SEQUENCE_LENGTH = 32
 """Positions per modality for the demo: its sentences are 27 tokens on average (30 at most), its clips about 50

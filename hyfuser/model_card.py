@@ -12,13 +12,13 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers import TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
+from backbones_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER
 from configuration_hyfuser import EMOTION_LABELS
 from hyfuser.arguments import CORPORA, Corpus, CorpusArguments, effective_batch_size, training_devices
 from hyfuser.cache import FEATURE_DTYPE
 from hyfuser.metrics import METRIC_TITLES
 from hyfuser.splits import PaperDatasetReport
 from modeling_hyfuser import MODEL_DESCRIPTIONS, TRAINABLE_MODELS, HyFusERForEmotionRecognition
-from processing_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

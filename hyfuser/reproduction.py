@@ -43,7 +43,8 @@ from hyfuser.runs import (
 )
 from hyfuser.training import model_config, predict_log_probabilities, train_on_features
 from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS
-from processing_hyfuser import FeatureStatistics, HyFusERProcessor
+from processing_hyfuser import HyFusERProcessor
+from scaling_hyfuser import FeatureStatistics
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,11 @@ from datasets import Dataset
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
+from backbones_hyfuser import BACKBONE_DTYPES
 from configuration_hyfuser import HyFusERConfig
 from hyfuser.feed import collate_features, feature_datasets, scaled_batches
 from hyfuser.metrics import compute_metrics
-from processing_hyfuser import BACKBONE_DTYPES, HyFusERProcessor
+from processing_hyfuser import HyFusERProcessor
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from configuration_hyfuser import HyFusERConfig
 from hyfuser.checkpoint import save_hyfuser
 from hyfuser.tiny_backbones import BackbonePaths, build_tiny_backbones
 from modeling_hyfuser import HyFusERForEmotionRecognition
-from processing_hyfuser import FeatureStatistics, HyFusERProcessor
+from processing_hyfuser import HyFusERProcessor
+from scaling_hyfuser import FeatureStatistics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCH_SCRIPT = REPO_ROOT / "benchmarks" / "bench.py"

@@ -18,6 +18,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import hyfuser.feed
 import hyfuser.training
+from backbones_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER
 from benchmarks.sections.common import (
     NeighbourMeter,
     Settings,
@@ -31,7 +32,7 @@ from benchmarks.sections.common import (
 from configuration_hyfuser import HyFusERConfig
 from hyfuser.tiny_backbones import BackbonePaths
 from modeling_hyfuser import HyFusERForEmotionRecognition
-from processing_hyfuser import SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER, HyFusERProcessor
+from processing_hyfuser import HyFusERProcessor
 
 
 class _StepClock(TrainerCallback):
