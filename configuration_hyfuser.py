@@ -19,6 +19,15 @@ INITIALIZERS: tuple[str, ...] = ("normal", "glorot_uniform")
 FEATURE_MODES: tuple[str, ...] = ("paper", "native")
 """`HyFusERConfig.feature_mode` values: the paper's fixed-length features, or variable-length ones with masks."""
 
+
+def check_temperature(temperature) -> float:
+    """`temperature` as a float if it is a finite number above 0 (a calibration temperature), else a clear error."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ValueError(f"HyFusERConfig.calibration_temperature must be a number, got {temperature!r}")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"HyFusERConfig.calibration_temperature must be finite and above 0, got {temperature!r}")
+    return float(temperature)
+
 BASELINE_WIDTH_DIVISOR = 6
 """The `text_lstm` and `speech_cnn` baselines are `hidden_size / 6` wide (rounded up) unless set: 128 at the paper's
 768, the usual Keras `LSTM(128)` and `Conv1D(128, 3)`. Scaling with `hidden_size`, as HyFusER's own blocks do, keeps
@@ -117,6 +126,11 @@ class HyFusERConfig(PretrainedConfig):
             Hub id or path of the frozen text backbone (Section 3.1). Informational: the processor loads it.
         speech_backbone (`str`, defaults to `"facebook/hubert-base-ls960"`):
             Hub id or path of the frozen speech backbone (Section 3.2). Informational: the processor loads it.
+        calibration_temperature (`float`, defaults to 1.0):
+            Temperature T > 0 that the pipeline applies to the fused output, softmax(logits / T), so its probabilities
+            mean what they say (temperature scaling, fitted after training on the model-selection rows). The
+            model's forward and its `logits` stay raw; 1.0 (the default, and every config saved before it existed)
+            changes nothing. Not named `temperature`, which transformers reads as a generation setting.
         num_labels / id2label / label2id:
             Seven emotions, `EMOTION_LABELS`, unless overridden. Like every transformers config it accepts any label
             set; the models, which classify with a softmax, refuse fewer than two labels when they are built.
@@ -152,6 +166,7 @@ class HyFusERConfig(PretrainedConfig):
         speech_num_layers: int | None = None,
         text_backbone: str = DEFAULT_TEXT_BACKBONE,
         speech_backbone: str = DEFAULT_SPEECH_BACKBONE,
+        calibration_temperature: float = 1.0,
         **kwargs,
     ):
         if "id2label" not in kwargs and "num_labels" not in kwargs:
@@ -185,6 +200,7 @@ class HyFusERConfig(PretrainedConfig):
         self.speech_num_layers = speech_num_layers
         self.text_backbone = text_backbone
         self.speech_backbone = speech_backbone
+        self.calibration_temperature = calibration_temperature
         self._validate()
 
     def _validate(self) -> None:
@@ -221,6 +237,7 @@ class HyFusERConfig(PretrainedConfig):
         for name in ("hidden_dropout_prob", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"HyFusERConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        check_temperature(self.calibration_temperature)
 
     @property
     def feature_shape(self) -> tuple[int, int]:

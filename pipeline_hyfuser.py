@@ -40,9 +40,14 @@ class HyFusERPipeline(Pipeline):
 
     Call options:
         top_k (`int`, *optional*): return only the `top_k` most likely emotions (default: all of them).
+        calibrated (`bool`, defaults to `True`): `score` is the fused output calibrated by the config's
+            `calibration_temperature` T, softmax(logits / T) (temperature scaling, fitted after training on the
+            model-selection rows; T = 1 for a model saved without one): probabilities that sum to 1 and rank the
+            emotions as the raw ones do. `False` gives the raw probabilities, softmax(logits).
         return_modalities (`bool`, defaults to `False`): add `text_score` (Step 1, text-centric head) and
             `speech_score` (Step 2, speech-centric head) to each emotion, as in the paper's Table 2. An ensemble
-            baseline gives its members' scores; a one-head baseline refuses it.
+            baseline gives its members' scores; a one-head baseline refuses it. These stay raw whatever
+            `calibrated` says: the temperature is fitted on the fused output only.
         sampling_rate (`int`, *optional*): rate of raw array audio that carries no rate of its own. Without it such
             audio is taken to be at the processor's rate (16 kHz), with a warning at every array.
         asr_model (`str`, *optional*): Hub id or path of the speech recognizer for inputs without text, instead of
@@ -73,12 +78,19 @@ class HyFusERPipeline(Pipeline):
         self.processor.to(self.device)
 
     def _sanitize_parameters(
-        self, top_k=None, return_modalities=None, sampling_rate=None, asr_model=None, errors=None, **kwargs
+        self,
+        top_k=None,
+        return_modalities=None,
+        sampling_rate=None,
+        asr_model=None,
+        errors=None,
+        calibrated=None,
+        **kwargs,
     ):
         if kwargs:
             raise TypeError(
                 f"unknown {TASK} pipeline option(s) {', '.join(sorted(kwargs))}: it takes top_k, return_modalities, "
-                "sampling_rate, asr_model and errors"
+                "calibrated, sampling_rate, asr_model and errors"
             )
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
         if asr_model is not None:
@@ -100,6 +112,10 @@ class HyFusERPipeline(Pipeline):
                     f"{type(self.model).__name__} makes one prediction only"
                 )
             postprocess_params["return_modalities"] = return_modalities
+        if calibrated is not None:
+            if not isinstance(calibrated, bool):
+                raise ValueError(f"calibrated must be True or False, got {calibrated!r}")
+            postprocess_params["calibrated"] = calibrated
         return preprocess_params, forward_params, postprocess_params
 
     def get_iterator(self, inputs, *args, **kwargs):
@@ -172,12 +188,20 @@ class HyFusERPipeline(Pipeline):
                 outputs[name][predicted] = getattr(output, name).to("cpu", torch.float32)
         return {**outputs, "transcript": transcripts, "error": failures}
 
-    def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None, return_modalities=False):
+    def postprocess(
+        self,
+        model_outputs: dict[str, torch.Tensor],
+        top_k: int | None = None,
+        return_modalities: bool = False,
+        calibrated: bool = True,
+    ):
         failure = _one_item(model_outputs.pop("error"))
         if failure is not None:
             return failure
         transcript = _one_item(model_outputs.pop("transcript"))
-        probabilities = {name: model_outputs[name][0].float().softmax(-1).tolist() for name in model_outputs}
+        if calibrated:  # the fused output only; the heads stay raw
+            model_outputs["logits"] = model_outputs["logits"].double() / self.model.config.calibration_temperature
+        probabilities = {name: model_outputs[name][0].double().softmax(-1).tolist() for name in model_outputs}
         id2label = self.model.config.id2label
         emotions = []
         for index, score in enumerate(probabilities["logits"]):

@@ -39,8 +39,10 @@ from hyfuser.arguments import (
     parse_command_line,
 )
 from hyfuser.cache import cache_features, fit_scaler_on_cache
+from hyfuser.calibration import calibrate_config, calibration_metrics, calibration_split
 from hyfuser.checkpoint import save_hyfuser
 from hyfuser.demo import demo_predictions_table
+from hyfuser.feed import trainer_dataset
 from hyfuser.metrics import fused_logits, per_class_report, save_confusion_matrix
 from hyfuser.model_card import publish, write_model_card
 from hyfuser.run_setup import build_processor, load_corpora, prepare_corpus, setup_logging, with_transcripts
@@ -102,6 +104,20 @@ class DataTrainingArguments(CorpusArguments):
             "choices": SPLITS,
         },
     )
+    calibration_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "Share of the training split (whole sessions with --split_by session) held out of training as "
+            "model-selection rows, on which a temperature is fitted after training (temperature scaling, stored as "
+            "config.calibration_temperature and applied by the pipeline): the validation rows choose the epoch, as "
+            "in the paper, so a temperature fitted on them would flatter its own calibration numbers. The trade-off: "
+            "the model trains on that many fewer rows. 0: train on the whole split and keep T = 1 (uncalibrated)."
+        },
+    )
+
+    def __post_init__(self):
+        if not 0 <= self.calibration_fraction < 1:
+            raise ValueError(f"--calibration_fraction {self.calibration_fraction}: choose in [0, 1)")
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
@@ -146,8 +162,13 @@ def main() -> None:
         rebuild=data_args.rebuild_cache,
     )
 
-    # 5. Joint scaler on the training split only
-    fit_scaler_on_cache(processor, features["train"])
+    # 5. The calibration rows held out of the training split (model-selection rows, never validation rows); the
+    # joint scaler on the rows trained on only
+    fit_rows, calibration_rows = calibration_split(
+        raw_datasets["train"], data_args.split_by, data_args.calibration_fraction, data_args.split_seed
+    )
+    train_features = features["train"].select(fit_rows)
+    fit_scaler_on_cache(processor, train_features)
 
     # 6. Model, seeded right before it is built, so that its initial weights depend on the seed alone, whatever ran
     # before (loading, extracting and saving leave the global generators as they were anyway)
@@ -160,7 +181,7 @@ def main() -> None:
         model,
         training_args,
         processor,
-        features["train"],
+        train_features,
         features["validation"],
         early_stopping_patience=model_args.early_stopping_patience,
         resume_from_checkpoint=training_args.resume_from_checkpoint,
@@ -168,25 +189,43 @@ def main() -> None:
         features_memory_share=data_args.features_memory_share,
     )
 
+    # 8. Calibrate: the temperature fitted on the calibration rows, ECE/NLL/Brier before and after on validation
+    output_dir = Path(training_args.output_dir)
+    calibration = None
+    if calibration_rows:
+        selection = trainer.predict(trainer_dataset(features["train"].select(calibration_rows)), "calibration")
+        if not trainer.is_world_process_zero():
+            return
+        calibration = calibrate_config(
+            trainer.model.config,
+            fused_logits(selection.predictions),
+            selection.label_ids,
+            fused_logits(prediction.predictions),
+            prediction.label_ids,
+            output_dir,
+        )
+        prediction.metrics.update({f"eval_{name}": value for name, value in calibration_metrics(calibration).items()})
+        trainer.save_metrics("eval", prediction.metrics)
     if not trainer.is_world_process_zero():
         return
 
-    # 8. Save a self-contained directory, plus model card, per-class report and confusion matrix
-    output_dir = Path(training_args.output_dir)
+    # 9. Save a self-contained directory, plus model card, per-class report and confusion matrix
     save_hyfuser(output_dir, trainer.model, processor, save_backbones=model_args.save_backbones)
     names = list(EMOTION_LABELS)
     class_report = per_class_report(prediction.label_ids, fused_logits(prediction.predictions).argmax(-1), names)
     (output_dir / "classification_report.json").write_text(json.dumps(class_report, indent=2))
     (output_dir / "dataset_report.json").write_text(json.dumps(data_report.to_dict(), indent=2, ensure_ascii=False))
     save_confusion_matrix(class_report["confusion_matrix"]["matrix"], names, output_dir / "confusion_matrix.png")
-    write_model_card(output_dir, data_args, training_args, trainer.model, data_report, prediction, class_report)
+    write_model_card(
+        output_dir, data_args, training_args, trainer.model, data_report, prediction, class_report, calibration
+    )
     logger.info("Saved the model, processor, code, model card and reports to %s", output_dir)
 
-    # 9. Publish the final directory
+    # 10. Publish the final directory
     if training_args.push_to_hub:
         publish(output_dir, trainer.hub_model_id, training_args)
 
-    # 10. Demo: serve the saved directory on held-out items
+    # 11. Demo: serve the saved directory on held-out items
     if demo:
         print(demo_predictions_table(output_dir, demo))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hyfuser.metrics import emotion_metrics
+from hyfuser.splits import selection_split
 
 logger = logging.getLogger(__name__)
 
@@ -183,3 +184,91 @@ def save_reliability_diagram(
     figure.tight_layout()
     figure.savefig(path, dpi=150)
     plt.close(figure)
+
+
+def calibration_record(selection_log_probs, selection_labels, validation_log_probs, validation_labels) -> dict:
+    """The temperature fitted on the model-selection rows and the validation rows' `calibration_report` before and
+    after it: what a run reports of its calibration."""
+    temperature = fit_temperature(selection_log_probs, selection_labels)
+    return {
+        "temperature": temperature,
+        "before": calibration_report(apply_temperature(validation_log_probs, 1.0), validation_labels),
+        "after": calibration_report(apply_temperature(validation_log_probs, temperature), validation_labels),
+    }
+
+
+def head_calibration_record(
+    selection_heads: tuple, selection_labels, validation_heads: tuple, validation_labels, text_weight: float = 0.5
+) -> dict:
+    """Per-head temperatures, the alternative to one on the fused output: each (text, speech) head's temperature
+    fitted on the selection rows, and the validation rows' `calibration_report` and accuracy of Eq. 9 on the
+    calibrated heads (which, unlike one temperature, can change predictions)."""
+    text_temperature, speech_temperature = fit_head_temperatures(*selection_heads, selection_labels)
+    probabilities = average_calibrated_heads(*validation_heads, text_temperature, speech_temperature, text_weight)
+    labels = np.asarray(validation_labels)
+    return {
+        "text_temperature": text_temperature,
+        "speech_temperature": speech_temperature,
+        "after": calibration_report(probabilities, labels),
+        "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
+    }
+
+
+def calibration_split(train_rows, split_by: str, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(rows to train on, calibration rows) of a training split: `hyfuser.splits.selection_split` carves `fraction`
+    of it (whole sessions with `split_by="session"`), as reproduce.py carves its model-selection rows. All rows and
+    none with `fraction` 0, or, with a warning, when the split is too small to hold out rows of two classes (a
+    temperature fitted on one class only rewards confidence in it)."""
+    rows = list(range(len(train_rows)))
+    if not fraction:
+        return rows, []
+    try:
+        fit, calibration = selection_split(train_rows, rows, split_by, fraction, seed)
+    except ValueError as error:
+        logger.warning("No calibration rows (%s): training on the whole split, calibration_temperature stays 1", error)
+        return rows, []
+    classes = {train_rows[index]["label"] for index in calibration}
+    if len(classes) < 2:
+        logger.warning(
+            "The %d calibration rows (--calibration_fraction %g of %d) hold one class only: training on the whole "
+            "split, calibration_temperature stays 1; raise --calibration_fraction to calibrate",
+            len(calibration), fraction, len(rows),
+        )  # fmt: skip
+        return rows, []
+    return fit, calibration
+
+
+RELIABILITY_DIAGRAM = "reliability_diagram.png"
+"""The reliability diagram `train.py` writes beside `confusion_matrix.png`."""
+
+
+def calibrate_config(
+    config, selection_log_probs, selection_labels, validation_log_probs, validation_labels, output_dir: Path
+) -> dict:
+    """After training: fit the temperature on the model-selection rows, store it in `config.calibration_temperature`
+    (saved with the model; the pipeline applies it), draw the validation rows' reliability diagram into
+    `output_dir`, and return what the evaluation reports: the temperature, how many rows it was fitted on, and
+    ECE/NLL/Brier on the validation rows before and after (`calibration_record`)."""
+    record = calibration_record(selection_log_probs, selection_labels, validation_log_probs, validation_labels)
+    config.calibration_temperature = record["temperature"]
+    save_reliability_diagram(
+        apply_temperature(validation_log_probs, 1.0),
+        apply_temperature(validation_log_probs, record["temperature"]),
+        validation_labels,
+        Path(output_dir) / RELIABILITY_DIAGRAM,
+        temperature=record["temperature"],
+    )
+    logger.info(
+        "Calibration temperature %.4g fitted on %d model-selection rows; validation ECE %.4f -> %.4f",
+        record["temperature"], len(selection_labels), record["before"]["ece"], record["after"]["ece"],
+    )  # fmt: skip
+    return {"calibration_rows": len(selection_labels), **record}
+
+
+def calibration_metrics(record: dict) -> dict[str, float]:
+    """A `calibrate_config` record as flat evaluation metrics (`eval_results.json`): the temperature, its rows and
+    each of ECE/NLL/Brier before and after."""
+    metrics = {"calibration_temperature": record["temperature"], "calibration_rows": record["calibration_rows"]}
+    for stage in ("before", "after"):
+        metrics.update({f"{name}_{stage}_calibration": value for name, value in record[stage].items()})
+    return metrics

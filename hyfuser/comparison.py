@@ -1,22 +1,22 @@
-"""The model comparison's reporting, from finished runs' records to `results.json`'s analysis, `results.md` and the
-figures: summary statistics, per-head accuracies, collapsed runs, HyFusER paired against every other model with the
-corrected resampled t-test, and the paper's Table 5/6 numbers beside ours.
+"""The model comparison's reporting, from finished runs' records to `results.json`'s analysis and `results.md`:
+summary statistics, per-head accuracies, collapsed runs, HyFusER paired against every other model with the
+corrected resampled t-test, calibration before and after temperature scaling, and the paper's Table 5/6 numbers
+beside ours.
 
 Everything here is a pure function of the run records (no data, no training), so `reproduce.py --render OUT` rebuilds
-`results.md` and the figures from `OUT/results.json` alone, byte for byte the same Markdown.
+`results.md` (and `hyfuser.comparison_figures` the figures) from `OUT/results.json` alone, byte for byte the same
+Markdown.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from hyfuser.metrics import save_confusion_matrix
 from hyfuser.model_card import markdown_table
 
 REPORTED_METRICS = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
@@ -50,6 +50,9 @@ PAPER_ROWS = {
 
 REFERENCE_MODEL = "hyfuser"
 """The model the paired table compares every other model with."""
+
+CALIBRATION_METRICS = ("ece", "nll", "brier")
+"""What the calibration table reports before and after temperature scaling (`hyfuser.calibration`)."""
 
 COLLAPSE_PREDICTION_SHARE = 0.6
 """A run whose predictions go to one class more often than this is reported as collapsed."""
@@ -399,8 +402,77 @@ def collapse_lines(results: dict) -> list[str]:
     ]
 
 
+def calibration_lines(results: dict) -> list[str]:
+    """Temperature scaling per model: the temperature, and ECE/NLL/Brier on the validation rows before and after."""
+    calibration = results.get("calibration")
+    if not calibration:
+        return []
+    models = [model for model in results["models"] if model in calibration]
+    rows = [
+        [
+            _row_name(model),
+            _statistic(calibration[model]["temperature"], 1, 3),
+            *(_statistic(calibration[model][f"{metric}_{stage}"], 1, 4)
+              for metric in CALIBRATION_METRICS for stage in ("before", "after")),
+        ]
+        for model in models
+    ]  # fmt: skip
+    fitted_on = (
+        "the selection rows, never the validation rows it is scored on"
+        if results["selection"] == "held_out"
+        else "**the validation rows it is then scored on** (`--selection validation`): the numbers after are "
+        "optimistic"
+    )
+    lines = [
+        "## Calibration",
+        "",
+        f"Temperature scaling: one temperature T per run on the fused output, softmax(log p / T), fitted by "
+        f"negative log-likelihood on {fitted_on}; it never changes a prediction. On the validation rows: ECE "
+        "(15 equal-width confidence bins, top-label), NLL (mean, natural log) and Brier score (sum over classes, "
+        "mean over rows), before and after; lower is better. Same runs and spread as the results table.",
+        "",
+        markdown_table(
+            ["Model", "T", "ECE before", "ECE after", "NLL before", "NLL after", "Brier before", "Brier after"],
+            rows,
+        ),
+    ]
+    bounded = [f"`{model}` {calibration[model]['temperatures_on_bound']}" for model in models
+               if calibration[model].get("temperatures_on_bound")]  # fmt: skip
+    if bounded:
+        lines += [
+            "",
+            "Runs whose temperature ended on a bound of the search (0.01 or 100; at 100 a model whose confidence "
+            f"carries no information, e.g. a collapsed run, is flattened towards uniform): {', '.join(bounded)}.",
+        ]
+    return lines + ["", *per_head_lines(results, models)]
+
+
+def per_head_lines(results: dict, models: Sequence[str]) -> list[str]:
+    """What per-head temperatures (one per head, Eq. 9 on the calibrated heads) changed for the reference model."""
+    if REFERENCE_MODEL not in models:
+        return []
+    summary = results["calibration"][REFERENCE_MODEL]
+    if "per_head" not in summary:
+        return [
+            f"Per-head temperatures (`{REFERENCE_MODEL}`): not in these runs' records, which predate storing each "
+            "head's output on the selection rows; rerun the comparison in a new directory to try them."
+        ]
+    heads = summary["per_head"]
+    return [
+        f"Per-head temperatures (`{REFERENCE_MODEL}`), the alternative tried: one temperature per head fitted on "
+        "the same selection rows, then Eq. 9 on the calibrated heads. T text "
+        f"{_statistic(heads['text_temperature'], 1, 3)}, T speech {_statistic(heads['speech_temperature'], 1, 3)}; "
+        f"ECE {_statistic(heads['ece'], 1, 4)} (one fused T: {_statistic(summary['ece_after'], 1, 4)}), NLL "
+        f"{_statistic(heads['nll'], 1, 4)} (one fused T: {_statistic(summary['nll_after'], 1, 4)}); accuracy "
+        f"{_statistic(heads['accuracy'], 100, 2)}% (unchanged by one T: "
+        f"{_statistic(results['summary'][REFERENCE_MODEL]['accuracy'], 100, 2)}%), as two temperatures reweigh the "
+        "heads row by row."
+    ]
+
+
 def results_markdown(results: dict) -> str:
-    """results.md: the protocol, the Table 5/6 comparison, each head alone, the paired table and collapsed runs."""
+    """results.md: the protocol, the Table 5/6 comparison, each head alone, the paired table, calibration and
+    collapsed runs."""
     split = "paper split" if results["protocol"] == "paper" else "session cross-validation"
     sections = [
         [f"# Model comparison: `{results['dataset']}`, {split}, selection `{results['selection']}`"],
@@ -408,72 +480,7 @@ def results_markdown(results: dict) -> str:
         main_table_lines(results),
         head_table_lines(results),
         paired_table_lines(results),
+        calibration_lines(results),
         collapse_lines(results),
     ]
     return "\n\n".join("\n".join(section) for section in sections if section) + "\n"
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Figures
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_comparison(results: dict, path: Path) -> None:
-    """Fig. 8: the four metrics of every model as grouped bars, with the standard deviation over runs as error bars
-    (none for a single run)."""
-    plt = _pyplot()
-    models = results["models"]
-    figure, axes = plt.subplots(figsize=(max(8, 1.6 * len(models)), 5))
-    width = 0.8 / len(models)
-    positions = np.arange(len(TABLE_COLUMNS))
-    for offset, model in enumerate(models):
-        metrics = results["summary"][model]
-        means = [metrics[metric]["mean"] for metric in TABLE_COLUMNS]
-        errors = [metrics[metric]["std"] or 0.0 for metric in TABLE_COLUMNS]
-        axes.bar(positions + offset * width, means, width, yerr=errors, capsize=3, label=PAPER_ROWS.get(model, model))
-    axes.set_xticks(positions + width * (len(models) - 1) / 2, ["Accuracy", "Recall", "Precision", "F1-Score"])
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("score (weighted)")
-    axes.set_title("Comparison of performance metrics across models")
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
-
-
-def plot_scaling(scaling: dict, path: Path) -> None:
-    """Fig. 4: the per-dimension means of the text and the speech training features before and after the joint
-    scaler: apart before, both centred on 0 after."""
-    plt = _pyplot()
-    figure, panels = plt.subplots(1, 2, figsize=(12, 4), sharey=False)
-    for axes, stage, title in zip(panels, ("before", "after"), ("Before scaling", "After joint standard scaling")):
-        for modality, label in (("text", "text (KoELECTRA)"), ("speech", "speech (HuBERT)")):
-            axes.plot(scaling[stage][modality], label=label, linewidth=0.8)
-        axes.set_title(title)
-        axes.set_xlabel("feature dimension")
-        axes.set_ylabel("mean over training positions")
-        axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
-
-
-def render(output_dir: Path, results: dict) -> None:
-    """results.md, comparison.png (Fig. 8), scaling.png (Fig. 4) and confusion_<model>.png (Fig. 7, summed over a
-    model's runs) from `results` (what `results.json` holds) alone."""
-    (output_dir / "results.md").write_text(results_markdown(results), encoding="utf-8")
-    plot_comparison(results, output_dir / "comparison.png")
-    plot_scaling(results["scaling"], output_dir / "scaling.png")
-    for model in results["models"]:
-        matrices = [run["confusion_matrix"] for run in results["runs"] if run["model"] == model]
-        save_confusion_matrix(
-            np.sum(matrices, axis=0).tolist(), results["labels"], output_dir / f"confusion_{model}.png"
-        )

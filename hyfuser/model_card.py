@@ -20,6 +20,13 @@ from hyfuser.metrics import METRIC_TITLES
 from hyfuser.splits import PaperDatasetReport
 from modeling_hyfuser import MODEL_DESCRIPTIONS, TRAINABLE_MODELS, HyFusERForEmotionRecognition
 
+CALIBRATION_TITLES = {
+    "ece": "ECE (15 equal-width confidence bins)",
+    "nll": "Negative log-likelihood (mean)",
+    "brier": "Brier score (mean over rows)",
+}
+"""How the card titles the calibration metrics."""
+
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table with `header` over `rows`, each cell as `str` writes it."""
@@ -80,9 +87,11 @@ def write_model_card(
     data_report: PaperDatasetReport,
     prediction: PredictionOutput,
     class_report: dict,
+    calibration: dict | None = None,
 ) -> None:
-    """README.md for the Hub: data, label policy, split, training setup, metrics, intended use and limitations.
-    `data_args` are train.py's: the corpus arguments and its `--split_by`."""
+    """README.md for the Hub: data, label policy, split, training setup, metrics, calibration, intended use and
+    limitations. `data_args` are train.py's: the corpus arguments, its `--split_by` and `--calibration_fraction`;
+    `calibration` is `hyfuser.calibration.calibrate_config`'s record (None: not calibrated)."""
     corpus, config = CORPORA[data_args.dataset], model.config
     name = next(name for name, model_class in TRAINABLE_MODELS.items() if type(model).__name__ == model_class.__name__)
     title = "HyFusER" if name == "hyfuser" else name
@@ -178,6 +187,8 @@ Hangul syllables, downsample neutral to the largest other class. Rows per emotio
 
 All numbers: `all_results.json`, `eval_results.json`, `classification_report.json`.
 
+{calibration_section(calibration, data_args)}
+
 ## Intended use
 
 Research on Korean multimodal emotion recognition, and a starting point for fine-tuning on similar data (short
@@ -196,6 +207,37 @@ utterances of acted or elicited dialogue, 16 kHz speech with its transcript).
 """
     card_data = model_card_data(title, corpus, data_args, prediction.metrics)
     ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}").save(output_dir / "README.md")
+
+
+def calibration_section(calibration: dict | None, data_args: CorpusArguments) -> str:
+    """The card's calibration section: the temperature, the rows it was fitted on, and ECE/NLL/Brier before and
+    after on the validation rows; or that the model is not calibrated."""
+    if calibration is None:
+        reason = (
+            "`--calibration_fraction 0`"
+            if not data_args.calibration_fraction
+            else f"`--calibration_fraction {data_args.calibration_fraction:g}` held out no model-selection rows of "
+            "two classes from this training split"
+        )
+        return (
+            f"## Calibration\n\nNot calibrated ({reason}): `calibration_temperature` is 1, so the pipeline's scores "
+            "are the model's raw probabilities."
+        )
+    rows = [
+        [title, f"{calibration['before'][name]:.4f}", f"{calibration['after'][name]:.4f}"]
+        for name, title in CALIBRATION_TITLES.items()
+    ]
+    return f"""## Calibration
+
+Temperature scaling: `calibration_temperature` = {calibration['temperature']:.4f} (config.json), fitted by negative
+log-likelihood on {calibration['calibration_rows']} model-selection rows held out of the training split
+(`--calibration_fraction {data_args.calibration_fraction:g}`, never the validation rows, which chose the epoch). The
+pipeline's `score` is softmax(logits / T), which keeps every prediction; `calibrated=False` gives the raw
+probabilities. On the validation rows, lower is better:
+
+{markdown_table(["metric", "before", "after"], rows)}
+
+![Reliability diagram](reliability_diagram.png)"""
 
 
 def publish(output_dir: Path, repo_id: str, training_args: TrainingArguments) -> None:

@@ -1,11 +1,12 @@
 """The model comparison from the corpus to the reports, what `reproduce.py` runs: the front half every run shares
 (`hyfuser.run_setup`), then every planned run (`hyfuser.runs`) trained, fitted or composed, and `results.json`,
-`results.md`, the figures (`hyfuser.comparison`) and the reproduction record written."""
+`results.md`, the figures (`hyfuser.comparison`, `hyfuser.comparison_figures`) and the reproduction record written."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import logging
 import shutil
@@ -19,7 +20,9 @@ from transformers import TrainingArguments, set_seed
 from configuration_hyfuser import EMOTION_LABELS, HyFusERConfig
 from hyfuser.arguments import batch_description
 from hyfuser.cache import FEATURE_COLUMNS, cache_features, fit_scaler_on_cache
-from hyfuser.comparison import analyse, render
+from hyfuser.calibration import TEMPERATURE_BOUNDS, calibration_record, head_calibration_record
+from hyfuser.comparison import CALIBRATION_METRICS, analyse, summary_statistics
+from hyfuser.comparison_figures import render
 from hyfuser.environment import environment_record
 from hyfuser.feed import trainer_dataset
 from hyfuser.metrics import fused_logits
@@ -34,6 +37,7 @@ from hyfuser.runs import (
     compose,
     learning_curve,
     member_runs,
+    mix_log_probs,
     plan_runs,
     plan_splits,
     reported_run,
@@ -85,8 +89,9 @@ def train_member(
         for checkpoint in run_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
     log_probs = {"selection": fused_logits(selection.predictions), "validation": fused_logits(validation.predictions)}
-    if isinstance(validation.predictions, tuple):  # (logits, text_logits, speech_logits)
-        log_probs["validation_text_head"], log_probs["validation_speech_head"] = validation.predictions[1:3]
+    for part, output in (("selection", selection), ("validation", validation)):
+        if isinstance(output.predictions, tuple):  # (logits, text_logits, speech_logits)
+            log_probs[f"{part}_text_head"], log_probs[f"{part}_speech_head"] = output.predictions[1:3]
     return log_probs, learning_curve(trainer.state)
 
 
@@ -113,6 +118,28 @@ def compose_run(run: Run, store: RunStore, selection_labels: np.ndarray) -> tupl
         "learning_curve": None,
     }  # fmt: skip
     return log_probs, extra
+
+
+def run_calibration(run: Run, store: RunStore, labels: np.ndarray, split: Split) -> dict:
+    """A finished run's calibration from its stored record and log-probabilities alone (so a rerun recomputes it
+    without training): the temperature fitted on the selection rows and ECE/NLL/Brier on the validation rows before
+    and after it (`hyfuser.calibration.calibration_record`); a composed model's selection output is composed from
+    its members' stored ones with its recorded weight. Per-head temperatures are added where the run stored its
+    heads' selection outputs (two-headed models trained since they are stored)."""
+    stored = store.log_probs(run)
+    if run.model in COMPOSED_MODELS:
+        members = [store.log_probs(member)["selection"] for member in member_runs(run)]
+        stored["selection"] = mix_log_probs(*members, store.record(run)["first_member_weight"])
+    selection_labels, validation_labels = labels[split.selection], labels[split.validation]
+    record = calibration_record(stored["selection"], selection_labels, stored["validation"], validation_labels)
+    if "selection_text_head" in stored:
+        record["per_head"] = head_calibration_record(
+            (stored["selection_text_head"], stored["selection_speech_head"]),
+            selection_labels,
+            (stored["validation_text_head"], stored["validation_speech_head"]),
+            validation_labels,
+        )
+    return record
 
 
 def fit_probe(
@@ -169,6 +196,31 @@ def write_predictions(folder: Path, run: Run, rows: Dataset, split: Split, valid
             writer.writerow([row_id, EMOTION_LABELS[label], EMOTION_LABELS[int(row.argmax())], *values])
 
 
+def calibration_summary(records: Sequence[dict], models: Sequence[str]) -> dict[str, dict]:
+    """Per model whose every run has a `calibration` record: the summary of its temperature (and how many runs'
+    ended on a bound of the search) and of each `CALIBRATION_METRICS` value before and after it, and, where every
+    run tried them, of the per-head temperatures, the calibration they give and their accuracy."""
+    summary = {}
+    for model in models:
+        calibrations = [record.get("calibration") for record in records if record["model"] == model]
+        if not calibrations or None in calibrations:
+            continue
+        temperatures = [c["temperature"] for c in calibrations]
+        summary[model] = {
+            "temperature": summary_statistics(temperatures),
+            "temperatures_on_bound": sum(temperature in TEMPERATURE_BOUNDS for temperature in temperatures),
+        }
+        for stage, metric in itertools.product(("before", "after"), CALIBRATION_METRICS):
+            summary[model][f"{metric}_{stage}"] = summary_statistics([c[stage][metric] for c in calibrations])
+        if all("per_head" in c for c in calibrations):
+            heads = [c["per_head"] for c in calibrations]
+            summary[model]["per_head"] = {
+                name: summary_statistics([head[name] if name in head else head["after"][name] for head in heads])
+                for name in ("text_temperature", "speech_temperature", "accuracy", *CALIBRATION_METRICS)
+            }
+    return summary
+
+
 def results_document(
     args: ReproduceArguments, seeds: Sequence[int], splits: Sequence[Split], records: Sequence[dict], scaling: dict
 ) -> dict:
@@ -190,6 +242,7 @@ def results_document(
             for split in splits
         ],  # fmt: skip
         **analyse(records, args.model_names()),
+        "calibration": calibration_summary(records, args.model_names()),
         "runs": list(records),
         "scaling": scaling,
     }
@@ -273,11 +326,12 @@ def run_comparison(args: ReproduceArguments, training_args: TrainingArguments, c
     if scaler_split is not splits[0]:
         fit_scaler_on_cache(processor, features.select(splits[0].fit))
     records = [
-        store.record(reported_run(model, split.fold, seed))
+        {**store.record(run), "calibration": run_calibration(run, store, labels, split)}
         for split in splits
         for seed in seeds
         for model in args.model_names()
         if model not in PROBE_MODELS or seed == seeds[0]
+        for run in [reported_run(model, split.fold, seed)]
     ]
     results = results_document(args, seeds, splits, records, scaling_means(processor, features.select(splits[0].fit)))
     (output_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))

@@ -285,8 +285,13 @@ def compose(
     weight = 0.5
     if composed.weighted:
         weight = choose_ensemble_weight(*(np.exp(log_probs) for log_probs in selection), selection_labels)
-    first, second = (np.exp(log_probs) for log_probs in validation)
-    return np.log(weight * first + (1 - weight) * second), weight
+    return mix_log_probs(*validation, weight), weight
+
+
+def mix_log_probs(first: np.ndarray, second: np.ndarray, first_weight: float) -> np.ndarray:
+    """The log of `first_weight` x the first member's probabilities + the rest x the second's: a composed model's
+    log-probabilities from its members'."""
+    return np.log(first_weight * np.exp(first) + (1 - first_weight) * np.exp(second))
 
 
 def _sessions(rows: Dataset, indices: Sequence[int]) -> list[str] | None:

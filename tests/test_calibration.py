@@ -177,3 +177,17 @@ def test_average_calibrated_heads_names_what_is_wrong():
         average_calibrated_heads(np.zeros((2, 3)), np.zeros((2, 3)), 1.0, 1.0, text_weight=1.5)
     with pytest.raises(ValueError, match=r"text_log_probs \(2, 3\) and speech_log_probs \(2, 4\) differ in shape"):
         average_calibrated_heads(np.zeros((2, 3)), np.zeros((2, 4)), 1.0, 1.0)
+
+
+def test_the_config_carries_a_validated_calibration_temperature_and_old_configs_load_at_one(tmp_path):
+    config = HyFusERConfig(hidden_size=8, sequence_length=4, intermediate_size=8, num_hidden_layers=1)
+    assert config.calibration_temperature == 1.0
+    saved = config.to_dict()
+    del saved["calibration_temperature"]  # a config.json written before the field existed
+    assert HyFusERConfig.from_dict(saved).calibration_temperature == 1.0
+    config.calibration_temperature = 0.7
+    config.save_pretrained(tmp_path)
+    assert HyFusERConfig.from_pretrained(tmp_path).calibration_temperature == 0.7
+    for bad in (0.0, -1.0, math.inf, math.nan, "2", True):
+        with pytest.raises(ValueError, match="calibration_temperature"):
+            HyFusERConfig(calibration_temperature=bad)

@@ -159,6 +159,35 @@ def test_return_modalities_reports_each_direction_like_table_2(classifier, tiny_
     )
 
 
+def test_calibrated_scores_are_the_fused_output_over_the_temperature_and_raw_ones_stay_available(
+    classifier, tiny_model, tiny_processor, audio_files
+):
+    audio = str(audio_files[1])
+    features = tiny_processor(text=[ITEM_TEXTS[1]], audio=[audio])
+    with torch.no_grad():
+        output = tiny_model(features["text_features"], features["speech_features"])
+    log_probs = output.logits[0].double()
+    config = classifier.model.config
+    assert config.calibration_temperature == 1.0  # a model saved without a temperature: calibrated is raw
+    config.calibration_temperature = 2.5
+    try:
+        calibrated = classifier({"text": ITEM_TEXTS[1], "audio": audio}, return_modalities=True)
+        raw = classifier({"text": ITEM_TEXTS[1], "audio": audio}, return_modalities=True, calibrated=False)
+    finally:
+        config.calibration_temperature = 1.0
+    labels = list(config.id2label.values())
+    calibrated_scores, raw_scores = as_vector(calibrated, "score", labels), as_vector(raw, "score", labels)
+    np.testing.assert_allclose(calibrated_scores, (log_probs / 2.5).softmax(-1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(raw_scores, log_probs.softmax(-1).numpy(), atol=1e-6)
+    assert calibrated_scores.sum() == pytest.approx(1.0, abs=1e-9) and raw_scores.sum() == pytest.approx(1.0, abs=1e-9)
+    assert calibrated_scores.argmax() == raw_scores.argmax() and calibrated[0]["label"] == raw[0]["label"]
+    assert calibrated_scores.max() < raw_scores.max()  # T > 1 softens
+    for key in ("text_score", "speech_score"):  # the heads stay raw
+        np.testing.assert_array_equal(as_vector(calibrated, key, labels), as_vector(raw, key, labels))
+    with pytest.raises(ValueError, match="calibrated must be True or False"):
+        classifier({"text": ITEM_TEXTS[1], "audio": audio}, calibrated="yes")
+
+
 @pytest.mark.parametrize(
     "bad_input, message",
     [

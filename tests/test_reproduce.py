@@ -57,13 +57,14 @@ FIXTURE_SESSIONS = {"KEMDy19/Sess01", "KEMDy19/Sess02", "KEMDy20/Sess01", "KEMDy
 """Every (corpus, session) of the fixture KEMDy corpora that keeps a used row (tests/corpora.py)."""
 RESULT_KEYS = {
     "dataset", "protocol", "selection", "selection_fraction", "split_seed", "folds", "seeds", "member_seed_offset",
-    "labels", "splits", "models", "summary", "collapsed_runs", "paired", "runs", "scaling",
+    "labels", "splits", "models", "summary", "collapsed_runs", "paired", "runs", "scaling", "calibration",
 }  # fmt: skip
 RUN_KEYS = {
     "model", "fold", "seed", "member_position", "training_seed", "n_fit", "n_selection", "n_validation", "metrics",
     "per_class_recall", "confusion_matrix", "collapse", "fit_sessions", "selection_sessions", "validation_sessions",
-    "learning_curve",
+    "learning_curve", "calibration",
 }  # fmt: skip
+CALIBRATION_STAGE_KEYS = {"ece", "nll", "brier"}
 COMPOSED_RUN_KEYS = {"members", "first_member_weight"}
 PROBE_RUN_KEYS = {"probe_l2"}
 METRICS = {"accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro"}
@@ -423,6 +424,18 @@ def check_run(entry: dict) -> None:
         assert entry["per_class_recall"][label] == pytest.approx(correct / row.sum() if row.sum() else 0.0)
     assert entry["collapse"] == collapse_reasons(entry["confusion_matrix"], LABELS)
     assert entry["training_seed"] == entry["seed"] + MEMBER_SEED_OFFSET * entry["member_position"]
+    # Calibration from the stored outputs: T fitted on the selection rows, ECE/NLL/Brier on validation before/after;
+    # per-head temperatures where the run stored its heads' selection outputs (HyFusER and its control)
+    calibration = entry["calibration"]
+    assert 0.01 <= calibration["temperature"] <= 100
+    assert calibration["before"].keys() == calibration["after"].keys() == CALIBRATION_STAGE_KEYS
+    assert calibration["after"]["nll"] >= 0 and 0 <= calibration["after"]["ece"] <= 1
+    two_headed_trained = entry["model"] in TWO_HEADED and not composed
+    assert ("per_head" in calibration) == two_headed_trained
+    if two_headed_trained:
+        per_head = calibration["per_head"]
+        assert per_head.keys() == {"text_temperature", "speech_temperature", "after", "accuracy"}
+        assert per_head["after"].keys() == CALIBRATION_STAGE_KEYS and 0 <= per_head["accuracy"] <= 1
     if composed:
         assert entry["learning_curve"] is None
         first, second = entry["members"]
@@ -458,6 +471,12 @@ def check_schema(results: dict, folds: int | None, seeds: list[int]) -> None:
         for model in all_models()
     }
     assert len(results["scaling"]["before"]["text"]) == len(results["scaling"]["after"]["speech"])
+    assert results["calibration"].keys() == set(all_models())
+    for model, calibration in results["calibration"].items():
+        stages = {f"{name}_{stage}" for name in CALIBRATION_STAGE_KEYS for stage in ("before", "after")}
+        per_head = {"per_head"} if model in TWO_HEADED - set(COMPOSED_MODELS) else set()
+        assert calibration.keys() == {"temperature", "temperatures_on_bound", *stages, *per_head}
+        assert calibration["temperature"]["n"] == runs_per_model[model]
 
 
 def check_reproduction_record(output_dir: Path, results: dict, planned_runs: int) -> None:

@@ -33,9 +33,11 @@ from transformers import EvalPrediction
 
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS
 from hyfuser.cache import FEATURE_COLUMNS
+from hyfuser.calibration import calibration_split, fit_temperature
 from hyfuser.metrics import METRIC_TITLES, compute_metrics, per_class_report
 from hyfuser.run_setup import load_corpora
 from hyfuser.splits import build_paper_dataset
+from hyfuser.training import predict_log_probabilities
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
 
@@ -281,6 +283,47 @@ def test_cli_trains_and_saves_a_directory_that_a_fresh_process_serves(trained, c
     output = run([sys.executable, "-c", script], hf_home, cwd=tmp_path).stdout
     prediction = json.loads(output.strip().splitlines()[-1])
     assert prediction[0]["label"] in EMOTION_LABELS
+
+
+def test_the_temperature_is_fitted_on_the_calibration_rows_never_the_validation_rows(
+    train_args, corpora, hf_home, tmp_path
+):
+    """The planted difference: refit the temperature from the saved model's outputs on the calibration rows and on
+    the validation rows (which chose the epoch); the saved one is the former's, and the two differ."""
+    output_dir, cache_dir = tmp_path / "out", tmp_path / "cache"
+    extra = ["--calibration_fraction", "0.5", "--num_train_epochs", "2"]
+    train([*train_args, *extra, "--cache_dir", str(cache_dir), "--output_dir", str(output_dir)], hf_home)
+    splits = build_paper_dataset(*corpora, split_by="random")
+    fit_rows, calibration_rows = calibration_split(splits["train"], "random", 0.5, 42)
+    assert len(calibration_rows) >= 2 and not set(fit_rows) & set(calibration_rows)
+
+    model = HyFusERForEmotionRecognition.from_pretrained(output_dir)
+    processor = HyFusERProcessor.from_pretrained(output_dir)
+    features = feature_cache(cache_dir)
+    held_out = features["train"].select(calibration_rows)
+    on_calibration = fit_temperature(
+        predict_log_probabilities(model, processor, held_out), np.asarray(held_out["label"])
+    )
+    validation = features["validation"]
+    on_validation = fit_temperature(
+        predict_log_probabilities(model, processor, validation), np.asarray(validation["label"])
+    )
+    temperature = model.config.calibration_temperature
+    assert temperature == pytest.approx(on_calibration, rel=1e-4)
+    assert abs(on_validation - on_calibration) > 1e-3  # the planted difference: validation rows would give another
+    # The rows trained on exclude the calibration rows: the scaler saw those only
+    assert json.loads((output_dir / "processor_config.json").read_text())["scaler_count"] == len(fit_rows) * 2 * 8
+
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    assert results["eval_calibration_temperature"] == temperature
+    assert results["eval_calibration_rows"] == len(calibration_rows)
+    for name in ("ece", "nll", "brier"):
+        assert f"eval_{name}_before_calibration" in results and f"eval_{name}_after_calibration" in results
+    assert (output_dir / "reliability_diagram.png").is_file() and (output_dir / "confusion_matrix.png").is_file()
+    card = (output_dir / "README.md").read_text()
+    assert f"`calibration_temperature` = {temperature:.4f}" in card
+    assert f"log-likelihood on {len(calibration_rows)} model-selection rows" in card
+    assert f"{results['eval_ece_after_calibration']:.4f}" in card and "![Reliability diagram]" in card
 
 
 @pytest.mark.slow
