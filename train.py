@@ -193,7 +193,9 @@ def main() -> None:
     output_dir = Path(training_args.output_dir)
     calibration = None
     if calibration_rows:
-        selection = trainer.predict(trainer_dataset(features["train"].select(calibration_rows)), "calibration")
+        selection = trainer.predict(
+            trainer_dataset(features["train"].select(calibration_rows)), metric_key_prefix="calibration"
+        )
         if not trainer.is_world_process_zero():
             return
         calibration = calibrate_config(
