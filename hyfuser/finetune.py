@@ -20,14 +20,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from backbones_hyfuser import _receptive_field_and_stride
 from hyfuser.checkpoint import save_hyfuser
 from modeling_hyfuser import HyFusEROutput
-from processing_hyfuser import HyFusERProcessor, _receptive_field_and_stride
+from processing_hyfuser import HyFusERProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -303,8 +303,8 @@ class EndToEndHyFusER(nn.Module):
 class EndToEndCollator:
     """Raw rows (`text`, `audio`: anything `load_audio` reads, `label`) -> an `EndToEndHyFusER` batch.
 
-    Text is tokenized exactly as `HyFusERProcessor.encode_text` does (padded or truncated to `sequence_length`);
-    each waveform is normalised by the feature extractor as in `speech_frames` and zero-padded to the batch's longest,
+    Text is tokenized as `HyFusERProcessor.encode_text` does (`tokenize`: padded or truncated to `sequence_length`);
+    each waveform becomes its `speech_input_values`, as in `speech_frames`, zero-padded to the batch's longest,
     with `speech_attention_mask` marking its samples. A clip too long for one pass of the speech backbone (the
     processor would window it) is refused, naming the row.
     """
@@ -321,7 +321,7 @@ class EndToEndCollator:
             what = f"row {row['id']!r}" if "id" in row else f"row {index} of the batch"
             try:
                 texts.append(processor.check_text(row["text"]))
-                speech.append(self._input_values(processor.load_audio(row["audio"])))
+                speech.append(processor.speech_input_values(processor.load_audio(row["audio"])))
             except ValueError as error:
                 raise ValueError(f"{what}: {error}") from error
             if (frames := (len(speech[-1]) - self.receptive_field) // self.stride + 1) > self.max_frames:
@@ -330,11 +330,7 @@ class EndToEndCollator:
                     f"({self.max_frames}, speech_window_seconds={processor.speech_window_seconds}); fine-tuning runs "
                     "each clip in one pass: raise the processor's speech_window_seconds or leave the clip out"
                 )
-        batch = dict(
-            processor.tokenizer(
-                texts, padding="max_length", truncation=True, max_length=processor.sequence_length, return_tensors="pt"
-            )
-        )
+        batch = dict(processor.tokenize(texts))
         batch["text_attention_mask"] = batch.pop("attention_mask")
         lengths = [len(values) for values in speech]
         batch["input_values"] = torch.zeros(len(speech), max(lengths))
@@ -345,13 +341,6 @@ class EndToEndCollator:
         if "label" in rows[0]:
             batch["labels"] = torch.tensor([row["label"] for row in rows], dtype=torch.long)
         return batch
-
-    def _input_values(self, waveform: np.ndarray) -> np.ndarray:
-        """The normalised waveform, zero-padded to the front end's receptive field when shorter (one frame)."""
-        processor = self.processor
-        values = processor.feature_extractor(waveform, sampling_rate=processor.sampling_rate, return_tensors="np")
-        values = values.input_values[0]
-        return np.pad(values, (0, max(0, self.receptive_field - len(values))))
 
 
 def finetune_description(end_to_end: EndToEndHyFusER) -> dict[str, Any]:

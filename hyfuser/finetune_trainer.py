@@ -11,12 +11,14 @@ import logging
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_utils import PredictionOutput
 
-from hyfuser.finetune import EndToEndCollator, EndToEndHyFusER
+from hyfuser.finetune import EndToEndCollator, EndToEndHyFusER, FinetuneArguments
 from hyfuser.metrics import compute_metrics
-from hyfuser.training import CheckpointProcessor
-from processing_hyfuser import FeatureStatistics, HyFusERProcessor
+from hyfuser.training import CheckpointProcessor, train_and_evaluate
+from processing_hyfuser import HyFusERProcessor
+from scaling_hyfuser import FeatureStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +46,7 @@ def fit_scaler_on_rows(processor: HyFusERProcessor, rows: Dataset, batch_size: i
         merged_speech.merge(speech_shard)
     if merged_text.count == 0:
         raise ValueError("fit_scaler_on_rows got no rows: the training split is empty")
-    if merged_text.mean.shape == merged_speech.mean.shape:  # the paper's joint scaler (Eq. 5)
-        processor.set_scaler(merged_text.merge(merged_speech))
-    else:
-        processor.set_scaler(merged_text, merged_speech)
+    processor.set_modality_scalers(merged_text, merged_speech)
     logger.info(
         "Joint scaler fitted on %d frozen-backbone feature positions of the training rows", processor.scaler_count
     )
@@ -114,3 +113,23 @@ def finetune_trainer(
         callbacks=[EarlyStoppingCallback(early_stopping_patience)] if early_stopping_patience else [],
         backbone_learning_rate=end_to_end.finetune_args.backbone_learning_rate,
     )
+
+
+def train_end_to_end(
+    fusion_model: PreTrainedModel,
+    processor: HyFusERProcessor,
+    finetune_args: FinetuneArguments,
+    training_args: TrainingArguments,
+    train_rows: Dataset,
+    eval_rows: Dataset,
+    early_stopping_patience: int = 3,
+    resume_from_checkpoint: str | bool | None = None,
+) -> tuple[EndToEndTrainer, PredictionOutput]:
+    """Train `fusion_model` over trainable copies of `processor`'s backbones (`EndToEndHyFusER`) on raw rows, and
+    predict `eval_rows` with the restored best model: `hyfuser.training.train_on_features` with the backbones in the
+    loop. `processor`'s scaler must already be fitted (`fit_scaler_on_rows`); it stays fixed. Train and eval metrics
+    and the trainer state go to `output_dir`; `trainer.model` is the `EndToEndHyFusER` that `merge_and_save` saves.
+    """
+    end_to_end = EndToEndHyFusER(fusion_model, processor, finetune_args)
+    trainer = finetune_trainer(end_to_end, training_args, train_rows, eval_rows, early_stopping_patience)
+    return trainer, train_and_evaluate(trainer, resume_from_checkpoint)
