@@ -318,3 +318,35 @@ def test_activation_checkpointing_trains_the_same_weights(processor, rows, tmp_p
         runs[checkpointing] = model.state_dict()
     for name, tensor in runs[False].items():
         torch.testing.assert_close(runs[True][name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
+    reason="export_onnx.py needs the onnx extra (pip install '.[onnx]')",
+)
+def test_export_onnx_serves_the_fine_tuned_directory_as_pytorch_does(processor, rows, tmp_path):
+    """export_onnx.py takes the fine-tuned directory unchanged: its graphs hold the trained backbones, so the ONNX
+    pipeline's probabilities are the PyTorch pipeline's (and those of the in-training model) within 1e-4."""
+    from transformers import pipeline
+
+    from export_onnx import export_onnx
+
+    model = trained(processor, rows, tmp_path / "run", finetune="top_layers")
+    merge_and_save(model, tmp_path / "saved")
+    onnx_dir = export_onnx(tmp_path / "saved", tmp_path / "onnx")
+    items = [{"text": row["text"], "audio": row["audio"]} for row in rows]
+    scores = {}
+    for name, directory in (("torch", tmp_path / "saved"), ("onnx", onnx_dir)):
+        classifier = pipeline(model=str(directory), trust_remote_code=True, device="cpu")
+        results = classifier(items, top_k=None)
+        scores[name] = np.array([[emotion["score"] for emotion in sorted(result, key=lambda e: e["label"])]
+                                 for result in results])  # fmt: skip
+    assert type(classifier.model).__name__ == "HyFusEROnnxModel"
+    np.testing.assert_allclose(scores["onnx"], scores["torch"], rtol=0, atol=1e-4)
+    model.eval()
+    with torch.no_grad():
+        batch = EndToEndCollator(processor)(rows.to_list())
+        expected = model(**{name: values for name, values in batch.items() if name != "labels"}).logits.softmax(-1)
+    labels = sorted(model.fusion_model.config.label2id, key=lambda label: label)
+    order = [model.fusion_model.config.label2id[label] for label in labels]
+    np.testing.assert_allclose(scores["onnx"], expected.numpy()[:, order], rtol=0, atol=1e-4)
