@@ -62,7 +62,7 @@ def write_constraints(versions: dict[str, str], python_version: str, today: date
     header = [
         "# Every package `make demo`, `make test` and .ci/run install, at the version the test suite passed with.",
         "# Written by `make constraints` (a fresh resolve of the core dependencies and the test, onnx, app and",
-        "# finetune extras); do not edit by hand. pyproject.toml keeps the compatible ranges that library users install.",
+        "# finetune extras); do not edit by hand. pyproject.toml keeps the compatible ranges users install.",
         f"# Resolved on {today.isoformat()} with Python {python_version} on {platform.system()} {platform.machine()}.",
     ]
     CONSTRAINTS.write_text("\n".join([*header, *(f"{name}=={version}" for name, version in versions.items())]) + "\n")
