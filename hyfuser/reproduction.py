@@ -199,7 +199,6 @@ def results_document(
         "selection_fraction": args.selection_fraction,
         "split_seed": args.split_seed,
         "folds": args.folds if args.protocol == "session_cv" else None,
-        "finetune": args.finetune,
         "seeds": list(seeds),
         "member_seed_offset": MEMBER_SEED_OFFSET,
         "labels": list(EMOTION_LABELS),
