@@ -135,7 +135,8 @@ SECTIONS: dict[str, Section] = {
          "checkpoint_bytes_per_save", "checkpoint_backbone_bytes", "epoch_compute_share"),
     ),  # fmt: skip
     "finetune": Section(
-        lambda s, b, w: bench_finetune(s, b["real"], w), ("finetune_step_over_frozen", "finetune_peak_memory_mb")
+        lambda s, b, w: bench_finetune(s, b[s.finetune_backbones], w),
+        ("finetune_step_over_frozen", "finetune_peak_memory_mb"),
     ),
 }
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {

@@ -70,7 +70,8 @@ def measure_mode(
 
 
 def bench_finetune(settings: Settings, backbones: BackbonePaths, workdir: Path) -> dict[str, Any]:
-    """Median step seconds of the frozen and the fine-tuned runs on the same batch, and each one's peak RSS."""
+    """Median step seconds of the frozen and the fine-tuned runs on the same batch, and each one's peak RSS (`--quick`
+    runs it on the tiny backbones)."""
     processor = random_fitted_processor(backbones)
     texts = korean_texts(FINETUNE_BATCH)
     audio = write_utterances(workdir / "finetune_audio", FINETUNE_BATCH, settings.extraction_audio_seconds)
