@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS ?= constraints.txt
 LATEST_VENV ?= .venv-latest
 RESOLVE_VENV ?= .venv-resolve
-EXTRAS := test,onnx,app
+EXTRAS := test,onnx,app,finetune
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
 .PHONY: venv demo test test-latest constraints bench mutants clean app
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) "$(TORCH)"
-	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) -e ".[test,onnx]"
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) -e ".[test,onnx,finetune]"
 	touch $@
 
 demo: venv

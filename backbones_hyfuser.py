@@ -282,11 +282,8 @@ class BackbonesMixin:
         model = self.speech_backbone_model
         if model.config.model_type == "whisper":
             return self._whisper_frames(model, waveform)
-        values = self.feature_extractor(waveform, sampling_rate=self.sampling_rate, return_tensors="np")
-        values = values.input_values[0]
+        values = self.speech_input_values(waveform)
         receptive_field, stride = _receptive_field_and_stride(model.config)
-        if len(values) < receptive_field:
-            values = np.pad(values, (0, receptive_field - len(values)))
         num_frames = (len(values) - receptive_field) // stride + 1
         window = max(1, round(self.speech_window_seconds * self.sampling_rate / stride))
         if num_frames <= window:
@@ -302,6 +299,14 @@ class BackbonesMixin:
                 frames = torch.empty(*hidden.shape[:-2], hidden.shape[-1], num_frames)
             frames[..., keep_from:keep_to] = hidden[..., keep_from - start : keep_to - start, :].transpose(-1, -2)
         return frames.transpose(-1, -2)
+
+    def speech_input_values(self, waveform: np.ndarray) -> np.ndarray:
+        """A wav2vec2-style speech backbone's input values of one waveform: normalised by the feature extractor, then
+        zero-padded to the convolutional receptive field when shorter (one frame)."""
+        values = self.feature_extractor(waveform, sampling_rate=self.sampling_rate, return_tensors="np")
+        values = values.input_values[0]
+        receptive_field, _ = _receptive_field_and_stride(self.speech_backbone_model.config)
+        return np.pad(values, (0, max(0, receptive_field - len(values))))
 
     def _whisper_frames(self, model: PreTrainedModel, waveform: np.ndarray) -> torch.Tensor:
         """Whisper's encoder frames of the audio itself, (frames, hidden), 50 per second.

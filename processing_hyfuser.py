@@ -22,6 +22,7 @@ import torch
 from transformers import AutoFeatureExtractor, AutoTokenizer
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
+from transformers.tokenization_utils_base import BatchEncoding
 from transformers.utils import logging
 
 try:
@@ -339,14 +340,19 @@ class HyFusERProcessor(BackbonesMixin, ScalingMixin, ProcessorMixin):
                 self.check_text(text)
             except ValueError as error:
                 raise ValueError(f"text[{index}]: {error}") from error
-        padding = "max_length" if self.fixed_length else "longest"
-        inputs = self.tokenizer(
-            list(texts), padding=padding, truncation=True, max_length=self.sequence_length, return_tensors="pt"
-        )
+        inputs = self.tokenize(texts)
         hidden = self._run_backbone(self.text_backbone_model, self.text_layer, **inputs)
         if self.fixed_length:
             return hidden
         return [states[:length] for states, length in zip(hidden, inputs["attention_mask"].sum(-1).tolist())]
+
+    def tokenize(self, texts: Sequence[str]) -> BatchEncoding:
+        """The text backbone's inputs of `texts`: padded or truncated to `sequence_length` tokens with fixed lengths,
+        else padded to the batch's longest and truncated to `sequence_length`."""
+        padding = "max_length" if self.fixed_length else "longest"
+        return self.tokenizer(
+            list(texts), padding=padding, truncation=True, max_length=self.sequence_length, return_tensors="pt"
+        )
 
     def encode_speech(self, waveforms: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Each utterance's features (`speech_sequence`) of `load_audio` waveforms.

@@ -127,6 +127,13 @@ class ScalingMixin:
             speech_statistics.update(speech_features)
         if text_statistics.count == 0:
             raise ValueError("fit_scaler got no features: pass an iterable of (text_features, speech_features)")
+        return self.set_modality_scalers(text_statistics, speech_statistics)
+
+    def set_modality_scalers(
+        self, text_statistics: FeatureStatistics, speech_statistics: FeatureStatistics
+    ) -> ScalingMixin:
+        """The scaler from each modality's statistics: the paper's joint one over both (Eq. 5) when their widths are
+        equal, each modality's own otherwise. `text_statistics` absorbs `speech_statistics` in the joint case."""
         if text_statistics.mean.shape == speech_statistics.mean.shape:
             return self.set_scaler(text_statistics.merge(speech_statistics))
         return self.set_scaler(text_statistics, speech_statistics)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train and evaluate HyFusER on pre-extracted KoELECTRA + HuBERT features with the Hugging Face `Trainer`.
+"""Train and evaluate HyFusER on pre-extracted KoELECTRA + HuBERT features with the Hugging Face `Trainer`, or with
+`--finetune lora|top_layers` end to end with the backbones it fine-tunes.
 
 The paper's protocol (Yi, Kwak, Shin, *Applied Sciences* 2025, Sections 4-5, Table 3) is the default: the frozen
 backbones run once per utterance, the features are jointly standard-scaled with statistics of the training split, and
@@ -17,6 +18,9 @@ matrix; `pipeline(model=output_dir, trust_remote_code=True)` serves it.
 
     # continue a killed run
     accelerate launch train.py ... --resume_from_checkpoint outputs/hyfuser-kemdy/checkpoint-780
+
+    # beyond the paper: LoRA adapters on both backbones' attention, trained with HyFusER, merged when saved
+    accelerate launch train.py ... --finetune lora --backbone_learning_rate 1e-5 --output_dir outputs/hyfuser-lora
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from hyfuser.calibration import calibrate_config, calibration_metrics, calibrati
 from hyfuser.checkpoint import save_hyfuser
 from hyfuser.demo import demo_predictions_table
 from hyfuser.feed import trainer_dataset
+from hyfuser.finetune import FinetuneArguments, merge_and_save
+from hyfuser.finetune_trainer import fit_scaler_on_rows, train_end_to_end
 from hyfuser.metrics import fused_logits, per_class_report, save_confusion_matrix
 from hyfuser.model_card import publish, write_model_card
 from hyfuser.run_setup import build_processor, load_corpora, prepare_corpus, setup_logging, with_transcripts
@@ -54,8 +60,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments(BackboneArguments):
-    """Which model, its backbones and HyFusER architecture, and whether the backbones are saved with it."""
+class ModelArguments(BackboneArguments, FinetuneArguments):
+    """Which model, its backbones and HyFusER architecture, whether the backbones train with it, and whether they are
+    saved with it."""
 
     model: str = field(
         default="hyfuser",
@@ -72,11 +79,12 @@ class ModelArguments(BackboneArguments):
         metadata={
             "help": "Copy the frozen backbones into output_dir (true) or reference them by Hub id/path (false). "
             "Unset (None), they are copied when they are local directories, which will not exist where the model "
-            "is loaded."
+            "is loaded. Fine-tuned backbones (--finetune) are always copied."
         },
     )
 
     def __post_init__(self):
+        super().__post_init__()  # FinetuneArguments' checks
         if self.model in COMPOSED_MODELS:
             composed = COMPOSED_MODELS[self.model]
             raise ValueError(
@@ -134,6 +142,7 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
 def main() -> None:
     # 1. Arguments and logging
     model_args, data_args, training_args = parse_arguments(sys.argv[1:])
+    finetuning = model_args.finetune != "none"
     setup_logging(training_args, logger)
     logger.info("Training/evaluation parameters %s", training_args)
     logger.info("Effective train batch %s", batch_description(model_args.global_train_batch_size, training_args))
@@ -153,22 +162,30 @@ def main() -> None:
     processor = build_processor(model_args, data_args, demo, training_args.device)
     raw_datasets = with_transcripts(raw_datasets, processor, data_args, training_args)
 
-    # 4. Features: backbones run once per utterance, into the on-disk cache (each process extracts its share)
-    features = cache_features(
-        raw_datasets,
-        processor,
-        data_args.cache_dir,
-        batch_size=data_args.extraction_batch_size,
-        rebuild=data_args.rebuild_cache,
-    )
-
-    # 5. The calibration rows held out of the training split (model-selection rows, never validation rows); the
+    # 4-5. The calibration rows held out of the training split (model-selection rows, never validation rows); the
     # joint scaler on the rows trained on only
     fit_rows, calibration_rows = calibration_split(
         raw_datasets["train"], data_args.split_by, data_args.calibration_fraction, data_args.split_seed
     )
-    train_features = features["train"].select(fit_rows)
-    fit_scaler_on_cache(processor, train_features)
+    if finetuning:
+        # Fine-tuned backbones run on every step, so no features are cached; the joint scaler is fitted once on the
+        # frozen backbones' features of the rows trained on, then held fixed (hyfuser.finetune says why)
+        logger.info("--finetune %s: the backbones train, so the feature cache is not used", model_args.finetune)
+        train_data, eval_data = raw_datasets["train"].select(fit_rows), raw_datasets["validation"]
+        calibration_data = raw_datasets["train"].select(calibration_rows)
+        fit_scaler_on_rows(processor, train_data, batch_size=data_args.extraction_batch_size)
+    else:
+        # Features: backbones run once per utterance, into the on-disk cache (each process extracts its share)
+        features = cache_features(
+            raw_datasets,
+            processor,
+            data_args.cache_dir,
+            batch_size=data_args.extraction_batch_size,
+            rebuild=data_args.rebuild_cache,
+        )
+        train_data, eval_data = features["train"].select(fit_rows), features["validation"]
+        calibration_data = trainer_dataset(features["train"].select(calibration_rows))
+        fit_scaler_on_cache(processor, train_data)
 
     # 6. Model, seeded right before it is built, so that its initial weights depend on the seed alone, whatever ran
     # before (loading, extracting and saving leave the global generators as they were anyway)
@@ -177,29 +194,40 @@ def main() -> None:
     model = TRAINABLE_MODELS[model_args.model](config)
 
     # 7. Train, then evaluate the restored best model: fused and per-head metrics
-    trainer, prediction = train_on_features(
-        model,
-        training_args,
-        processor,
-        train_features,
-        features["validation"],
-        early_stopping_patience=model_args.early_stopping_patience,
-        resume_from_checkpoint=training_args.resume_from_checkpoint,
-        features_on_device=data_args.features_on_device,
-        features_memory_share=data_args.features_memory_share,
-    )
+    if finetuning:
+        trainer, prediction = train_end_to_end(
+            model,
+            processor,
+            model_args,
+            training_args,
+            train_data,
+            eval_data,
+            early_stopping_patience=model_args.early_stopping_patience,
+            resume_from_checkpoint=training_args.resume_from_checkpoint,
+        )
+    else:
+        trainer, prediction = train_on_features(
+            model,
+            training_args,
+            processor,
+            train_data,
+            eval_data,
+            early_stopping_patience=model_args.early_stopping_patience,
+            resume_from_checkpoint=training_args.resume_from_checkpoint,
+            features_on_device=data_args.features_on_device,
+            features_memory_share=data_args.features_memory_share,
+        )
+    model = trainer.model.fusion_model if finetuning else trainer.model
 
     # 8. Calibrate: the temperature fitted on the calibration rows, ECE/NLL/Brier before and after on validation
     output_dir = Path(training_args.output_dir)
     calibration = None
     if calibration_rows:
-        selection = trainer.predict(
-            trainer_dataset(features["train"].select(calibration_rows)), metric_key_prefix="calibration"
-        )
+        selection = trainer.predict(calibration_data, metric_key_prefix="calibration")
         if not trainer.is_world_process_zero():
             return
         calibration = calibrate_config(
-            trainer.model.config,
+            model.config,
             fused_logits(selection.predictions),
             selection.label_ids,
             fused_logits(prediction.predictions),
@@ -212,14 +240,18 @@ def main() -> None:
         return
 
     # 9. Save a self-contained directory, plus model card, per-class report and confusion matrix
-    save_hyfuser(output_dir, trainer.model, processor, save_backbones=model_args.save_backbones)
+    if finetuning:  # the backbones as trained, adapters merged: the same kind of directory, served without peft
+        finetuned = merge_and_save(trainer.model, output_dir)
+    else:
+        finetuned = None
+        save_hyfuser(output_dir, model, processor, save_backbones=model_args.save_backbones)
     names = list(EMOTION_LABELS)
     class_report = per_class_report(prediction.label_ids, fused_logits(prediction.predictions).argmax(-1), names)
     (output_dir / "classification_report.json").write_text(json.dumps(class_report, indent=2))
     (output_dir / "dataset_report.json").write_text(json.dumps(data_report.to_dict(), indent=2, ensure_ascii=False))
     save_confusion_matrix(class_report["confusion_matrix"]["matrix"], names, output_dir / "confusion_matrix.png")
     write_model_card(
-        output_dir, data_args, training_args, trainer.model, data_report, prediction, class_report, calibration
+        output_dir, data_args, training_args, model, data_report, prediction, class_report, calibration, finetuned
     )
     logger.info("Saved the model, processor, code, model card and reports to %s", output_dir)
 

@@ -1,7 +1,7 @@
 """Write constraints.txt from a freshly resolved environment, and the tested versions the README names from it.
 
-`make constraints` resolves the core dependencies and the test, onnx and app extras with no constraints into a
-throw-away virtual environment, then runs this with that environment's Python:
+`make constraints` resolves the core dependencies and the test, onnx, app and finetune extras with no constraints into
+a throw-away virtual environment, then runs this with that environment's Python:
 
     python .ci/update_constraints.py RESOLVED_PYTHON
 
@@ -61,8 +61,8 @@ def read_constraints(path: Path = CONSTRAINTS) -> dict[str, str]:
 def write_constraints(versions: dict[str, str], python_version: str, today: datetime.date) -> None:
     header = [
         "# Every package `make demo`, `make test` and .ci/run install, at the version the test suite passed with.",
-        "# Written by `make constraints` (a fresh resolve of the core dependencies and the test, onnx and app extras);",
-        "# do not edit by hand. pyproject.toml keeps the compatible ranges that library users install.",
+        "# Written by `make constraints` (a fresh resolve of the core dependencies and the test, onnx, app and",
+        "# finetune extras); do not edit by hand. pyproject.toml keeps the compatible ranges users install.",
         f"# Resolved on {today.isoformat()} with Python {python_version} on {platform.system()} {platform.machine()}.",
     ]
     CONSTRAINTS.write_text("\n".join([*header, *(f"{name}=={version}" for name, version in versions.items())]) + "\n")

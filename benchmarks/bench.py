@@ -84,6 +84,7 @@ from benchmarks.sections.extraction import (  # noqa: E402
     child_long_audio,
     child_shard_extraction,
 )
+from benchmarks.sections.finetune import bench_finetune  # noqa: E402
 from benchmarks.sections.gpu import bench_gpu  # noqa: E402
 from benchmarks.sections.serving import bench_onnx, bench_pipeline  # noqa: E402
 from benchmarks.sections.training import bench_epoch, bench_training  # noqa: E402
@@ -133,6 +134,10 @@ SECTIONS: dict[str, Section] = {
         ("input_rows_per_second_streaming", "input_rows_per_second_device", "input_device_over_streaming",
          "checkpoint_bytes_per_save", "checkpoint_backbone_bytes", "epoch_compute_share"),
     ),  # fmt: skip
+    "finetune": Section(
+        lambda s, b, w: bench_finetune(s, b[s.finetune_backbones], w),
+        ("finetune_step_over_frozen", "finetune_peak_memory_mb"),
+    ),
 }
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "extraction": child_extraction,

@@ -88,10 +88,12 @@ def write_model_card(
     prediction: PredictionOutput,
     class_report: dict,
     calibration: dict | None = None,
+    finetuned: dict[str, Any] | None = None,
 ) -> None:
     """README.md for the Hub: data, label policy, split, training setup, metrics, calibration, intended use and
     limitations. `data_args` are train.py's: the corpus arguments, its `--split_by` and `--calibration_fraction`;
-    `calibration` is `hyfuser.calibration.calibrate_config`'s record (None: not calibrated)."""
+    `calibration` is `hyfuser.calibration.calibrate_config`'s record (None: not calibrated); `finetuned` is
+    `hyfuser.finetune.merge_and_save`'s description when the backbones trained with the model."""
     corpus, config = CORPORA[data_args.dataset], model.config
     name = next(name for name, model_class in TRAINABLE_MODELS.items() if type(model).__name__ == model_class.__name__)
     title = "HyFusER" if name == "hyfuser" else name
@@ -136,11 +138,18 @@ def write_model_card(
         if data_report.compares_to_table_4
         else ""
     )
+    features = (
+        f"Features: frozen backbones run once per utterance; {feature_lengths}; hidden size {config.hidden_size}; "
+        f"backbones\n  run in {data_args.extraction_dtype}; cached as {FEATURE_DTYPE}."
+        if finetuned is None
+        else _finetuned_features(finetuned, feature_lengths, config.hidden_size, training_args.learning_rate)
+    )
+    backbones = f"{'frozen' if finetuned is None else 'fine-tuned'} {text_backbone} and {speech_backbone}"
     body = f"""
 # {title} ({corpus.title})
 
 {description}, from the HyFusER repository (Yi, Kwak, Shin, *Applied Sciences* 2025, 15, 1053). It recognises seven
-emotions ({", ".join(EMOTION_LABELS)}) from Korean text and speech, on frozen {text_backbone} and {speech_backbone}
+emotions ({", ".join(EMOTION_LABELS)}) from Korean text and speech, on {backbones}
 features. {model.num_parameters():,} trainable parameters.
 
 ```python
@@ -163,8 +172,7 @@ Hangul syllables, downsample neutral to the largest other class. Rows per emotio
 
 ## Training procedure
 
-- Features: frozen backbones run once per utterance; {feature_lengths}; hidden size {config.hidden_size}; backbones
-  run in {data_args.extraction_dtype}; cached as {FEATURE_DTYPE}.
+- {features}
 - {scaling} fitted on the training split only; stored with the processor.
 - Architecture (Table 3): {config.num_hidden_layers} layers, {config.num_attention_heads} attention head(s),
   feed-forward {config.intermediate_size}, ReLU, LayerNorm eps {config.layer_norm_eps}, dropout
@@ -238,6 +246,33 @@ probabilities. On the validation rows, lower is better:
 {markdown_table(["metric", "before", "after"], rows)}
 
 ![Reliability diagram](reliability_diagram.png)"""
+
+
+def _finetuned_features(
+    finetuned: dict[str, Any], feature_lengths: str, hidden_size: int, learning_rate: float
+) -> str:
+    """The card's features bullet for backbones fine-tuned end to end: what trained, how, and both learning rates."""
+    if finetuned["finetune"] == "lora":
+        how = (
+            f"LoRA adapters (rank {finetuned['lora_rank']}, alpha {finetuned['lora_alpha']:g}, dropout "
+            f"{finetuned['lora_dropout']:g}) on {{modules}} of layers {{layers}}, merged into the saved weights"
+        )
+    else:
+        how = "the top layers {layers} trained outright, everything else frozen"
+    backbones = "; ".join(
+        f"{kind} backbone: "
+        + how.format(layers=finetuned[f"{kind}_backbone"]["layers"],
+                     modules=", ".join(finetuned[f"{kind}_backbone"].get("modules", [])))
+        + f" ({finetuned[f'{kind}_backbone']['trainable_parameters']:,} trainable parameters)"
+        for kind in ("text", "speech")
+    )  # fmt: skip
+    return (
+        f"Backbones fine-tuned end to end with the model (`--finetune {finetuned['finetune']}`) from raw text and "
+        f"audio on every step; {backbones}. Backbone learning rate {finetuned['backbone_learning_rate']:g}, the "
+        f"model's {learning_rate:g}; gradient checkpointing of the backbones "
+        f"{'on' if finetuned['backbone_gradient_checkpointing'] else 'off'}. {feature_lengths}; hidden size "
+        f"{hidden_size}. The scaler was fitted once on the frozen backbones' training features and held fixed."
+    )
 
 
 def publish(output_dir: Path, repo_id: str, training_args: TrainingArguments) -> None:

@@ -25,6 +25,7 @@ from hyfuser.comparison import CALIBRATION_METRICS, analyse, summary_statistics
 from hyfuser.comparison_figures import render
 from hyfuser.environment import environment_record
 from hyfuser.feed import trainer_dataset
+from hyfuser.finetune_trainer import train_end_to_end
 from hyfuser.metrics import fused_logits
 from hyfuser.probes import fit_linear_probe
 from hyfuser.run_setup import build_processor, load_corpora, prepare_corpus, with_transcripts
@@ -59,6 +60,7 @@ CODE_DIRECTORY = Path(__file__).resolve().parent.parent
 def train_member(
     run: Run,
     split: Split,
+    rows: Dataset,
     features: Dataset,
     processor: HyFusERProcessor,
     config: HyFusERConfig,
@@ -67,23 +69,39 @@ def train_member(
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Train one model on the split's fit rows, stopping early on its selection rows; return the restored best
     model's log-probabilities on the selection and validation rows (and each head's on validation, for a two-headed
-    model) and its learning curve. Its checkpoints are removed afterwards."""
+    model) and its learning curve. Its checkpoints are removed afterwards.
+
+    With frozen backbones it trains on the cached `features`; with `--finetune` end to end on the raw `rows`, over
+    copies of the backbones that train with it, the processor's scaler (fitted on the split's frozen features) held
+    fixed."""
     run_dir = Path(training_args.output_dir) / "runs" / run.name
     with training_args.main_process_first(desc="clearing an unfinished run"):
         if training_args.process_index == 0:
             shutil.rmtree(run_dir, ignore_errors=True)
     set_seed(run.training_seed)
-    trainer, selection = train_on_features(
-        TRAINABLE_MODELS[run.model](config),
-        dataclasses.replace(training_args, output_dir=str(run_dir), seed=run.training_seed),
-        processor,
-        features.select(split.fit),
-        features.select(split.selection),
-        early_stopping_patience=args.early_stopping_patience,
-        features_on_device=args.features_on_device,
-        features_memory_share=args.features_memory_share,
-    )
-    validation = trainer.predict(trainer_dataset(features.select(split.validation)), metric_key_prefix="validation")
+    model = TRAINABLE_MODELS[run.model](config)
+    run_args = dataclasses.replace(training_args, output_dir=str(run_dir), seed=run.training_seed)
+    if args.finetune == "none":
+        trainer, selection = train_on_features(
+            model,
+            run_args,
+            processor,
+            features.select(split.fit),
+            features.select(split.selection),
+            early_stopping_patience=args.early_stopping_patience,
+            features_on_device=args.features_on_device,
+            features_memory_share=args.features_memory_share,
+        )
+        validation_rows = trainer_dataset(features.select(split.validation))
+    else:
+        # A one-modality model leaves the other backbone without gradients, which DDP must be told it may find.
+        run_args = dataclasses.replace(run_args, ddp_find_unused_parameters=True)
+        trainer, selection = train_end_to_end(
+            model, processor, args, run_args, rows.select(split.fit), rows.select(split.selection),
+            early_stopping_patience=args.early_stopping_patience,
+        )  # fmt: skip
+        validation_rows = rows.select(split.validation)
+    validation = trainer.predict(validation_rows, metric_key_prefix="validation")
     trainer.save_metrics("validation", validation.metrics)
     if trainer.is_world_process_zero():
         for checkpoint in run_dir.glob("checkpoint-*"):
@@ -314,7 +332,7 @@ def run_comparison(args: ReproduceArguments, training_args: TrainingArguments, c
                 log_probs, extra = fit_probe(run, split, features, processor, config)
                 store.save(run, {**run_record(run, rows, split, log_probs), **extra}, log_probs)
             continue
-        log_probs, curve = train_member(run, split, features, processor, config, args, training_args)
+        log_probs, curve = train_member(run, split, rows, features, processor, config, args, training_args)
         if training_args.process_index == 0:
             store.save(run, {**run_record(run, rows, split, log_probs), "learning_curve": curve}, log_probs)
 

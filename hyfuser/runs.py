@@ -23,6 +23,7 @@ from hyfuser.arguments import (
     parse_command_line,
 )
 from hyfuser.comparison import collapse_reasons
+from hyfuser.finetune import FinetuneArguments
 from hyfuser.metrics import accuracy, choose_ensemble_weight, per_class_report, prediction_metrics
 from hyfuser.splits import selection_split, session_folds
 from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS, ComposedModel
@@ -40,8 +41,10 @@ draw nor see the same batch order. Larger than any `--seeds`, so it never repeat
 
 
 @dataclass
-class ReproduceArguments(CorpusArguments, BackboneArguments):
-    """The shared corpus and backbone arguments, plus the protocol and which models to compare."""
+class ReproduceArguments(CorpusArguments, BackboneArguments, FinetuneArguments):
+    """The shared corpus and backbone arguments, plus the protocol, which models to compare, and whether their
+    backbones train with them (`--finetune`: every trainable model alike; the linear probes stay on the frozen
+    features, the floor)."""
 
     protocol: str = field(
         default="paper",

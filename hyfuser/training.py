@@ -159,6 +159,12 @@ def train_on_features(
         model, training_args, processor, train_features, eval_features, early_stopping_patience,
         features_on_device, features_memory_share,
     )  # fmt: skip
+    return trainer, train_and_evaluate(trainer, resume_from_checkpoint)
+
+
+def train_and_evaluate(trainer: Trainer, resume_from_checkpoint: str | bool | None = None) -> PredictionOutput:
+    """Run `trainer`, then predict its eval dataset with the restored best model; train and eval metrics and the
+    trainer state go to its `output_dir`."""
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
@@ -166,7 +172,9 @@ def train_on_features(
     prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     trainer.log_metrics("eval", prediction.metrics)
     trainer.save_metrics("eval", prediction.metrics)
-    return trainer, prediction
+    return prediction
+
+
 @torch.no_grad()
 def predict_log_probabilities(
     model: PreTrainedModel, processor: HyFusERProcessor, features: Dataset, batch_size: int = 256

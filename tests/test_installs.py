@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from hyfuser.checkpoint import ONNX_SHIPPED_FILES, SHIPPED_FILES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TESTED_EXTRAS = ("test", "onnx", "app")
+TESTED_EXTRAS = ("test", "onnx", "app", "finetune")
 """The extras `make test` installs, all of which constraints.txt must pin."""
 
 

@@ -654,3 +654,27 @@ def test_validation_selection_runs_the_paper_s_literal_protocol_and_says_it_is_o
     table = (tmp_path / "results.md").read_text()
     assert "**optimistic**" in table and "Here the protocol is the same" in table
     assert "| HyFusER (`hyfuser`) | " in table and " ± " not in table.split("| Model | Accuracy (%)")[1]
+
+
+@pytest.mark.slow
+def test_finetune_comparison_trains_every_trainable_model_end_to_end_and_guards_the_setting(
+    corpora, small_run, hf_home, tmp_path
+):
+    """--finetune: each trainable model trains over fine-tuned copies of the backbones, every one alike (the probes
+    stay on the frozen features); settings.json records it, and a rerun without it is refused."""
+    arguments = [
+        "reproduce.py", "--dataset", "kemdy", "--kemdy19_dir", str(corpora["kemdy19"]),
+        "--kemdy20_dir", str(corpora["kemdy20"]), "--protocol", "session_cv", "--folds", "2",
+        "--models", "hyfuser,text_lstm,speech_cnn,linear_probe", "--finetune", "top_layers", "--finetune_layers", "1",
+        *small_run, "--output_dir", str(tmp_path),
+    ]  # fmt: skip
+    log = run([sys.executable, *arguments], hf_home).stdout
+    assert log.count("Fine-tuning the backbones (top_layers)") == 3 * 2  # three trainable models, two folds
+    settings = json.loads((tmp_path / "runs" / "settings.json").read_text())
+    assert (settings["finetune"], settings["finetune_layers"]) == ("top_layers", "1")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(entry["model"] for entry in results["runs"]) == sorted(
+        ["hyfuser", "text_lstm", "speech_cnn", "linear_probe"] * 2
+    )
+    with pytest.raises(ValueError, match=r"other settings \{'finetune': \('top_layers', 'none'\)\}"):
+        main([*arguments[1:], "--finetune", "none"])

@@ -30,6 +30,7 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from train_script import TRAIN
 from transformers import EvalPrediction
+from two_processes import launch_two_processes
 
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS
 from hyfuser.cache import FEATURE_COLUMNS
@@ -883,3 +884,77 @@ def test_gradient_checkpointing_flag_trains_the_same_weights(trained, train_args
     assert checkpointed.keys() == plain.keys()
     for name, weight in plain.items():
         torch.testing.assert_close(checkpointed[name], weight, rtol=1e-5, atol=1e-6, msg=name)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# --finetune: the backbones train with HyFusER end to end, through the same command
+
+FINETUNE = ["--finetune", "top_layers", "--finetune_layers", "1", "--backbone_learning_rate", "1e-3",
+            "--early_stopping_patience", "0", "--num_train_epochs", "2"]  # fmt: skip
+"""The top layer of each tiny backbone trains for two epochs of 3 steps, every epoch checkpointed."""
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory, train_args, hf_home) -> tuple[Path, str]:
+    """One uninterrupted fine-tuning run: (output_dir, log)."""
+    output_dir = tmp_path_factory.mktemp("finetuned") / "hyfuser"
+    cache_dir = tmp_path_factory.mktemp("finetuned_cache")
+    arguments = [*train_args, *FINETUNE, "--output_dir", str(output_dir), "--cache_dir", str(cache_dir)]
+    return output_dir, train(arguments, hf_home)
+
+
+def test_finetune_run_skips_the_cache_saves_the_trained_backbones_and_says_so_in_the_card(finetuned, trained):
+    output_dir, log = finetuned
+    assert log.count("the backbones train, so the feature cache is not used") == 1
+    assert "Extracting" not in log and not list(output_dir.parent.parent.glob("finetuned_cache*/features/*"))
+    assert trainer_state(output_dir)["global_step"] == 2 * STEPS_PER_EPOCH
+    for kind in ("text", "speech"):
+        assert (output_dir / f"{kind}_backbone" / "model.safetensors").is_file()
+    card = " ".join((output_dir / "README.md").read_text().split())
+    assert "on fine-tuned `text_backbone/`" in card
+    assert "Backbones fine-tuned end to end with the model (`--finetune top_layers`)" in card
+    assert "text backbone: the top layers [1] trained outright" in card
+    assert "Backbone learning rate 0.001, the model's 0.0001" in card
+    frozen_card = " ".join((trained[0] / "README.md").read_text().split())
+    assert "on frozen" in frozen_card and "fine-tuned" not in frozen_card
+
+
+def test_finetune_run_resumed_from_a_checkpoint_ends_at_the_uninterrupted_runs_weights(
+    finetuned, train_args, hf_home, tmp_path
+):
+    """Stopped after epoch 1's checkpoint and resumed by train.py: the same last checkpoint (backbones included) and
+    the same saved directory, merged backbones included, as the uninterrupted run."""
+    reference_dir, _ = finetuned
+    output_dir = tmp_path / "resumed"
+    arguments = [*train_args, *FINETUNE, "--output_dir", str(output_dir), "--cache_dir", str(tmp_path / "cache")]
+    train([*arguments, "--max_steps", str(STEPS_PER_EPOCH)], hf_home)
+    train([*arguments, "--resume_from_checkpoint", str(output_dir / f"checkpoint-{STEPS_PER_EPOCH}")], hf_home)
+    assert trainer_state(output_dir)["global_step"] == 2 * STEPS_PER_EPOCH
+    weights = [Path(f"checkpoint-{2 * STEPS_PER_EPOCH}"), Path("."), Path("text_backbone"), Path("speech_backbone")]
+    for folder in weights:
+        reference = load_file(reference_dir / folder / "model.safetensors")
+        resumed = load_file(output_dir / folder / "model.safetensors")
+        assert resumed.keys() == reference.keys()
+        for name, tensor in reference.items():
+            torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=f"{folder}: {name}")
+
+
+@pytest.mark.slow
+def test_two_process_gloo_finetune_run_keeps_the_global_batch_and_the_one_process_steps(
+    finetuned, train_args, hf_home, tmp_path
+):
+    """Two gloo processes fine-tune with the global batch (3 per device x 2) for the single-process run's steps, the
+    scaler fitted on both processes' shares equal to the single process's."""
+    output_dir = tmp_path / "ddp"
+    completed = launch_two_processes(
+        REPO_ROOT / "train.py", *train_args, *FINETUNE, "--output_dir", str(output_dir),
+        "--cache_dir", str(tmp_path / "cache"), "--log_level_replica", "info",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-6000:]
+    log = completed.stdout
+    assert log.count("Effective train batch 6: 3 per device x 2 device(s) x 1 gradient accumulation step(s)") == 2
+    assert trainer_state(output_dir)["global_step"] == trainer_state(finetuned[0])["global_step"] == 6
+    scalers = [json.loads((folder / "processor_config.json").read_text()) for folder in (output_dir, finetuned[0])]
+    for key in ("scaler_mean", "scaler_std"):
+        np.testing.assert_allclose(scalers[0][key], scalers[1][key], rtol=1e-5, atol=1e-6)
+    assert {path.name for path in output_dir.iterdir()} == {path.name for path in finetuned[0].iterdir()}

@@ -97,6 +97,8 @@ class Settings:
     epoch_backbones: str
     """"real" or "tiny": the width of the features and model of the `epoch` section, and the backbones its
     checkpoints hold a processor of."""
+    finetune_backbones: str
+    """"real" or "tiny": the backbones the `finetune` section trains a few steps through."""
     input_rows: int
     """Cached rows per timed pass through each data path for `input_rows_per_second_*`."""
     epoch_rows: tuple[int, int]
@@ -127,6 +129,7 @@ FULL = Settings(
     demo_epochs=30,
     onnx_backbones="real",
     epoch_backbones="real",
+    finetune_backbones="real",
     input_rows=2048,
     epoch_rows=(256, 64),
     epochs=2,
@@ -146,6 +149,7 @@ QUICK = replace(
     demo_epochs=1,
     onnx_backbones="tiny",
     epoch_backbones="tiny",
+    finetune_backbones="tiny",
     input_rows=256,
     epoch_rows=(64, 32),
 )
