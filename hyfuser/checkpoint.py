@@ -20,6 +20,7 @@ SHIPPED_FILES = (
     "modeling_hyfuser.py",
     "processing_hyfuser.py",
     "pipeline_hyfuser.py",
+    "timeline_hyfuser.py",
 )
 """The remote code of a PyTorch checkpoint."""
 
