@@ -32,9 +32,9 @@ from huggingface_hub.errors import EntryNotFoundError
 from transformers import Pipeline, pipeline
 
 from configuration_hyfuser import EMOTION_LABELS
-from hyfuser.arguments import CorpusArguments
+from hyfuser.constants import CACHE_DIR, DEMO_DATASET
 from hyfuser.corpora import load_kemdy20
-from hyfuser.demo import prepare_demo
+from hyfuser.demo import cached_demo
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_output"
 """What `make demo` (`train.py --dataset demo`) writes, served when no model is named."""
@@ -46,10 +46,6 @@ MISSING_DEMO_MODEL = (
     f"No model to serve: there is no {DEMO_MODEL_DIR.name}/ next to app.py. Run `make demo` first (it trains the "
     f"demo model there), or start the app with `python app.py --model DIR_OR_HUB_ID`."
 )
-
-DEMO_DATASET = "demo"
-"""The dataset type in the model card of `train.py --dataset demo` (what `make demo` runs): how the page knows that it
-serves the synthetic demo model, wherever that model was saved or uploaded."""
 
 DEMO_MODEL_NOTICE = (
     "**This is the synthetic demo model** (`make demo`): tiny random backbones trained on generated Korean sentences "
@@ -167,7 +163,7 @@ def predict(
 def demo_examples(cache_dir: str | os.PathLike) -> list[list[str]]:
     """[clip path, transcript] of one held-out demo item per emotion whose text and voice both carry it, generating
     the demo corpus under `cache_dir/demo` (where `train.py --dataset demo` keeps it) if it is not there yet."""
-    demo = prepare_demo(Path(cache_dir) / "demo")
+    demo = cached_demo(cache_dir)
     holdout = load_kemdy20(demo.holdout_dir)
     both_cued = {utterance.segment_id for utterance in demo.holdout if utterance.cue == "both"}
     names = holdout.features["label"].names
@@ -232,7 +228,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--cache_dir",
-        default=CorpusArguments.cache_dir,
+        default=CACHE_DIR,
         help="Where the generated demo corpus lives (its held-out items are the examples), as in train.py.",
     )
     parser.add_argument("--host", default=None, help="Address to listen on (default: Gradio's, 127.0.0.1).")

@@ -30,6 +30,7 @@ from transformers import AutoModelForSequenceClassification, AutoProcessor
 from transformers.processing_utils import ProcessorMixin
 
 import onnx_hyfuser
+from backbones_hyfuser import LOCAL_PREFIX, SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER
 from hyfuser.checkpoint import ONNX_SHIPPED_FILES, copy_shipped_files, point_config_at
 from onnx_hyfuser import (
     FUSION_GRAPH,
@@ -39,7 +40,6 @@ from onnx_hyfuser import (
     TEXT_BACKBONE_GRAPH,
     HyFusEROnnxModel,
 )
-from processing_hyfuser import LOCAL_PREFIX, SPEECH_BACKBONE_SUBFOLDER, TEXT_BACKBONE_SUBFOLDER
 
 QUANTIZATIONS = ("int8",)
 """What an ONNX directory runs: no modeling file, since no PyTorch model is built from it."""

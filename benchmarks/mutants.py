@@ -19,11 +19,8 @@ from __future__ import annotations
 import argparse
 import ast
 import fnmatch
-import hashlib
 import json
 import os
-import platform
-import shlex
 import shutil
 import subprocess
 import sys
@@ -32,17 +29,17 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import tomllib
-except ImportError:  # Python 3.10, where mutmut depends on the `toml` package instead
-    import toml as tomllib
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from mutants_summary import load_verdicts, render_markdown, summarize  # noqa: E402
 
 
 @dataclass(frozen=True)
 class Group:
     name: str
     source: str
-    """The module file, relative to the repo root."""
+    """The module file, relative to the repo root (`hyfuser/cache.py` for a module of the package)."""
     functions: tuple[str, ...]
     """`function` or `Class.method` names, fnmatch patterns allowed; `*` is the whole file."""
     tests: tuple[str, ...]
@@ -53,21 +50,34 @@ class Group:
 GROUPS = (
     Group("modeling", "modeling_hyfuser.py", ("*",), ("tests/test_modeling_hyfuser.py", "tests/test_baselines.py")),
     Group(
-        "processor features+scaler",
+        "processor features",
         "processing_hyfuser.py",
         (
-            "FeatureStatistics.*",
-            "HyFusERProcessor.fit_scaler",
-            "HyFusERProcessor.set_scaler",
-            "HyFusERProcessor.scale",
-            "HyFusERProcessor.scaler_statistics",
-            "_standardize",
-            "HyFusERProcessor.interpolate_frames",
             "HyFusERProcessor.encode_text",
             "HyFusERProcessor.encode_speech",
-            "HyFusERProcessor.speech_frames",
+            "HyFusERProcessor.speech_sequence",
+            "HyFusERProcessor.collate",
             "HyFusERProcessor.encode",
             "HyFusERProcessor.__call__",
+        ),
+        ("tests/test_processing_hyfuser.py", "tests/test_pipeline_hyfuser.py"),
+    ),
+    Group(
+        "backbone frames",
+        "backbones_hyfuser.py",
+        ("BackbonesMixin.interpolate_frames", "BackbonesMixin.speech_frames"),
+        ("tests/test_processing_hyfuser.py", "tests/test_pipeline_hyfuser.py"),
+    ),
+    Group(
+        "scaler",
+        "scaling_hyfuser.py",
+        (
+            "FeatureStatistics.*",
+            "ScalingMixin.fit_scaler",
+            "ScalingMixin.set_scaler",
+            "ScalingMixin.scale",
+            "ScalingMixin.scaler_statistics",
+            "_standardize",
         ),
         ("tests/test_processing_hyfuser.py", "tests/test_pipeline_hyfuser.py"),
     ),
@@ -75,14 +85,22 @@ GROUPS = (
         "training glue: feature cache",
         "hyfuser/cache.py",
         ("*",),
-        ("tests/test_training.py", "tests/test_train.py"),
+        ("tests/test_training.py", "tests/test_train.py", "tests/test_layers.py"),
+    ),
+    Group("training glue: feed", "hyfuser/feed.py", ("*",), ("tests/test_training.py", "tests/test_train.py")),
+    Group(
+        "training glue: trainer",
+        "hyfuser/training.py",
+        ("*",),
+        ("tests/test_training.py", "tests/test_train.py", "tests/test_baselines.py"),
     ),
     Group(
         "training glue: script",
         "train.py",
-        ("build_parser", "parse_arguments", "load_corpora", "main"),
+        ("parse_arguments", "main"),
         ("tests/test_train.py", "tests/test_baselines.py"),
     ),
+    Group("training glue: run set-up", "hyfuser/run_setup.py", ("*",), ("tests/test_train.py",)),
     Group(
         "metrics",
         "hyfuser/metrics.py",
@@ -101,14 +119,12 @@ PYTEST_ARGS = (
     "--deselect", "tests/test_pipeline_hyfuser.py::test_fresh_offline_process_elsewhere_loads_every_auto_class",
 )  # fmt: skip
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 WORK_DIR = REPO_ROOT / ".mutants"
 """One mutmut project per group (a copy of the repo's modules and tests), rebuilt on every run."""
 SUMMARY_STEM = REPO_ROOT / "benchmarks" / "mutants"
-VERDICTS_FILE = REPO_ROOT / "benchmarks" / "mutants_equivalent.toml"
-
-NOT_KILLED = ("survived", "timeout", "suspicious", "segfault", "not checked")
-"""Statuses whose diffs the summary shows; "no tests" mutants are listed per function instead."""
+SHARED_FILES = ("README.md", "docs/architecture.md", "docs/training.md", "metrics")
+"""What the tests read besides the code: the documents whose tables and commands are checked against the code, and
+the `evaluate` module that `hyfuser.metrics` loads from `metrics/`."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -199,23 +215,35 @@ def prepare_source(source: str, functions: list[str]) -> str:
 # Running mutmut
 
 
+def code_files() -> list[str]:
+    """The root's modules and its packages' (`hyfuser/cache.py`), relative to the repo root."""
+    packages = [init.parent for init in REPO_ROOT.glob("*/__init__.py")]
+    paths = [*REPO_ROOT.glob("*.py"), *(path for package in packages for path in package.glob("*.py"))]
+    return sorted(path.relative_to(REPO_ROOT).as_posix() for path in paths)
+
+
 def prepare_project(group: Group, functions: list[str]) -> Path:
-    """A fresh mutmut project for `group`: the repo's flat modules, tests, README and pyproject.toml, plus mutmut's
-    config."""
+    """A fresh mutmut project for `group`: the repo's code files, tests, `SHARED_FILES` and pyproject.toml, plus
+    mutmut's config."""
     project = WORK_DIR / group.name.replace(" ", "-").replace("+", "-")
     shutil.rmtree(project, ignore_errors=True)
     project.mkdir(parents=True)
-    modules = sorted(path.name for path in REPO_ROOT.glob("*.py"))
+    modules = code_files()
     for name in modules:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / name, project / name)
-    shutil.copytree(REPO_ROOT / "tests", project / "tests", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(REPO_ROOT / "README.md", project / "README.md")  # tests check its tables against the code
+    for name in ("tests", *SHARED_FILES):
+        if (REPO_ROOT / name).is_dir():
+            shutil.copytree(REPO_ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, project / name)
     target = project / group.source
     target.write_text(prepare_source(target.read_text(), functions))
     settings = {
         "source_paths": [group.source],
         # The other modules must sit next to the mutated one: mutmut's copy of the tests imports from there only.
-        "also_copy": [*(name for name in modules if name != group.source), "README.md"],
+        "also_copy": [*(name for name in modules if name != group.source), *SHARED_FILES],
         "pytest_add_cli_args": list(PYTEST_ARGS),
         "pytest_add_cli_args_test_selection": list(group.tests),
         "use_git_change_detection": False,
@@ -298,144 +326,6 @@ def changed_line(diff: str, first_line: int) -> tuple[int, list[str]]:
     return first or first_line, changes
 
 
-def mutant_id(mutant: dict) -> str:
-    """A hash of the function's qualified name and the changed lines: stable while those lines stay as they are."""
-    text = "\n".join([mutant["function"], *mutant["change"]])
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Summary
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def summarize(results: dict[str, dict], verdicts: dict[str, dict]) -> dict:
-    totals = Counter()
-    for group in results.values():
-        seen = Counter()
-        for mutant in group["mutants"]:
-            if "change" in mutant:
-                base = mutant_id(mutant)
-                seen[base] += 1
-                mutant["id"] = base if seen[base] == 1 else f"{base}-{seen[base]}"
-                if mutant["id"] in verdicts:
-                    mutant["verdict"] = verdicts[mutant["id"]]
-        counts = Counter(mutant["status"] for mutant in group["mutants"])
-        counts["mutants"] = len(group["mutants"])
-        counts["equivalent"] = sum("equivalent" in mutant.get("verdict", {}) for mutant in group["mutants"])
-        group["counts"] = dict(counts)
-        totals.update(counts)
-    ids = {mutant.get("id") for group in results.values() for mutant in group["mutants"]}
-    return {
-        "tool": f"mutmut {_mutmut_version()}",
-        "pytest_args": list(PYTEST_ARGS),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "seconds": sum(group["seconds"] for group in results.values()),
-        "totals": dict(totals),
-        "groups": results,
-        "stale_verdicts": sorted(set(verdicts) - ids),
-    }
-
-
-def _mutmut_version() -> str:
-    from importlib.metadata import version
-
-    return version("mutmut")
-
-
-def score(counts: dict) -> str:
-    """Killed over the mutants that a test ran against and that are not marked equivalent."""
-    tested = counts["mutants"] - counts.get("no tests", 0) - counts["equivalent"]
-    return f"{100 * counts.get('killed', 0) / tested:.0f}%" if tested else "-"
-
-
-VERDICT_KINDS = {"equivalent": "equivalent", "killed_by": "killed by", "out_of_reach": "out of reach"}
-"""What a verdict may say: no test can tell the mutant from the original; a slow test (outside the score) kills it;
-or no test here can reach it (the Hub, a GPU), which leaves it a survivor in the score."""
-
-
-def verdict_text(verdict: dict) -> str:
-    (kind, reason), = verdict.items()
-    return f"{VERDICT_KINDS[kind]}: {reason}"
-
-
-def render_markdown(summary: dict) -> str:
-    statuses = ["killed", "survived", "timeout", "suspicious", "segfault", "no tests", "not checked"]
-    used = [status for status in statuses if any(status in group["counts"] for group in summary["groups"].values())]
-    used.append("equivalent")
-    header = ["group", "source", "functions", "mutants", *used, "score"]
-    rows = []
-    for name, group in summary["groups"].items():
-        counts = group["counts"]
-        cells = [name, f"`{group['source']}`", len(group["functions"]), counts["mutants"]]
-        rows.append([*cells, *(counts.get(status, 0) for status in used), score(counts)])
-    for area in sorted({name.split(":")[0] for name in summary["groups"] if ":" in name}):
-        # Groups named "area: part" (one per file) also get the area's subtotal: the issue's unit of account.
-        parts = [group for name, group in summary["groups"].items() if name.split(":")[0] == area]
-        subtotal = sum((Counter(group["counts"]) for group in parts), Counter())
-        cells = [f"*{area}, all files*", "", sum(len(group["functions"]) for group in parts), subtotal["mutants"]]
-        rows.append([*cells, *(subtotal.get(status, 0) for status in used), score(subtotal)])
-    totals = summary["totals"]
-    rows.append(["**total**", "", "", totals["mutants"], *(totals.get(s, 0) for s in used), score(totals)])
-    out = [
-        "# Mutation testing",
-        "",
-        f"Generated by `make mutants` (`benchmarks/mutants.py`, {summary['tool']}) with the fast tests only "
-        f"(`pytest {shlex.join(PYTEST_ARGS)}`); do not edit by hand: verdicts go in "
-        "`benchmarks/mutants_equivalent.toml`. "
-        f"Run time {summary['seconds'] / 60:.1f} min on {summary['cpu']} ({summary['cpu_count']} CPUs).",
-        "",
-        "Score = killed / (mutants that some test ran against, less those marked equivalent; *equivalent* counts "
-        "survivors with that verdict). *No tests*: no selected fast test calls the function.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join("---" for _ in header) + " |",
-        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
-    ]
-    for name, group in summary["groups"].items():
-        out += ["", f"## {name}", "", f"`{group['source']}`, tests: {', '.join(f'`{t}`' for t in group['tests'])}."]
-        if group["unmutated"]:
-            out += ["", "Listed but not mutated by mutmut (decorated or nothing to mutate): "
-                    + ", ".join(f"`{f}`" for f in group["unmutated"]) + "."]  # fmt: skip
-        untested = Counter(m["function"] for m in group["mutants"] if m["status"] == "no tests")
-        if untested:
-            out += ["", "No fast test calls: " + ", ".join(f"`{f}` ({n})" for f, n in sorted(untested.items())) + "."]
-        shown = [m for m in group["mutants"] if m["status"] in NOT_KILLED]
-        if not shown:
-            continue
-        out += ["", "| id | function | line | status | change | verdict |", "| --- | --- | --- | --- | --- | --- |"]
-        for m in shown:
-            change = " / ".join(f"`{line}`" for line in m["change"]).replace("|", "\\|")
-            verdict = verdict_text(m["verdict"]) if "verdict" in m else "open"
-            out.append(f"| `{m['id']}` | `{m['function']}` | {m['line']} | {m['status']} | {change} | {verdict} |")
-        out += ["", "<details><summary>diffs</summary>", ""]
-        for m in shown:
-            out += [f"`{m['id']}` {m['name']} ({m['status']})", "", "```diff", m["diff"], "```", ""]
-        out += ["</details>"]
-    if summary["stale_verdicts"]:
-        out += ["", "## Stale verdicts", "", "Ids in `benchmarks/mutants_equivalent.toml` that match no mutant now: "
-                + ", ".join(f"`{i}`" for i in summary["stale_verdicts"]) + "."]  # fmt: skip
-    return "\n".join(out) + "\n"
-
-
-def load_verdicts() -> dict[str, dict]:
-    verdicts = tomllib.loads(VERDICTS_FILE.read_text()) if VERDICTS_FILE.exists() else {}
-    for key, verdict in verdicts.items():
-        if len(verdict) != 1 or not set(verdict) <= set(VERDICT_KINDS):
-            raise SystemExit(f"{VERDICTS_FILE}: [{key}] needs exactly one of {', '.join(VERDICT_KINDS)}")
-    return verdicts
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -478,7 +368,7 @@ def main() -> None:
         }
         counts = Counter(mutant["status"] for mutant in mutants)
         print(f"[mutants] {group.name}: {dict(counts)}", file=sys.stderr, flush=True)
-    summary = summarize(results, verdicts)
+    summary = summarize(results, verdicts, PYTEST_ARGS)
     summary_file.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     SUMMARY_STEM.with_suffix(".md").write_text(render_markdown(summary))
     print(f"[mutants] wrote {SUMMARY_STEM}.md and .json", file=sys.stderr)

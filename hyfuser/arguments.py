@@ -1,15 +1,19 @@
 """The command-line arguments that `train.py` and `reproduce.py` share: which corpus and how it is preprocessed, where
 the feature cache lives, and the backbones and model sizes. Each script adds its own on top (`train.py` the model and
-the split, `reproduce.py` the protocol and the models to compare), so a shared flag means the same in both."""
+the split, `reproduce.py` the protocol and the models to compare), so a shared flag means the same in both. Here too:
+`CORPORA`, all that either script does or says differently for each `--dataset`, and the parse that sets the defaults
+that depend on it."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from huggingface_hub.constants import HF_HOME
+import torch
 from transformers import HfArgumentParser, TrainingArguments
 
+from backbones_hyfuser import BACKBONE_DTYPES
 from configuration_hyfuser import (
     DEFAULT_ASR_MODEL,
     DEFAULT_SPEECH_BACKBONE,
@@ -17,18 +21,84 @@ from configuration_hyfuser import (
     INITIALIZERS,
     HyFusERConfig,
 )
+from hyfuser.constants import CACHE_DIR, DEMO_CORPUS_CUES, DEMO_DATASET
 from hyfuser.corpora import KEMDY19_ROWS, LABEL_SOURCES, MULTI_LABEL_POLICIES
-from hyfuser.demo import DEMO_CORPUS_CUES, DEMO_DEFAULTS
-from hyfuser.feed import FEATURE_PLACEMENTS
+from hyfuser.feed import FEATURE_PLACEMENTS, STREAMING_WORKERS
 from hyfuser.training import PAPER_TRAINING_DEFAULTS, TRAINING_RECIPES
-from processing_hyfuser import BACKBONE_DTYPES
 
-CORPUS_DIRECTORIES: dict[str, tuple[str, ...]] = {
-    "kemdy": ("kemdy19_dir", "kemdy20_dir"),
-    "aihub": ("aihub_dir",),
-    "demo": (),
+DEMO_SEQUENCE_LENGTH = 32
+"""Positions per modality for the demo: its sentences are 27 tokens on average (30 at most), its clips about 50
+HuBERT frames."""
+
+DEMO_DEFAULTS: dict[str, Any] = {
+    "text_backbone": None,
+    "speech_backbone": None,
+    "learning_rate": 1e-3,
+    "sequence_length": DEMO_SEQUENCE_LENGTH,
+    "config_overrides": "intermediate_size=64",
 }
-"""Each `--dataset` and the directory flags that name its roots (at least one must be given); the demo writes its own."""
+"""What `--dataset demo` changes on top of the paper's defaults, in train.py and reproduce.py alike: the tiny random
+backbones it writes (None until they exist under --cache_dir), and, for a model over them and a ~700-item corpus to
+learn within a minute on a CPU, a 10x learning rate and a narrower feed-forward (at lr 1e-4 it barely moves in 30
+epochs)."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """One `--dataset` choice: everything the scripts do or say differently for it."""
+
+    title: str
+    """How the model card names the training data."""
+    source: str
+    """The model card's sentence on where the data comes from."""
+    output_dir: str
+    """train.py's default `--output_dir`."""
+    label_policy: Callable[[CorpusArguments], str]
+    """The model card's description of its labels."""
+    directories: tuple[str, ...] = ()
+    """The flags that name its roots (at least one must be given), each a `build_paper_dataset` argument."""
+    sessions: bool = True
+    """Whether its rows belong to speaker sessions (reproduce.py's `--protocol session_cv` needs them)."""
+    generated: bool = False
+    """Written on first use under --cache_dir, in KEMDy20's layout, with tiny random backbones of its own
+    (`hyfuser.demo`), instead of read from directories."""
+    parser_defaults: dict[str, Any] = field(default_factory=dict)
+    """Defaults it changes on top of the paper's."""
+    limitation: str = ""
+    """An extra line for the model card's limitations."""
+
+
+CORPORA: dict[str, Corpus] = {
+    "kemdy": Corpus(
+        title="KEMDy19 + KEMDy20",
+        source="KEMDy19 + KEMDy20 (ETRI), merged",
+        output_dir="outputs/hyfuser-kemdy",
+        label_policy=lambda args: (
+            f"KEMDy 'Total Evaluation' emotion; rater ties (';') policy: `{args.multi_label}`; "
+            f"KEMDy19 rows: `{args.kemdy19_rows}` ({KEMDY19_ROWS[args.kemdy19_rows]})"
+        ),
+        directories=("kemdy19_dir", "kemdy20_dir"),
+    ),
+    "aihub": Corpus(
+        title="AI-Hub 263",
+        source="AI-Hub 263, 감정 분류를 위한 대화 음성 데이터셋",
+        output_dir="outputs/hyfuser-aihub",
+        label_policy=lambda args: f"AI-Hub 263 label source: `{args.label_source}`",
+        directories=("aihub_dir",),
+        sessions=False,
+    ),
+    DEMO_DATASET: Corpus(
+        title="offline demo",
+        source="generated Korean sentences and synthetic voices written in the KEMDy20 layout (`hyfuser/demo.py`)",
+        output_dir="demo_output",
+        label_policy=lambda args: "single generated label per item",
+        generated=True,
+        parser_defaults=DEMO_DEFAULTS,
+        limitation="**This is the offline demo**: random tiny backbones and synthetic data. It shows that the code "
+        "works end to end and nothing about real emotion recognition.",
+    ),
+}
+"""Every corpus `--dataset` can name."""
 
 
 @dataclass
@@ -44,7 +114,7 @@ class CorpusArguments:
             "corpus in the KEMDy20 layout with tiny random backbones, offline; it also changes the defaults of "
             + ", ".join(f"--{name}" for name in DEMO_DEFAULTS)
             + " (`--dataset demo --help` shows them).",
-            "choices": tuple(CORPUS_DIRECTORIES),
+            "choices": tuple(CORPORA),
         },
     )
     demo_cue: str = field(
@@ -99,7 +169,7 @@ class CorpusArguments:
         },
     )
     cache_dir: str = field(
-        default=os.path.join(HF_HOME, "hyfuser"),
+        default=CACHE_DIR,
         metadata={
             "help": "Where the feature cache (features/) and the generated demo corpus and backbones (demo/) live. "
             "Cached features are keyed by the backbones, the data and the processor settings, so a re-run or a "
@@ -170,7 +240,7 @@ class CorpusArguments:
 
     def check_directories(self) -> None:
         """Refuse a corpus none of whose roots was given, naming the flags it needs."""
-        flags = CORPUS_DIRECTORIES[self.dataset]
+        flags = CORPORA[self.dataset].directories
         if flags and not any(getattr(self, flag) for flag in flags):
             raise ValueError(f"--dataset {self.dataset} needs " + " and/or ".join(f"--{flag}" for flag in flags))
 
@@ -353,3 +423,31 @@ def batch_description(global_train_batch_size: int, training_args: TrainingArgum
 def recipe_defaults(argv: list[str]) -> dict[str, object]:
     """The parser defaults `--recipe` in `argv` sets (train.py and reproduce.py apply them last, so flags win)."""
     return TRAINING_RECIPES[HfArgumentParser(BackboneArguments, add_help=False).parse_known_args(argv)[0].recipe]
+
+
+def parse_command_line(
+    dataclass_types: tuple[type, ...], argv: list[str], output_dir: str | None = None
+) -> tuple[Any, ...]:
+    """`argv` parsed into `dataclass_types` (`TrainingArguments` among them), with the paper's training defaults,
+    then those of the chosen corpus (`CORPORA`), then those of `--recipe` (`recipe_defaults`), wherever the user sets
+    nothing; `output_dir` is the default `--output_dir` (the corpus's own when None).
+
+    `--dataset` is read first, since defaults depend on it. Setting them as parser defaults, rather than patching the
+    parsed arguments, lets every explicit flag win and makes `--help` show the values that will really be used.
+    """
+    corpus = CORPORA[HfArgumentParser(CorpusArguments, add_help=False).parse_known_args(argv)[0].dataset]
+    parser = HfArgumentParser(dataclass_types)
+    parser.set_defaults(**PAPER_TRAINING_DEFAULTS, output_dir=output_dir or corpus.output_dir)
+    use_global_batch(parser)
+    # Used only when the features stream from the cache on disk (--features_on_device).
+    parser.set_defaults(dataloader_num_workers=STREAMING_WORKERS)
+    # Without a GPU, the processes of `accelerate launch --multi_gpu` or `torchrun` only join one gloo DDP run when
+    # use_cpu is set; otherwise each of them trains alone on all the data.
+    parser.set_defaults(use_cpu=not torch.accelerator.is_available())
+    parser.set_defaults(**corpus.parser_defaults)
+    parser.set_defaults(**recipe_defaults(argv))
+    # TrainingArguments' own help names its default ('loss'), which the paper's replaces.
+    parser._option_string_actions["--metric_for_best_model"].help = (
+        "Metric compared across evaluations to pick the checkpoint restored at the end and to stop early."
+    )
+    return parser.parse_args_into_dataclasses(argv)

@@ -22,7 +22,7 @@ from datasets import Array2D, Array3D, Dataset, DatasetDict, concatenate_dataset
 from datasets.fingerprint import Hasher
 from huggingface_hub import try_to_load_from_cache
 
-import processing_hyfuser
+from hyfuser.checkpoint import FEATURE_CODE_FILES, SOURCE_DIR
 from processing_hyfuser import HyFusERProcessor
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ FEATURE_COLUMNS = ("text_features", "speech_features")
 
 FEATURE_DTYPE = "float16"
 """Dtype of the on-disk feature cache: half the size of float32, and the scaler's inputs need no more precision."""
+
 
 def _file_stamp(path: Path) -> tuple[int, int]:
     """Size and modification time: a file's identity for the cache key, without reading gigabytes of audio."""
@@ -54,8 +55,8 @@ def feature_cache_key(split: Dataset, processor: HyFusERProcessor) -> str:
 
     That is the rows (ids, texts, labels, audio paths) and the audio files' stamps, both backbones, the processor's
     settings (sequence length, tokenizer, feature extractor, windowing), the backbones' compute dtype (not their
-    device, nor the number of processes that extract) and the extraction code itself, so a change
-    to any of them re-extracts instead of silently reusing stale features.
+    device, nor the number of processes that extract) and the extraction code itself (`FEATURE_CODE_FILES`), so a
+    change to any of them re-extracts instead of silently reusing stale features.
     """
     return Hasher.hash(
         {
@@ -64,7 +65,7 @@ def feature_cache_key(split: Dataset, processor: HyFusERProcessor) -> str:
             "text_backbone": _backbone_key(processor.text_backbone),
             "speech_backbone": _backbone_key(processor.speech_backbone),
             "processor": Hasher.hash(processor),
-            "code": Path(processing_hyfuser.__file__).read_bytes(),
+            "code": [(SOURCE_DIR / name).read_bytes() for name in FEATURE_CODE_FILES],
             "dtype": FEATURE_DTYPE,
             "backbone_dtype": str(processor.backbone_dtype),
         }
@@ -115,18 +116,12 @@ def _transcribe_batch(batch: dict[str, list], processor: HyFusERProcessor) -> di
     return {"text": processor.recognize(waveforms, processor.asr_model)}
 
 
-def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[str, np.ndarray]:
-    """Unscaled features of one batch, in the cache's compact dtype; with `feature_mode="native"` each item at its own
-    length (the padding is added per training batch)."""
-    if processor.feature_mode == "native":
-        waveforms = [processor.load_audio(path) for path in batch["audio"]]
-        return {
-            "text_features": [states.numpy().astype(FEATURE_DTYPE) for states in processor.encode_text(batch["text"])],
-            "speech_features": [frames.numpy().astype(FEATURE_DTYPE) for frames in processor.encode_speech(waveforms)],
-        }
-    features = processor(batch["text"], batch["audio"], scale=False)
-    return {name: features[name].numpy().astype(FEATURE_DTYPE) for name in FEATURE_COLUMNS}
-
+def _extract_batch(batch: dict[str, list], processor: HyFusERProcessor) -> dict[str, list[np.ndarray]]:
+    """Unscaled features of one batch, each item as the processor gives it (collating happens per training batch),
+    in the cache's compact dtype."""
+    waveforms = [processor.load_audio(path) for path in batch["audio"]]
+    features = zip(FEATURE_COLUMNS, (processor.encode_text(batch["text"]), processor.encode_speech(waveforms)))
+    return {name: [item.numpy().astype(FEATURE_DTYPE) for item in items] for name, items in features}
 
 
 def shard_files(cache_dir: Path, split_name: str, key: str, num_shards: int) -> list[Path]:
@@ -340,22 +335,22 @@ def _array_feature(shape: tuple[int, ...]) -> Array2D | Array3D:
     return (Array2D if len(shape) == 2 else Array3D)(shape, FEATURE_DTYPE)
 
 
-def cache_bytes_per_utterance(processor: HyFusERProcessor) -> int:
+def cache_bytes_per_utterance(processor: HyFusERProcessor) -> int | None:
     """Bytes one utterance's features take in the cache (both modalities, `FEATURE_DTYPE`; every layer with
-    `layer_weighting`). Native-length features have no fixed size: `cache_features` logs what they measured."""
-    if processor.feature_mode == "native":
-        raise ValueError("with feature_mode='native' the cache's size per utterance depends on each utterance's length")
-    itemsize = np.dtype(FEATURE_DTYPE).itemsize
-    return sum(int(np.prod(shape)) * itemsize for shape in processor.feature_shapes().values())
+    `layer_weighting`), or None where each item keeps its own length (`cache_features` logs what they measured)."""
+    shapes = processor.feature_shapes().values()
+    if any(None in shape for shape in shapes):
+        return None
+    return sum(int(np.prod(shape)) * np.dtype(FEATURE_DTYPE).itemsize for shape in shapes)
 
 
 def check_cache_fits(processor: HyFusERProcessor, utterances: int, cache_dir: Path) -> None:
     """Log the cache's size per utterance and refuse, before extracting anything, when the `utterances` still to
-    extract would not fit on `cache_dir`'s disk. With `feature_mode="native"` the size depends on each utterance's
-    length, so only the measured size is logged, after extraction."""
-    if processor.feature_mode == "native":
-        return
+    extract would not fit on `cache_dir`'s disk. Where items keep their own lengths the size is not known before
+    extraction, so only the measured size is logged, after it."""
     per_utterance = cache_bytes_per_utterance(processor)
+    if per_utterance is None:
+        return
     free = shutil.disk_usage(cache_dir).free
     logger.info(
         "Feature cache: %s bytes (%.1f KiB) per utterance, %s; %d utterances to extract need about %.1f MiB, "
@@ -373,15 +368,8 @@ def check_cache_fits(processor: HyFusERProcessor, utterances: int, cache_dir: Pa
 
 
 def fit_scaler_on_cache(processor: HyFusERProcessor, train_features: Dataset, batch_size: int = 256) -> None:
-    """Fit the joint scaler (Eqs. 4-6) on the cached training split only, in one streaming pass (with
-    `feature_mode="native"`, over the real positions of each item: no padding is counted)."""
-    if processor.feature_mode == "native":
-        rows = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS))
-        batches = ((row["text_features"], row["speech_features"]) for row in rows)
-    else:
-        batches = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)).iter(batch_size=batch_size)
-        batches = ((batch["text_features"], batch["speech_features"]) for batch in batches)
-    processor.fit_scaler(batches)
+    """Fit the joint scaler (Eqs. 4-6) on the cached training split only, in one streaming pass (over the real
+    positions of each item: the cache holds no padding)."""
+    batches = train_features.with_format("numpy", columns=list(FEATURE_COLUMNS)).iter(batch_size=batch_size)
+    processor.fit_scaler((batch["text_features"], batch["speech_features"]) for batch in batches)
     logger.info("Joint scaler fitted on %d training feature positions", processor.scaler_count)
-
-

@@ -19,10 +19,18 @@ SHIPPED_FILES = (
     "configuration_hyfuser.py",
     "modeling_hyfuser.py",
     "processing_hyfuser.py",
+    "audio_hyfuser.py",
+    "backbones_hyfuser.py",
+    "scaling_hyfuser.py",
     "pipeline_hyfuser.py",
     "timeline_hyfuser.py",
 )
 """The remote code of a PyTorch checkpoint."""
+
+FEATURE_CODE_FILES = ("processing_hyfuser.py", "audio_hyfuser.py", "backbones_hyfuser.py")
+"""The shipped modules whose code decides the unscaled features the feature cache holds, part of its key. Not the
+scaler's (the cache holds unscaled features) nor the configuration's (the processor's settings, hashed themselves,
+are all the processor reads from it)."""
 
 ONNX_SHIPPED_FILES = (*(name for name in SHIPPED_FILES if name != "modeling_hyfuser.py"), "onnx_hyfuser.py")
 """The remote code of an ONNX directory: the same, with the ONNX Runtime model in place of the PyTorch one."""

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import stats
 
 from hyfuser.metrics import save_confusion_matrix
+from hyfuser.model_card import markdown_table
 
 REPORTED_METRICS = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
 """Every run's metrics in `results.json`, on the fused prediction."""
@@ -81,6 +82,9 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
     },
 }
 """The paper's reported numbers (accuracy as a fraction here), per `--dataset`."""
+
+PAPER_TABLES = {"kemdy": "Table 5", "aihub": "Table 6"}
+"""The paper's table of each `--dataset` in `PAPER_RESULTS`."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -189,11 +193,6 @@ def analyse(runs: Sequence[dict], models: Sequence[str]) -> dict[str, Any]:
 # results.md
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
 def _row_name(model: str) -> str:
     return f"{PAPER_ROWS[model]} (`{model}`)" if model in PAPER_ROWS else f"`{model}`"
 
@@ -234,7 +233,7 @@ def paper_comparison_note(results: dict) -> str:
     """What the "(paper X)" beside a number is, and how far the protocols match."""
     if results["dataset"] not in PAPER_RESULTS:
         return "The paper reports nothing on this dataset."
-    table = "Table 6" if results["dataset"] == "aihub" else "Table 5"
+    table = PAPER_TABLES[results["dataset"]]
     note = (
         f"In parentheses: the paper's {table} number for the same row, from one run on its random 8:2 split with "
         "early stopping and the checkpoint chosen on the validation rows it scored."
@@ -292,7 +291,7 @@ def protocol_lines(results: dict) -> list[str]:
         f"trains with its seed + {results['member_seed_offset']}, so the two never start from the same random draw.",
         *probe_lines(results),
         "",
-        *_table(["Fold", "Fit rows", "Selection rows", "Validation rows"], rows),
+        markdown_table(["Fold", "Fit rows", "Selection rows", "Validation rows"], rows),
     ]
 
 
@@ -326,7 +325,7 @@ def main_table_lines(results: dict) -> list[str]:
         "",
         f"{measured} {paper_comparison_note(results)}",
         "",
-        *_table(["Model", *TABLE_COLUMNS.values(), "F1-Score (Macro)"], rows),
+        markdown_table(["Model", *TABLE_COLUMNS.values(), "F1-Score (Macro)"], rows),
     ]
 
 
@@ -346,7 +345,7 @@ def head_table_lines(results: dict) -> list[str]:
         "Accuracy (%) of the fused prediction and of each head's own prediction: HyFusER's text-centric (Step 1) and "
         "speech-centric (Step 2) heads; a composed model's heads are its first and second member.",
         "",
-        *_table(["Model", "Fused", *HEAD_METRICS.values()], rows),
+        markdown_table(["Model", "Fused", *HEAD_METRICS.values()], rows),
     ]
 
 
@@ -376,7 +375,7 @@ def paired_table_lines(results: dict) -> list[str]:
         "differences' sample variance inflated by 1/J + n_validation/n_fit for J pairs, J - 1 degrees of freedom, "
         "two-sided p). n/a: fewer than two pairs, or differences that do not vary.",
         "",
-        *_table(["Model", "Pairs", "Mean difference", "Wins / ties / losses", "t", "dof", "p"], rows),
+        markdown_table(["Model", "Pairs", "Mean difference", "Wins / ties / losses", "t", "dof", "p"], rows),
     ]
 
 
@@ -395,7 +394,7 @@ def collapse_lines(results: dict) -> list[str]:
         "A run counts as collapsed when a class present in its validation rows has zero recall, or one class takes "
         f"over {100 * COLLAPSE_PREDICTION_SHARE:.0f}% of its predictions.",
         "",
-        *_table(["Model", "Collapsed runs"], rows),
+        markdown_table(["Model", "Collapsed runs"], rows),
         *([""] + details if details else []),
     ]
 

@@ -10,14 +10,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile
-from transformers import (
-    pipeline,
-)
+from transformers import pipeline
 
+from hyfuser.constants import DEMO_CORPUS_CUES, DEMO_CUES
 from hyfuser.corpora import load_kemdy20
 from hyfuser.tiny_backbones import BackbonePaths, build_tiny_backbones
 
@@ -25,30 +23,6 @@ DEMO_CORPUS_VERSION = 2
 """Bump when the generator below changes, so a cached corpus from older code is not reused."""
 
 DEMO_SAMPLING_RATE = 16_000
-
-DEMO_SEQUENCE_LENGTH = 32
-"""Positions per modality for the demo: its sentences are 27 tokens on average (30 at most), its clips about 50
-HuBERT frames."""
-
-DEMO_DEFAULTS: dict[str, Any] = {
-    "text_backbone": None,
-    "speech_backbone": None,
-    "learning_rate": 1e-3,
-    "sequence_length": DEMO_SEQUENCE_LENGTH,
-    "config_overrides": "intermediate_size=64",
-}
-"""What `--dataset demo` changes on top of the paper's defaults, in train.py and reproduce.py alike: the tiny random
-backbones it writes (None until they exist under --cache_dir), and, for a model over them and a ~700-item corpus to
-learn within a minute on a CPU, a 10x learning rate and a narrower feed-forward (at lr 1e-4 it barely moves in 30
-epochs)."""
-
-DEMO_CUES: tuple[str, ...] = ("text", "speech", "both")
-"""Which modality carries an item's emotion; the other one is uninformative, so no single modality suffices for all."""
-
-DEMO_CORPUS_CUES: tuple[str, ...] = ("mixed", *DEMO_CUES)
-"""Corpus variants (`--demo_cue`): 'mixed' (the demo) cycles its items through `DEMO_CUES`; 'text', 'speech' or
-'both' gives every item that one cue, e.g. 'text': the emotion is in the words only and every clip is the same
-emotion-neutral whisper."""
 
 _TIMES = ("오늘", "어제", "아까", "방금", "지난주에", "주말에", "아침에", "저녁에", "밤에", "점심에")
 _PLACES = ("회사에서", "학교에서", "집에서", "버스에서", "시장에서", "공원에서", "식당에서", "병원에서")
@@ -265,6 +239,11 @@ def prepare_demo(
             shutil.rmtree(staging, ignore_errors=True)
     backbones = BackbonePaths(text=str(target / "backbones" / "text"), speech=str(target / "backbones" / "speech"))
     return DemoCorpus(str(target / "train"), str(target / "holdout"), backbones, tuple(holdout))
+
+
+def cached_demo(cache_dir: str | os.PathLike, cue: str = "mixed") -> DemoCorpus:
+    """`prepare_demo` under `cache_dir/demo`, where train.py, reproduce.py and app.py all keep the demo."""
+    return prepare_demo(Path(cache_dir) / "demo", cue=cue)
 
 
 def demo_predictions_table(output_dir: str | os.PathLike, demo: DemoCorpus) -> str:

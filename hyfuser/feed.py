@@ -26,23 +26,14 @@ logger = logging.getLogger(__name__)
 
 
 def collate_scaled_features(examples: list[dict[str, torch.Tensor]], processor: HyFusERProcessor) -> dict:
-    """Stack cached float16 features into a float32 batch scaled with the training split's joint scaler.
+    """Cached float16 features as one float32 batch (`processor.collate`: with attention masks where items keep their
+    own lengths), scaled with the training split's joint scaler.
 
-    Scaling per batch rather than in the cache keeps one cache valid whichever split the scaler was fitted on. With
-    `feature_mode="native"` the batch is padded to its longest item and carries the attention masks.
+    Scaling per batch rather than in the cache keeps one cache valid whichever split the scaler was fitted on.
     """
-    labels = torch.stack([example["label"] for example in examples])
-    if processor.feature_mode == "native":
-        batch = dict(processor.pad_features(*([example[name] for example in examples] for name in FEATURE_COLUMNS)))
-        batch["text_features"], batch["speech_features"] = processor.scale(
-            batch["text_features"], batch["speech_features"]
-        )
-        return {**batch, "labels": labels}
-    text_features, speech_features = processor.scale(
-        torch.stack([example["text_features"] for example in examples]),
-        torch.stack([example["speech_features"] for example in examples]),
-    )
-    return {"text_features": text_features, "speech_features": speech_features, "labels": labels}
+    batch = dict(processor.collate(*([example[name] for example in examples] for name in FEATURE_COLUMNS)))
+    batch["text_features"], batch["speech_features"] = processor.scale(batch["text_features"], batch["speech_features"])
+    return {**batch, "labels": torch.stack([example["label"] for example in examples])}
 
 
 def trainer_dataset(features: Dataset) -> Dataset:
@@ -71,24 +62,23 @@ class FeatureRow(NamedTuple):
 class DeviceFeatures(torch.utils.data.Dataset):
     """A split of the feature cache and its labels, read once into tensors on `device` in the cache's dtype.
 
-    Its items are row numbers (`FeatureRow`); `batch` gathers and scales rows where they are, so the `DataLoader`
-    moves no features and batches cost a few kernels instead of a decode per row. Batches are value for value those
-    of `collate_scaled_features` on the same rows, the masks of native-length features included.
+    Its items are row numbers (`FeatureRow`); `batch` gathers rows where they are and has the processor collate and
+    this store scale them, so the `DataLoader` moves no features and batches cost a few kernels instead of a decode
+    per row. Batches are value for value those of `collate_scaled_features` on the same rows, masks included.
     """
 
     def __init__(self, features: Dataset, processor: HyFusERProcessor, device: str | torch.device):
         self.device = torch.device(device)
-        self.native = processor.feature_mode == "native"
+        self.processor = processor
         self.statistics = [tuple(torch.from_numpy(array).to(self.device) for array in pair)
                            for pair in processor.scaler_statistics()]  # fmt: skip
         self.labels = torch.as_tensor(np.asarray(features["label"], dtype=np.int64), device=self.device)
         self.values: dict[str, torch.Tensor] = {}
         self.spans: dict[str, list[tuple[int, int]]] = {}
         for name in FEATURE_COLUMNS:
-            lengths = _row_lengths(features, name) if self.native else None
+            lengths = _row_lengths(features, name)
             self.values[name] = _read_column(features, name, lengths, self.device)
-            if self.native:
-                self.spans[name] = list(zip(np.cumsum([0, *lengths[:-1]]).tolist(), lengths))
+            self.spans[name] = list(zip(np.cumsum([0, *lengths[:-1]]).tolist(), lengths))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -106,38 +96,27 @@ class DeviceFeatures(torch.utils.data.Dataset):
         if self.device.type == "cuda":  # copied from pinned memory, the rows do not wait for the queued steps
             index = index.pin_memory()
         index = index.to(self.device, non_blocking=True)
-        batch = {}
+        batch = dict(self.processor.collate(*(self._rows(name, rows) for name in FEATURE_COLUMNS)))
         for name, (mean, std) in zip(FEATURE_COLUMNS, self.statistics):
-            if self.native:
-                batch[name], batch[name.replace("features", "attention_mask")] = self._padded(name, rows)
-            else:
-                batch[name] = self.values[name].index_select(0, index).float()
             batch[name].sub_(mean).div_(std)
         return {**batch, "labels": self.labels.index_select(0, index)}
 
-    def _padded(self, name: str, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Native-length rows zero-padded to the longest, as float32, and their mask (1 real, 0 padding)."""
-        spans = [self.spans[name][row] for row in rows]
-        longest = max(length for _, length in spans)
-        features = torch.zeros(len(rows), longest, self.values[name].shape[-1], device=self.device)
-        mask = torch.zeros(len(rows), longest, dtype=torch.long, device=self.device)
-        for row, (start, length) in enumerate(spans):
-            features[row, :length] = self.values[name][start : start + length]
-            mask[row, :length] = 1
-        return features, mask
+    def _rows(self, name: str, rows: Sequence[int]) -> list[torch.Tensor]:
+        """Column `name`'s features of rows `rows`, as views of the store."""
+        return [self.values[name][start : start + length] for start, length in (self.spans[name][row] for row in rows)]
 
 
 def _row_lengths(features: Dataset, name: str) -> list[int]:
-    """Positions per row of a native-length feature column, read from the Arrow list offsets alone."""
+    """Each row's length along the first axis of a feature column, read from the Arrow list offsets alone."""
     batches = features.with_format("arrow", columns=[name]).iter(batch_size=_READ_ROWS)
     return [length for table in batches for length in pc.list_value_length(_storage(table[name])).to_pylist()]
 
 
-def _read_column(features: Dataset, name: str, lengths: list[int] | None, device: torch.device) -> torch.Tensor:
+def _read_column(features: Dataset, name: str, lengths: list[int], device: torch.device) -> torch.Tensor:
     """A feature column as one tensor on `device` in the cache's dtype, read in chunks straight from the Arrow
-    buffers: (rows, *shape) for fixed shapes, (positions, width) of every row one after another for native ones."""
+    buffers: the rows one after another along the first axis, (sum of `lengths`, *the rest of a row's shape)."""
     shape = features.features[name].shape
-    rows = (len(features), *shape) if lengths is None else (sum(lengths), shape[-1])
+    rows = (sum(lengths), *shape[1:])
     values = torch.empty(rows, dtype=getattr(torch, FEATURE_DTYPE), device=device)
     filled = 0
     for table in features.with_format("arrow", columns=[name]).iter(batch_size=_READ_ROWS):

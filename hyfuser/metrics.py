@@ -5,7 +5,8 @@ Shared by the training script and anything else that evaluates HyFusER-style (lo
 predictions, or the fused logits alone of a one-head baseline. Also picks the weighted ensemble's weight.
 
 The numbers come from the repository's `evaluate` module `metrics/emotion_metrics`, loaded by path (never from
-the Hub), so that anyone can load the same metric with `evaluate.load` or push it to the Hub.
+the Hub), so that anyone can load the same metric with `evaluate.load` or push it to the Hub. `pip install .` puts a
+copy inside this package (pyproject.toml maps `hyfuser.emotion_metrics` to that folder), which is used where present.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import evaluate
 import numpy as np
 from transformers import EvalPrediction
 
-EMOTION_METRICS_PATH = Path(__file__).resolve().parent.parent / "metrics" / "emotion_metrics"
+
+def _emotion_metrics_path() -> Path:
+    """The installed copy next to this module, or else the clone's folder (a clone or an editable install)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "emotion_metrics"
+    return installed if installed.is_dir() else package.parent / "metrics" / "emotion_metrics"
+
+
+EMOTION_METRICS_PATH = _emotion_metrics_path()
 """The `evaluate` module behind every number here: `evaluate.load(str(EMOTION_METRICS_PATH))`."""
 
 METRIC_TITLES = {

@@ -1,16 +1,19 @@
-"""Offline stand-ins for the real backbones, used by the tests, the offline demo and nothing else.
+"""Offline stand-ins for the real backbones, used by the tests, the offline demo and the benchmarks.
 
 Real KoELECTRA and HuBERT weights cannot be downloaded everywhere (CI, air-gapped servers), so
 `build_tiny_backbones` writes small, randomly initialised ELECTRA and HuBERT models to disk in the
-standard Hugging Face layout. Everything downstream loads them exactly as it loads the real Hub ids,
-through `AutoTokenizer` / `AutoFeatureExtractor` / `AutoModel`, so the loading code under test is the real one.
+standard Hugging Face layout (the benchmarks pass it the real ones' sizes for real-size random ones). Everything
+downstream loads them exactly as it loads the real Hub ids, through `AutoTokenizer` / `AutoFeatureExtractor` /
+`AutoModel`, so the loading code under test is the real one.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from transformers import (
     ElectraConfig,
@@ -62,31 +65,53 @@ def build_tiny_backbones(
     hidden_size: int = TINY_HIDDEN_SIZE,
     max_text_positions: int = 256,
     seed: int = 0,
+    text_sizes: Mapping[str, Any] | None = None,
+    speech_sizes: Mapping[str, Any] | None = None,
 ) -> BackbonePaths:
     """Write a tiny ELECTRA (`<output_dir>/text`) and HuBERT (`<output_dir>/speech`) in standard HF layout.
 
     The ELECTRA tokenizer is KoELECTRA's kind (cased WordPiece, no accent stripping, which would decompose
     Hangul into jamo). The HuBERT keeps the real convolutional strides, so it yields HuBERT-base's 49 frames
     per second of 16 kHz audio, and the real feature-extractor settings. Calling it twice with the same
-    arguments writes identical weights.
+    arguments writes identical weights. `text_sizes` and `speech_sizes` replace entries of the two configs' sizes
+    (see `build_tiny_text_backbone` and `build_tiny_speech_backbone`).
     """
     import torch
 
     output_dir = Path(output_dir)
     torch.manual_seed(seed)
-    text_dir = build_tiny_text_backbone(output_dir / "text", "electra", hidden_size, max_text_positions)
-    speech_dir = build_tiny_speech_backbone(output_dir / "speech", "hubert", hidden_size)
+    text_dir = build_tiny_text_backbone(output_dir / "text", "electra", hidden_size, max_text_positions, text_sizes)
+    speech_dir = build_tiny_speech_backbone(output_dir / "speech", "hubert", hidden_size, speech_sizes)
     return BackbonePaths(text=str(text_dir), speech=str(speech_dir), hidden_size=hidden_size)
 
 
 def build_tiny_text_backbone(
-    output_dir: str | os.PathLike, family: str, hidden_size: int = TINY_HIDDEN_SIZE, max_text_positions: int = 256
+    output_dir: str | os.PathLike,
+    family: str,
+    hidden_size: int = TINY_HIDDEN_SIZE,
+    max_text_positions: int = 256,
+    sizes: Mapping[str, Any] | None = None,
 ) -> Path:
     """A tiny random text backbone of `family` (one of `TEXT_FAMILIES`) with a Korean WordPiece tokenizer, saved in
-    standard HF layout to `output_dir`, which it returns."""
+    standard HF layout to `output_dir`, which it returns.
+
+    `sizes` replaces entries of the config's sizes (`num_hidden_layers`, `num_attention_heads`, `intermediate_size`,
+    `vocab_size`, ...); a `vocab_size` above the tokenizer's pads its vocabulary with `[unusedN]` entries, as
+    KoELECTRA's is padded.
+    """
     from transformers import BertConfig, BertModel, BertTokenizerFast, RobertaConfig, RobertaModel
 
     vocab = korean_wordpiece_vocab()
+    sizes = {
+        "vocab_size": len(vocab),
+        "hidden_size": hidden_size,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * hidden_size,
+        "max_position_embeddings": max_text_positions,
+        **(sizes or {}),
+    }
+    vocab += [f"[unused{index}]" for index in range(len(vocab), sizes["vocab_size"])]
     tokenizer_class = ElectraTokenizerFast if family == "electra" else BertTokenizerFast
     tokenizer = tokenizer_class(
         vocab={token: index for index, token in enumerate(vocab)},
@@ -95,14 +120,6 @@ def build_tiny_text_backbone(
         tokenize_chinese_chars=True,
         model_max_length=max_text_positions,
     )
-    sizes = {
-        "vocab_size": len(vocab),
-        "hidden_size": hidden_size,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 2 * hidden_size,
-        "max_position_embeddings": max_text_positions,
-    }
     if family == "electra":
         model = ElectraModel(ElectraConfig(embedding_size=hidden_size, **sizes))
     elif family == "bert":
@@ -137,13 +154,17 @@ def tiny_whisper_config(hidden_size: int, **kwargs):
 
 
 def build_tiny_speech_backbone(
-    output_dir: str | os.PathLike, family: str, hidden_size: int = TINY_HIDDEN_SIZE
+    output_dir: str | os.PathLike,
+    family: str,
+    hidden_size: int = TINY_HIDDEN_SIZE,
+    sizes: Mapping[str, Any] | None = None,
 ) -> Path:
     """A tiny random speech backbone of `family` (one of `SPEECH_FAMILIES`) with its real feature extractor, saved
     in standard HF layout to `output_dir`, which it returns.
 
     The wav2vec2-style ones keep the real convolutional strides (49 frames per second of 16 kHz audio); the Whisper
-    keeps the real 80-bin log-mel front end and 30 s window (1,500 encoder positions, 50 per second).
+    keeps the real 80-bin log-mel front end and 30 s window (1,500 encoder positions, 50 per second). `sizes`
+    replaces entries of a wav2vec2-style config's sizes (`num_hidden_layers`, `conv_dim`, ...).
     """
     from transformers import (
         Data2VecAudioConfig,
@@ -157,6 +178,8 @@ def build_tiny_speech_backbone(
     )
 
     if family == "whisper":
+        if sizes:
+            raise ValueError("sizes replace a wav2vec2-style config's entries; the tiny Whisper takes none")
         config = tiny_whisper_config(
             hidden_size,
             vocab_size=64,
@@ -177,6 +200,7 @@ def build_tiny_speech_backbone(
         "conv_dim": (hidden_size,) * 7,
         "num_conv_pos_embeddings": 16,
         "num_conv_pos_embedding_groups": 4,
+        **(sizes or {}),
     }
     if family == "hubert":
         model = HubertModel(HubertConfig(**sizes))

@@ -15,10 +15,11 @@ from datasets import Dataset
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
+from backbones_hyfuser import BACKBONE_DTYPES
 from configuration_hyfuser import HyFusERConfig
 from hyfuser.feed import collate_features, feature_datasets, scaled_batches
 from hyfuser.metrics import compute_metrics
-from processing_hyfuser import BACKBONE_DTYPES, HyFusERProcessor
+from processing_hyfuser import HyFusERProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -63,25 +64,22 @@ without improvement counted from epoch 1, which ends runs still on that plateau 
 
 
 def model_config(
-    processor: HyFusERProcessor,
-    text_backbone: str,
-    speech_backbone: str,
-    config_overrides: str | None = None,
-    initializer: str = "normal",
+    processor: HyFusERProcessor, config_overrides: str | None = None, initializer: str = "normal"
 ) -> HyFusERConfig:
     """The config of a model trained on `processor`'s features: the feature fields the processor decides (widths,
-    lengths, mode), the backbones' names and the `initializer`, then `config_overrides` ("key=value,..."), checked
+    lengths, mode), its backbones' names and the `initializer`, then `config_overrides` ("key=value,..."), checked
     against the processor."""
     config = HyFusERConfig(
         **processor.model_config_fields(),
-        text_backbone=text_backbone,
-        speech_backbone=speech_backbone,
+        text_backbone=processor.text_backbone,
+        speech_backbone=processor.speech_backbone,
         initializer=initializer,
     )
     if config_overrides:
         config.update_from_string(config_overrides)
     processor.check_compatible(config)
     return config
+
 
 def place_backbones(processor: HyFusERProcessor, device: str | torch.device, dtype_name: str) -> HyFusERProcessor:
     """Run `processor`'s frozen backbones on this process's `device` (the one the Trainer reports, e.g. `cuda:3` on

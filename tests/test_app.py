@@ -27,6 +27,8 @@ from train_script import TRAIN
 from transformers import pipeline
 
 from configuration_hyfuser import EMOTION_LABELS
+from hyfuser.arguments import CORPORA
+from hyfuser.model_card import model_card_data
 
 gr = pytest.importorskip("gradio", reason="the `app` extra is not installed: pip install -e '.[app]'")
 import app
@@ -193,8 +195,8 @@ def with_training_card(model_dir: Path, destination: Path, train_arguments: list
     """A copy of `model_dir` with the model card's header that `train.py <train_arguments>` writes."""
     shutil.copytree(model_dir, destination)
     _, data_args, _ = TRAIN["parse_arguments"](train_arguments)
-    corpus = TRAIN["CORPORA"][data_args.dataset]
-    card_data = TRAIN["model_card_data"]("HyFusER", corpus, data_args, {"eval_accuracy": 0.5})
+    corpus = CORPORA[data_args.dataset]
+    card_data = model_card_data("HyFusER", corpus, data_args, {"eval_accuracy": 0.5})
     ModelCard(f"---\n{card_data.to_yaml()}\n---\n").save(destination / "README.md")
     return destination
 

@@ -27,9 +27,9 @@ from train_script import TRAIN
 from transformers import AutoModel, EvalPrediction, pipeline
 
 from configuration_hyfuser import HyFusERConfig
+from hyfuser.arguments import DEMO_DEFAULTS
 from hyfuser.cache import fit_scaler_on_cache
 from hyfuser.checkpoint import save_hyfuser
-from hyfuser.demo import DEMO_DEFAULTS
 from hyfuser.metrics import ENSEMBLE_WEIGHT_GRID, choose_ensemble_weight, compute_metrics, fused_logits
 from hyfuser.probes import PROBE_L2_GRID, fit_linear_probe
 from hyfuser.tiny_backbones import TINY_HIDDEN_SIZE
@@ -82,8 +82,9 @@ def test_registries_name_every_model_once_and_the_ensembles_compose_trainable_me
 
 
 def readme_parameter_counts() -> dict[str, int]:
-    """The README's baseline table: `| `name` | ... | 1,234 |` rows, the count in the last column."""
-    rows = re.findall(r"^\| `(\w+)` \|.*\| ([\d,]+) \|$", (REPO_ROOT / "README.md").read_text(), re.MULTILINE)
+    """docs/architecture.md's baseline table: `| `name` | ... | 1,234 |` rows, the count in the last column."""
+    table = (REPO_ROOT / "docs/architecture.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \|.*\| ([\d,]+) \|$", table, re.MULTILINE)
     return {name: int(count.replace(",", "")) for name, count in rows}
 
 

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import re
 import tomllib
 
 from hyfuser.checkpoint import ONNX_SHIPPED_FILES, SHIPPED_FILES
@@ -21,3 +22,13 @@ def test_the_root_holds_only_shipped_modules_and_commands():
 def test_pip_installs_the_shipped_modules_at_the_top_level_and_the_rest_as_the_package():
     setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert sorted(f"{name}.py" for name in setuptools["py-modules"]) == sorted({*SHIPPED_FILES, *ONNX_SHIPPED_FILES})
+
+
+def test_the_readme_layout_names_every_root_module_and_every_package_module():
+    layout = (REPO_ROOT / "README.md").read_text().split("## Repository layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([\w/]+\.py)`", layout))
+    modules = {path.name for path in REPO_ROOT.glob("*.py")} | {
+        path.name for path in (REPO_ROOT / "hyfuser").glob("*.py") if path.name != "__init__.py"
+    }
+    assert modules - named == set()
+    assert named - modules == set()

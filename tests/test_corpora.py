@@ -1,4 +1,5 @@
-"""Loaders and paper preprocessing of `hyfuser.corpora`, on the real-layout corpora that `corpora.py` writes."""
+"""Loaders and paper preprocessing of `hyfuser.corpora` and `hyfuser.splits`, on the real-layout corpora that
+`corpora.py` writes."""
 
 import json
 import os
@@ -23,15 +24,9 @@ from corpora import (
 from datasets import ClassLabel, Dataset
 
 from configuration_hyfuser import EMOTION_LABELS
-from hyfuser.corpora import (
-    _stratified_validation,
-    build_paper_dataset,
-    clean_transcript,
-    count_hangul_syllables,
-    load_aihub263,
-    load_kemdy19,
-    load_kemdy20,
-)
+from hyfuser.corpora import load_aihub263, load_kemdy19, load_kemdy20
+from hyfuser.corpus_reading import clean_transcript, count_hangul_syllables
+from hyfuser.splits import _stratified_validation, build_paper_dataset
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def test_layer_choice_trains_through_train_py_reports_the_cache_size_and_serves(
 def test_a_cache_larger_than_the_free_disk_is_refused_before_extracting(
     tiny_backbones, kemdy20, tmp_path, monkeypatch
 ):
-    from hyfuser.corpora import build_paper_dataset
+    from hyfuser.splits import build_paper_dataset
 
     processor = HyFusERProcessor.from_backbones(
         tiny_backbones.text, tiny_backbones.speech, sequence_length=SEQUENCE_LENGTH, layer_weighting=True

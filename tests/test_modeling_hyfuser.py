@@ -31,7 +31,7 @@ def random_features(config: HyFusERConfig, batch_size: int = 3, seed: int = 0) -
 
 
 def expected_parameter_count(config: HyFusERConfig) -> int:
-    """The README's arithmetic: every block is attention (4 dense D x D) + feed-forward + 2 LayerNorms."""
+    """docs/architecture.md's arithmetic: every block is attention (4 dense D x D) + feed-forward + 2 LayerNorms."""
     d, f, c = config.hidden_size, config.intermediate_size, config.num_labels
     attention = 4 * (d * d + d)
     feed_forward = (d * f + f) + (f * d + d)

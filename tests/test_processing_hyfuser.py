@@ -19,7 +19,8 @@ from transformers import AutoProcessor
 
 from configuration_hyfuser import HyFusERConfig
 from hyfuser.tiny_backbones import build_tiny_backbones
-from processing_hyfuser import FeatureStatistics, HyFusERProcessor
+from processing_hyfuser import HyFusERProcessor
+from scaling_hyfuser import FeatureStatistics
 
 SEQUENCE_LENGTH = 16
 RATE = 16_000

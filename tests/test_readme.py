@@ -1,10 +1,11 @@
-"""README.md, executed: its fenced shell commands and Python snippets run against the real code.
+"""README.md and the documents under docs/ (and benchmarks/README.md), executed: their fenced shell commands and
+Python snippets run against the real code.
 
-Commands are read from the README itself, so an edited command is the one that runs. Training commands run as
+Commands are read from the documents themselves, so an edited command is the one that runs. Training commands run as
 written, with the corpus directories replaced by the fixture corpora and small-size flags appended (tiny backbones,
 a tiny model, one epoch); Python snippets run on a tiny saved model and real audio files. What cannot run here is
 named in `NOT_RUN` with its reason and checked as far as it can be offline. A block or command that is neither run
-nor listed fails `test_every_fenced_block_is_run_or_listed`, so the README cannot drift from the code unnoticed.
+nor listed fails `test_every_fenced_block_is_run_or_listed`, so the documents cannot drift from the code unnoticed.
 """
 
 import ast
@@ -20,21 +21,38 @@ import torch
 from audio_files import write_tone
 from corpora import write_aihub263, write_kemdy19, write_kemdy20
 from test_train import OVERRIDES, run
-from train_script import TRAIN
 
 from configuration_hyfuser import EMOTION_LABELS
+from hyfuser.arguments import CORPORA
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CORPORA = TRAIN["CORPORA"]
-README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+DOCUMENT_PATHS = [
+    REPO_ROOT / "README.md",
+    *sorted((REPO_ROOT / "docs").rglob("*.md")),
+    REPO_ROOT / "benchmarks/README.md",
+]
+DOCUMENTS = {path.relative_to(REPO_ROOT).as_posix(): path.read_text(encoding="utf-8") for path in DOCUMENT_PATHS}
+"""Every document whose fenced blocks run here, by path, README first: a later document's training command may
+continue a run that the README's command started."""
+GUIDE = ["README.md", *(name for name in DOCUMENTS if name.startswith("docs/") and name.count("/") == 1)]
+"""The user's guide, whose inline `--flags` are all `train.py`'s (the study and benchmark write-ups have their own)."""
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHELL = "bash"
 
 NOT_RUN = {
     "make demo": "builds .venv with pip from a package index (the demo's own command runs in test_train.py)",
     "make test": "builds .venv with pip from a package index, then runs this very suite",
+    "make test-latest": "builds .venv-latest with pip from a package index, then runs this very suite's fast tests",
+    "make constraints": "resolves every dependency afresh from a package index and rewrites constraints.txt and README",
+    "make mutants": "builds .venv with pip from a package index, then runs the fast tests against each mutant (~15 min)",
+    "make bench": "builds .venv with pip from a package index, then benchmarks at real size (~23 min)",
+    "pytest -m": "runs this very suite's fast tests",
     "hf upload": "uploads to the Hugging Face Hub: needs the network and a login",
     "python reproduce.py": "trains every model on every split; tests/test_reproduce.py runs it on the fixture corpora",
+    "python benchmarks/bench.py": "benchmarks at real size (~23 min for all, minutes per section); tests/test_bench.py "
+    "runs `--quick`",
+    "python docs/collapse/run_study.py": "every experiment of the collapse study: about an hour of training runs, "
+    "whose report docs/collapse/results.md is committed",
     "accelerate launch": "the two-machine launch (a bare `accelerate launch train.py` runs below); tests/test_train.py "
     "runs it at a smaller size, 2 gloo processes on one machine",
     "make app": "builds .venv with pip from a package index, then serves until stopped",
@@ -43,11 +61,11 @@ NOT_RUN = {
 }
 """Commands, by their first two words, that only get an offline check: `make -n` or the program's `--help`."""
 
-NOT_CODE = {"bibtex": "a citation"}
+NOT_CODE = {"bibtex": "a citation", "text": "a directory layout"}
 """Fenced languages that are not meant to be run."""
 
 CORPUS_FLAGS = {"--kemdy19_dir": write_kemdy19, "--kemdy20_dir": write_kemdy20, "--aihub_dir": write_aihub263}
-"""A training command's corpus directories, whatever the README writes there, become these fixture corpora."""
+"""A training command's corpus directories, whatever the document writes there, become these fixture corpora."""
 
 LAUNCHERS = {
     ("python",): [sys.executable],
@@ -59,15 +77,16 @@ LAUNCHERS = {
 """How each launcher of `train.py` runs here: this interpreter, and accelerate as one CPU process."""
 
 
-def fenced_blocks() -> list[tuple[str, str]]:
-    """(language, text) of every fenced block, in README order."""
-    return [(match.group(1), match.group(2)) for match in FENCE.finditer(README)]
+def fenced_blocks(documents: list[str] | None = None) -> list[tuple[str, str]]:
+    """(language, text) of every fenced block of `documents` (default: all), in document order."""
+    texts = [DOCUMENTS[name] for name in documents or DOCUMENTS]
+    return [(match.group(1), match.group(2)) for text in texts for match in FENCE.finditer(text)]
 
 
-def shell_commands() -> list[list[str]]:
-    """Every command of the README's shell blocks as words, continuation lines joined and comments dropped."""
+def shell_commands(documents: list[str] | None = None) -> list[list[str]]:
+    """Every command of the documents' shell blocks as words, continuation lines joined and comments dropped."""
     commands = []
-    for language, text in fenced_blocks():
+    for language, text in fenced_blocks(documents):
         if language == SHELL:
             for line in text.replace("\\\n", " ").splitlines():
                 if words := shlex.split(line, comments=True):
@@ -88,13 +107,14 @@ def python_snippets() -> list[str]:
 
 
 def test_every_fenced_block_is_run_or_listed():
-    languages = {language for language, _ in fenced_blocks()}
-    assert languages <= {SHELL, "python", *NOT_CODE}, f"a fenced block in an unknown language: {languages}"
-    for words in shell_commands():
-        if train_launcher(words) is None:
-            assert " ".join(words[:2]) in NOT_RUN, f"README command neither run nor listed in NOT_RUN: {words}"
+    for name in DOCUMENTS:
+        languages = {language for language, _ in fenced_blocks([name])}
+        assert languages <= {SHELL, "python", *NOT_CODE}, f"{name}: a fenced block in an unknown language: {languages}"
+        for words in shell_commands([name]):
+            if train_launcher(words) is None:
+                assert " ".join(words[:2]) in NOT_RUN, f"{name}: a command neither run nor listed in NOT_RUN: {words}"
     listed = {" ".join(words[:2]) for words in shell_commands()}
-    assert set(NOT_RUN) <= listed, f"NOT_RUN lists commands the README no longer has: {set(NOT_RUN) - listed}"
+    assert set(NOT_RUN) <= listed, f"NOT_RUN lists commands no document has any more: {set(NOT_RUN) - listed}"
     for snippet in python_snippets():
         assert snippet.splitlines()[0] in SNIPPET_CHECKS, f"a Python snippet without a check:\n{snippet}"
 
@@ -108,23 +128,26 @@ def listed_commands(key: str) -> list[list[str]]:
 
 
 def readme_flags() -> set[str]:
-    """The `train.py` flags the README names: in its training commands and as inline code (`--bf16`) in its text."""
-    inline = " ".join(re.findall(r"`(--[^`\n]+)`", FENCE.sub("", README)))
+    """The `train.py` flags the documents name: in their training commands and as inline code (`--bf16`) in the
+    user's guide."""
+    inline = " ".join(re.findall(r"`(--[^`\n]+)`", " ".join(FENCE.sub("", DOCUMENTS[name]) for name in GUIDE)))
     commands = " ".join(" ".join(words) for words in shell_commands() if train_launcher(words))
     return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_]*", f"{inline} {commands}"))
 
 
 @pytest.mark.parametrize("key", [key for key in NOT_RUN if key.startswith("make ")])
 def test_make_commands_exist_with_the_variables_the_readme_sets(key, tmp_path):
-    """`make -n` (print, do not run) with a fresh VENV: the target exists and takes the README's Makefile variables."""
+    """`make -n` (print, do not run) with fresh venvs: the target exists, builds its venv where it is told and takes
+    the documents' Makefile variables."""
     makefile_variables = set(re.findall(r"^(\w+) \?=", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE))
+    venvs = [f"{name}={tmp_path / name.lower()}" for name in ("VENV", "LATEST_VENV", "RESOLVE_VENV")]
     for words in listed_commands(key):
         dry_run = subprocess.run(
-            ["make", "-n", *words[1:], f"VENV={tmp_path / '.venv'}"],
+            ["make", "-n", *words[1:], *venvs],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
         )  # fmt: skip
         assert dry_run.returncode == 0, dry_run.stdout
-        assert f"-m venv {tmp_path / '.venv'}" in dry_run.stdout
+        assert re.search(rf"-m venv {re.escape(str(tmp_path))}/", dry_run.stdout), dry_run.stdout
         for name, value in (word.split("=", 1) for word in words[2:] if "=" in word):
             if name in makefile_variables:
                 assert value in dry_run.stdout, f"{name}={value} does not reach the recipe:\n{dry_run.stdout}"
@@ -132,7 +155,7 @@ def test_make_commands_exist_with_the_variables_the_readme_sets(key, tmp_path):
 
 def test_hf_upload_command_uses_options_the_installed_cli_has():
     commands = listed_commands("hf upload")
-    assert commands, "the README shows no `hf upload` command any more: drop it from NOT_RUN"
+    assert commands, "no document shows an `hf upload` command any more: drop it from NOT_RUN"
     hf = Path(sys.executable).parent / "hf"
     usage = subprocess.run([hf, "upload", "--help"], stdout=subprocess.PIPE, text=True, timeout=60, check=True).stdout
     for words in commands:
@@ -143,21 +166,32 @@ def test_hf_upload_command_uses_options_the_installed_cli_has():
 @pytest.mark.slow
 def test_help_commands_explain_every_flag_the_readme_names(tmp_path):
     helps = [words for words in shell_commands() if train_launcher(words) and "--help" in words]
-    assert helps, "the README shows no `train.py --help`"
+    assert helps, "no document shows a `train.py --help`"
     flags = readme_flags()
     for words in helps:
         launcher = train_launcher(words)
         command = [*LAUNCHERS[launcher], "train.py", *words[len(launcher) + 1 :]]
         usage = run(command, tmp_path).stdout
         assert usage.startswith("usage: train.py")
-        assert not {flag for flag in flags if f" {flag} " not in usage}, "flags the README names but --help lacks"
+        assert not {flag for flag in flags if f" {flag} " not in usage}, "flags the documents name but --help lacks"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", [key for key in NOT_RUN if key.startswith("python ")])
+def test_listed_programs_take_every_option_their_commands_pass(key, tmp_path):
+    """The program's own `--help`: each option a listed command of it passes is one the program takes."""
+    usage = run([sys.executable, *key.split()[1:], "--help"], tmp_path).stdout
+    assert usage.startswith("usage: "), usage
+    for words in listed_commands(key):
+        for option in (word.split("=", 1)[0] for word in words if word.startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", usage), f"{key} takes no {option}: {words}"
 
 
 SMALL_RUN = [
     "--sequence_length", "8", "--config_overrides", OVERRIDES, "--num_train_epochs", "1",
     "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--disable_tqdm", "true",
 ]  # fmt: skip
-"""Appended to every README training command (later flags win): a tiny model for one epoch."""
+"""Appended to every documented training command (later flags win): a tiny model for one epoch."""
 
 
 def flag_value(arguments: list[str], flag: str, default: str | None = None) -> str | None:
@@ -168,8 +202,9 @@ def flag_value(arguments: list[str], flag: str, default: str | None = None) -> s
 
 @pytest.mark.slow
 def test_training_commands_run_as_written_on_fixture_corpora(tiny_backbones, tmp_path_factory):
-    """Each README training command, in README order, in one working directory, so a later command can continue
-    from an earlier one's checkpoint. A bare `...` stands for the arguments of the run whose output it continues."""
+    """Each documented training command, in document order, in one working directory, so a later command can
+    continue from an earlier one's checkpoint. A bare `...` stands for the arguments of the run whose output it
+    continues."""
     corpora_dir = tmp_path_factory.mktemp("corpora")
     corpora = {flag: str(write(corpora_dir)) for flag, write in CORPUS_FLAGS.items()}
     workdir, hf_home = tmp_path_factory.mktemp("workdir"), tmp_path_factory.mktemp("hf_home")
@@ -177,18 +212,18 @@ def test_training_commands_run_as_written_on_fixture_corpora(tiny_backbones, tmp
         *SMALL_RUN, "--text_backbone", tiny_backbones.text, "--speech_backbone", tiny_backbones.speech,
         "--cache_dir", str(tmp_path_factory.mktemp("cache")),
     ]  # fmt: skip
-    runs: dict[str, list[str]] = {}  # output_dir -> the README arguments of the run that wrote it
+    runs: dict[str, list[str]] = {}  # output_dir -> the documented arguments of the run that wrote it
     trainings = [words for words in shell_commands() if train_launcher(words) and "--help" not in words]
-    assert trainings, "the README shows no training command"
+    assert trainings, "no document shows a training command"
     for words in trainings:
         launcher = train_launcher(words)
         arguments = words[len(launcher) + 1 :]
         checkpoint = flag_value(arguments, "--resume_from_checkpoint")
         if checkpoint is not None:
-            # The README's step number is an example: continue from the checkpoint that earlier run really wrote,
+            # The documented step number is an example: continue from the checkpoint that earlier run really wrote,
             # for one more epoch than it trained.
             continued = str(Path(checkpoint).parent)
-            assert continued in runs, f"{words} continues {continued}, which no earlier README command writes"
+            assert continued in runs, f"{words} continues {continued}, which no earlier documented command writes"
             checkpoints = sorted((workdir / continued).glob("checkpoint-*"), key=lambda path: int(path.name[11:]))
             arguments[arguments.index(checkpoint)] = str(checkpoints[-1])
             arguments = [part for word in arguments for part in (runs[continued] if word == "..." else [word])]
@@ -224,7 +259,7 @@ def pipeline_results_match_the_readme(namespace: dict, results: list[tuple[ast.e
     """Every `classifier(...)` call of the snippet: all seven emotions or `top_k`, most likely first, the per-direction
     scores with `return_modalities`, and batched results (any `batch_size`) equal to one-by-one results.
 
-    The pipeline ignores keywords it does not know, so a misspelt one would pass unnoticed: each keyword the README
+    The pipeline ignores keywords it does not know, so a misspelt one would pass unnoticed: each keyword the snippet
     uses must be one whose effect is checked here."""
     classifier = namespace["classifier"]
     calls = [(node, result) for node, result in results if isinstance(node, ast.Call)]
@@ -269,12 +304,12 @@ SNIPPET_CHECKS = {
     "from transformers import pipeline": pipeline_results_match_the_readme,
     "from transformers import AutoModel, AutoProcessor": model_outputs_match_the_readme,
 }
-"""Each README Python snippet, by its first line, and what its results must satisfy."""
+"""Each documented Python snippet, by its first line, and what its results must satisfy."""
 
 
 @pytest.fixture(scope="module")
 def snippet_inputs(saved_model_dir, tmp_path_factory) -> tuple[dict[str, str], dict]:
-    """(text replacements, predefined names) that let the README's snippets run here."""
+    """(text replacements, predefined names) that let the documented snippets run here."""
     folder = tmp_path_factory.mktemp("audio")
     utterance = write_tone(folder / "utterance.wav", seconds=1.0, frequency=180.0)
     thanks = write_tone(folder / "thanks.wav", sampling_rate=44_100, seconds=0.7, frequency=240.0, seed=1)

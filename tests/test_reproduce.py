@@ -31,10 +31,9 @@ from hyfuser.comparison import (
     results_markdown,
     summary_statistics,
 )
-from hyfuser.corpora import build_paper_dataset, selection_split, session_folds
 from hyfuser.environment import RECORDED_PACKAGES
-from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS
-from reproduce import (
+from hyfuser.reproduction import results_document
+from hyfuser.runs import (
     MEMBER_SEED_OFFSET,
     NOT_RESULT_SETTINGS,
     ReproduceArguments,
@@ -42,15 +41,16 @@ from reproduce import (
     RunStore,
     Split,
     compose,
-    main,
     member_runs,
     parse_arguments,
     plan_runs,
     plan_splits,
     reported_run,
     result_settings,
-    results_document,
 )
+from hyfuser.splits import build_paper_dataset, selection_split, session_folds
+from modeling_hyfuser import COMPOSED_MODELS, PROBE_MODELS, TRAINABLE_MODELS
+from reproduce import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_SESSIONS = {"KEMDy19/Sess01", "KEMDy19/Sess02", "KEMDy20/Sess01", "KEMDy20/Sess02", "KEMDy20/Sess17"}

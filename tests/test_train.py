@@ -33,13 +33,14 @@ from transformers import EvalPrediction
 
 from configuration_hyfuser import DEFAULT_SPEECH_BACKBONE, DEFAULT_TEXT_BACKBONE, EMOTION_LABELS
 from hyfuser.cache import FEATURE_COLUMNS
-from hyfuser.corpora import build_paper_dataset
 from hyfuser.metrics import METRIC_TITLES, compute_metrics, per_class_report
+from hyfuser.run_setup import load_corpora
+from hyfuser.splits import build_paper_dataset
 from modeling_hyfuser import HyFusERForEmotionRecognition
 from processing_hyfuser import HyFusERProcessor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-parse_arguments, load_corpora = TRAIN["parse_arguments"], TRAIN["load_corpora"]
+parse_arguments = TRAIN["parse_arguments"]
 STEPS_PER_EPOCH = 3
 """18 training utterances / global batch 6, on any number of processes that divides it."""
 
@@ -340,12 +341,13 @@ def feature_cache(cache_dir: Path) -> dict[str, Dataset]:
 
 
 def readme_multi_node_command(port: int) -> tuple[list[str], list[str]]:
-    """The README's two-machine `accelerate launch` at a smaller size: (launcher, train.py arguments).
+    """docs/training.md's two-machine `accelerate launch` at a smaller size: (launcher, train.py arguments).
 
-    Its launch options become 2 processes on this machine (the README's other options are kept as written), and its
+    Its launch options become 2 processes on this machine (its other options are kept as written), and its
     train.py arguments are kept, for the tests' own arguments to follow them (later flags win)."""
-    command = re.search(r"^accelerate launch --multi_gpu (?:.*\\\n)*.*$", (REPO_ROOT / "README.md").read_text(), re.M)
-    assert command, "the README's scaling-out section has no `accelerate launch --multi_gpu` command"
+    guide = (REPO_ROOT / "docs/training.md").read_text()
+    command = re.search(r"^accelerate launch --multi_gpu (?:.*\\\n)*.*$", guide, re.M)
+    assert command, "docs/training.md's several-machines section has no `accelerate launch --multi_gpu` command"
     words = shlex.split(command.group(0).replace("\\\n", " "))
     smaller = {"--num_machines": "1", "--num_processes": "2", "--machine_rank": "0",
                "--main_process_ip": "127.0.0.1", "--main_process_port": str(port)}  # fmt: skip
@@ -359,7 +361,7 @@ def readme_multi_node_command(port: int) -> tuple[list[str], list[str]]:
 
 @pytest.mark.slow
 def test_two_process_gloo_run_shards_extraction_and_matches_one_process(trained, train_args, hf_home, tmp_path):
-    """The README's scaling-out launch at a small size (2 CPU processes over gloo), against the single-process
+    """docs/training.md's two-machine launch at a small size (2 CPU processes over gloo), against the single-process
     `trained` run of the same settings."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ from huggingface_hub import constants
 from transformers import TrainingArguments
 from two_processes import launch_two_processes
 
+from backbones_hyfuser import BACKBONE_DTYPES
 from configuration_hyfuser import HyFusERConfig
 from hyfuser.cache import FEATURE_COLUMNS, _backbone_key, cache_features, feature_cache_key, fit_scaler_on_cache
 from hyfuser.feed import (
@@ -29,7 +30,8 @@ from hyfuser.feed import (
 )
 from hyfuser.training import PAPER_TRAINING_DEFAULTS, feature_trainer, place_backbones, train_on_features
 from modeling_hyfuser import HyFusERForEmotionRecognition
-from processing_hyfuser import BACKBONE_DTYPES, FeatureStatistics, HyFusERProcessor
+from processing_hyfuser import HyFusERProcessor
+from scaling_hyfuser import FeatureStatistics
 
 SEQUENCE_LENGTH = 8
 UTTERANCES = 17

@@ -11,7 +11,7 @@ from pathlib import Path
 TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "train.py"
 
 TRAIN = runpy.run_path(str(TRAIN_SCRIPT), run_name="train")
-"""The script's globals: `TRAIN["parse_arguments"]`, `TRAIN["main"]`, `TRAIN["CORPORA"]`, ..."""
+"""The script's globals: `TRAIN["parse_arguments"]`, `TRAIN["main"]`, ..."""
 
 
 def run_main(arguments: list[str]) -> None:

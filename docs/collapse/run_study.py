@@ -36,18 +36,18 @@ import torch  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
-from torch import nn  # noqa: E402
 from transformers import AutoTokenizer, TrainerCallback  # noqa: E402
 
 import hyfuser.cache  # noqa: E402
 import hyfuser.feed  # noqa: E402
+import hyfuser.reproduction  # noqa: E402
 import hyfuser.training  # noqa: E402
 import modeling_hyfuser  # noqa: E402
-import reproduce  # noqa: E402
 from configuration_hyfuser import EMOTION_LABELS  # noqa: E402
-from hyfuser.demo import prepare_demo  # noqa: E402
-from modeling_hyfuser import HyFusEROutput, _masked_mean  # noqa: E402
-from processing_hyfuser import HyFusERProcessor  # noqa: E402
+from hyfuser.demo import cached_demo  # noqa: E402
+from hyfuser.run_setup import build_processor, load_corpora, prepare_corpus, setup_logging  # noqa: E402
+from hyfuser.runs import parse_arguments, plan_splits, used_rows  # noqa: E402
+from modeling_hyfuser import _masked_mean  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -122,8 +122,8 @@ def masked_text(corpus_argv: list[str]) -> Iterator[None]:
     """Give every batch the text's padding mask (recomputed from the transcripts with the backbone's tokenizer, as the
     processor pads them): HyFusER keeps padding out of its attention keys and its pooling, as with
     `--feature_mode native`; the text LSTM out of its pooling."""
-    args, _ = reproduce.parse_arguments([*corpus_argv, "--models", "text_lstm"])
-    demo = prepare_demo(Path(args.cache_dir) / "demo", cue=args.demo_cue)
+    args, _ = parse_arguments([*corpus_argv, "--models", "text_lstm"])
+    demo = cached_demo(args.cache_dir, cue=args.demo_cue)
     tokenizer = AutoTokenizer.from_pretrained(demo.backbones.text)
     positions = np.arange(args.sequence_length)
     original_collate = hyfuser.feed.collate_scaled_features
@@ -141,7 +141,7 @@ def masked_text(corpus_argv: list[str]) -> Iterator[None]:
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_replaced(hyfuser.feed, "trainer_dataset", trainer_dataset))
-        stack.enter_context(_replaced(reproduce, "trainer_dataset", trainer_dataset))
+        stack.enter_context(_replaced(hyfuser.reproduction, "trainer_dataset", trainer_dataset))
         stack.enter_context(_replaced(hyfuser.feed, "collate_scaled_features", collate))
         stack.enter_context(_replaced(modeling_hyfuser.HyFusERTextLSTM, "forward", _text_lstm_masked_forward))
         yield
@@ -207,6 +207,13 @@ def experiment_argv(name: str, models: str, seeds: int, cache_dir: str, output_d
     ]
 
 
+def reproduce(argv: list[str]) -> None:
+    """`python reproduce.py <argv>`, in this process, so that an experiment's patches apply to it."""
+    args, training_args = parse_arguments(argv)
+    setup_logging(training_args)
+    hyfuser.reproduction.run_comparison(args, training_args, ["reproduce.py", *argv])
+
+
 def run_experiment(name: str, cache_dir: str, output_dir: str) -> None:
     corpus, suspect = name.split("/")
     extract(corpus, cache_dir)  # a warm cache before the first run
@@ -219,7 +226,7 @@ def run_experiment(name: str, cache_dir: str, output_dir: str) -> None:
             stack.enter_context(recording_validation_curves())
             if patch:
                 stack.enter_context(patch(corpus_argv(corpus, cache_dir)))
-            reproduce.main(argv)
+            reproduce(argv)
         print(f"== {name} {models}: {time.time() - started:.0f} s", flush=True)
 
 
@@ -256,7 +263,7 @@ class ValidationCurve(TrainerCallback):
 def recording_validation_curves() -> Iterator[None]:
     """Every run of reproduce.py records its `ValidationCurve`."""
     current = {}
-    original_member, original_trainer = reproduce.train_member, hyfuser.training.Trainer
+    original_member, original_trainer = hyfuser.reproduction.train_member, hyfuser.training.Trainer
 
     def train_member(run, split, features, *args, **kwargs):
         current["validation"] = hyfuser.feed.trainer_dataset(features.select(split.validation))
@@ -267,7 +274,10 @@ def recording_validation_curves() -> Iterator[None]:
             curve = ValidationCurve(current["validation"], kwargs["data_collator"])
             super().__init__(*args, callbacks=[*(callbacks or []), curve], **kwargs)
 
-    with _replaced(reproduce, "train_member", train_member), _replaced(hyfuser.training, "Trainer", RecordingTrainer):
+    with (
+        _replaced(hyfuser.reproduction, "train_member", train_member),
+        _replaced(hyfuser.training, "Trainer", RecordingTrainer),
+    ):
         yield
 
 
@@ -277,13 +287,11 @@ def recording_validation_curves() -> Iterator[None]:
 
 def extract(corpus: str, cache_dir: str):
     """reproduce.py's rows, folds and cached features (extracted here if absent) of `corpus`."""
-    args, training_args = reproduce.parse_arguments([*corpus_argv(corpus, cache_dir), "--models", "text_lstm"])
-    rows, paper_train_rows, text_backbone, speech_backbone = reproduce.load_rows(args)
-    processor = HyFusERProcessor.from_backbones(
-        text_backbone, speech_backbone, sequence_length=args.sequence_length, **args.feature_options()
-    )
-    splits = reproduce.plan_splits(rows, paper_train_rows, args)
-    hyfuser.training.place_backbones(processor, "cpu", args.extraction_dtype)
+    args, _ = parse_arguments([*corpus_argv(corpus, cache_dir), "--models", "text_lstm"])
+    demo = prepare_corpus(args)
+    rows, paper_train_rows = used_rows(load_corpora(args, demo)[0])
+    processor = build_processor(args, args, demo, "cpu")
+    splits = plan_splits(rows, paper_train_rows, args)
     features = hyfuser.cache.cache_features(DatasetDict(all=rows), processor, args.cache_dir)["all"]
     return args, processor, splits, features
 
