@@ -6,9 +6,8 @@ nothing else, so a long recording never sits in memory whole: at most one segmen
 recognizer window (`RECOGNIZER_WINDOW_SECONDS`) at a time. `timeline_records` pairs segments with predictions, and
 `write_jsonl`, `write_csv` and `plot_timeline` write them out.
 
-Audio is made mono and resampled exactly as the processor's `load_audio` does for a whole file (channels averaged,
-then `scipy.signal.resample_poly` by target/rate), so a segment gives the same waveform as its utterance cut into a
-file of its own.
+Audio is made mono and resampled by the processor's own `downmix` and `resample` (audio_hyfuser.py), as `load_audio`
+makes a whole file's, so a segment gives the same waveform as its utterance cut into a file of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +26,11 @@ from typing import IO, Any, Union
 
 import numpy as np
 import soundfile
-from scipy.signal import resample_poly
+
+try:
+    from .audio_hyfuser import downmix, resample
+except ImportError:
+    from audio_hyfuser import downmix, resample
 
 logger = logging.getLogger(__name__)
 
@@ -368,14 +371,8 @@ def _read_frames(file: soundfile.SoundFile, start: int, stop: int, sampling_rate
     """Frames [start, stop) of `file`, mono float32 at `sampling_rate`, made as the processor's `load_audio` makes a
     whole file's."""
     file.seek(start)
-    waveform = file.read(stop - start, dtype="float32", always_2d=True).mean(axis=1)
-    if waveform.size == 0:
-        raise ValueError(f"{what} has zero length")
-    if not np.isfinite(waveform).all():
-        raise ValueError(f"{what} contains NaN or inf samples")
-    if file.samplerate == sampling_rate:
-        return waveform
-    return resample_poly(waveform, sampling_rate, file.samplerate).astype(np.float32)
+    frames = file.read(stop - start, dtype="float32", always_2d=True)
+    return resample(downmix(frames), file.samplerate, sampling_rate, what)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
