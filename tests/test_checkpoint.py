@@ -8,7 +8,7 @@ import tomllib
 from hyfuser.checkpoint import ONNX_SHIPPED_FILES, SHIPPED_FILES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = {"train.py", "reproduce.py", "export_onnx.py", "app.py"}
+COMMANDS = {"train.py", "reproduce.py", "export_onnx.py", "app.py", "timeline.py"}
 
 
 def test_a_saved_directory_holds_exactly_the_shipped_files(saved_model_dir):
