@@ -1,8 +1,8 @@
 """The one list of shipped files: every save copies exactly it, and the installed top-level modules are exactly it."""
 
+import re
 from pathlib import Path
 
-import re
 import tomllib
 
 from hyfuser.checkpoint import ONNX_SHIPPED_FILES, SHIPPED_FILES
