@@ -440,10 +440,11 @@ def _has(records: Sequence[Mapping[str, Any]], name: str) -> bool:
     return name not in ("speaker", "reason") or any(name in record for record in records)
 
 
-def plot_timeline(records: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
-    """A PNG of the timeline: each segment a bar over its time, coloured by its emotion, as high as its score; one row
-    per speaker when records name speakers; unlabelled segments as grey ticks along the bottom. Each emotion of the
-    model keeps its colour from one plot to the next."""
+def plot_timeline(records: Sequence[Mapping[str, Any]], path: str | os.PathLike | IO[bytes]) -> None:
+    """A PNG of the timeline, written to `path` (a file, or a binary file object such as `io.BytesIO`): each segment a
+    bar over its time, coloured by its emotion, as high as its score; one row per speaker when records name speakers;
+    unlabelled segments as grey ticks along the bottom. Each emotion of the model keeps its colour from one plot to the
+    next."""
     from matplotlib.figure import Figure  # no pyplot: no global state, safe in a web server's threads
     from matplotlib.font_manager import fontManager
     from matplotlib.patches import Patch
