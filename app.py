@@ -1,5 +1,7 @@
 """HyFusER's web demo, laid out as a Hugging Face Space runs it: record or upload a clip, type its Korean transcript,
-and see the seven emotions of the fused prediction and of each direction alone (the paper's Table 2).
+and see the seven emotions of the fused prediction and of each direction alone (the paper's Table 2). A clip longer
+than one utterance, or one with an SRT or WebVTT transcript file, gets the pipeline's timeline instead: a plot and a
+table of an emotion per segment (docs/timeline.md).
 
     python app.py --model outputs/hyfuser-kemdy   # a trained directory or a Hub repo id
     python app.py                                 # demo_output/, which `make demo` writes
@@ -20,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -29,9 +33,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import EntryNotFoundError
+from PIL.Image import Image
 from transformers import Pipeline, pipeline
 
 from configuration_hyfuser import EMOTION_LABELS
+from hyfuser.app_timeline import longer_than_one_utterance, segments_note, timeline_image, timeline_table
 from hyfuser.constants import CACHE_DIR, DEMO_DATASET
 from hyfuser.corpora import load_kemdy20
 from hyfuser.demo import cached_demo
@@ -122,31 +128,66 @@ def named_as_uploaded(message: str, paths: list[str | os.PathLike], name: str) -
     return message
 
 
-def cleared_outputs() -> tuple[None, None, None, str]:
+def cleared_outputs() -> tuple[None, None, None, str, None, str]:
     """Every output emptied before a prediction, so a failed one leaves no earlier numbers beside the new input."""
-    return None, None, None, ""
+    return None, None, None, "", None, ""
+
+
+@contextmanager
+def readable_clip(audio: str, transcript: str | None) -> Iterator[str]:
+    """The uploaded clip as a file the pipeline reads (AAC decoded by FFmpeg into a scratch folder, removed after
+    the block). A ValueError in the block becomes a `gr.Error` with its message, naming the clip and the transcript
+    by their file names (an upload's own name), never by their paths on the server."""
+    with tempfile.TemporaryDirectory(prefix="hyfuser-app-") as scratch:
+        decoded = Path(scratch) / f"{Path(audio).stem}.wav"
+        try:
+            yield decode_with_ffmpeg(audio, decoded) if Path(audio).suffix.lower() in FFMPEG_SUFFIXES else audio
+        except ValueError as error:
+            message = named_as_uploaded(str(error), [audio, decoded], Path(audio).name)
+            if transcript is not None:
+                message = named_as_uploaded(message, [transcript], Path(transcript).name)
+            raise gr.Error(message) from error
+
+
+def predict_timeline(classifier: Pipeline, clip: str, transcript: str | None) -> list[dict]:
+    """The pipeline's timeline of `clip`: its segments are the transcript file's cues, or without one what the
+    model's speech recognizer hears, and an error then says that a transcript file avoids the recognizer."""
+    if transcript is not None:
+        return classifier({"audio": clip, "transcript": transcript})
+    try:
+        return classifier({"audio": clip}, timeline=True)
+    except ValueError as error:
+        raise ValueError(
+            "This clip is longer than one utterance and came without a transcript file (.srt or .vtt), so the "
+            f"model's speech recognizer was to find its segments; upload its transcript to give them. {error}"
+        ) from error
 
 
 def predict(
-    classifier: Pipeline | None, load_error: str | None, text: str, audio: str | None
-) -> tuple[dict[str, float], dict[str, float], dict[str, float], str]:
-    """The pipeline's prediction for one (transcript, clip path) pair, as the page shows it: {emotion: probability}
-    for the fused prediction, the text-centric and the speech-centric head, then a table of the exact scores with
-    the time the prediction took. Bad input raises `gr.Error` with the pipeline's own message, which names the clip
-    by its file name (an upload's own name), never by its path on the server."""
+    classifier: Pipeline | None, load_error: str | None, text: str, audio: str | None, transcript: str | None = None
+) -> tuple[dict[str, float] | None, dict[str, float] | None, dict[str, float] | None, str, Image | None, str]:
+    """The page's outputs for a clip path, its typed transcript and an optional transcript file (SRT or WebVTT).
+
+    One utterance (a clip of at most `MAX_SEGMENT_SECONDS` without a transcript file): {emotion: probability} for the
+    fused prediction, the text-centric and the speech-centric head, a table of the exact scores with the time the
+    prediction took, and no timeline (None, ""). Otherwise the pipeline's timeline: no emotion blocks, a line with
+    the segment count and the time, then the timeline's plot and table. Bad input raises `gr.Error` with the
+    pipeline's own message (`readable_clip`)."""
     if classifier is None:
         raise gr.Error(load_error)
     if audio is None:
         raise gr.Error(f"No audio: record or upload a clip ({AUDIO_FORMATS}).")
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="hyfuser-app-") as scratch:
-        decoded = Path(scratch) / f"{Path(audio).stem}.wav"
-        try:
-            clip = decode_with_ffmpeg(audio, decoded) if Path(audio).suffix.lower() in FFMPEG_SUFFIXES else audio
-            emotions = classifier({"text": text, "audio": clip}, return_modalities=True)
-        except ValueError as error:
-            raise gr.Error(named_as_uploaded(str(error), [audio, decoded], Path(audio).name)) from error
+    with readable_clip(audio, transcript) as clip:
+        if transcript is not None or longer_than_one_utterance(clip):
+            records = predict_timeline(classifier, clip, transcript)
+        else:
+            records, emotions = None, classifier({"text": text, "audio": clip}, return_modalities=True)
     seconds = time.perf_counter() - start
+    if records is not None:
+        labelled = sum(record["label"] is not None for record in records)
+        summary = f"Timeline of {len(records)} segments ({labelled} with an emotion) in {seconds:.3f} s."
+        return None, None, None, summary, timeline_image(records), timeline_table(records)
 
     fused, text_centric, speech_centric = (
         {emotion["label"]: emotion[key] for emotion in emotions} for key in ("score", "text_score", "speech_score")
@@ -157,7 +198,7 @@ def predict(
         for label in fused
     ]
     table = "\n".join([*header, *rows, "", f"Predicted in {seconds:.3f} s."])
-    return fused, text_centric, speech_centric, table
+    return fused, text_centric, speech_centric, table, None, ""
 
 
 def demo_examples(cache_dir: str | os.PathLike) -> list[list[str]]:
@@ -198,6 +239,13 @@ def build_app(classifier: Pipeline | None, load_error: str | None, examples: lis
                     elem_id="clip",
                 )
                 text = gr.Textbox(label="Korean transcript", lines=2, elem_id="transcript")
+                transcript = gr.File(
+                    file_types=[".srt", ".vtt"],
+                    label="Transcript file with times (.srt or .vtt), for a longer clip",
+                    elem_id="transcript-file",
+                )
+                if classifier is not None:
+                    gr.Markdown(segments_note(classifier.processor.asr_model), elem_id="segments-note")
                 submit = gr.Button("Predict", variant="primary", elem_id="predict")
                 if examples:
                     gr.Examples(
@@ -212,10 +260,17 @@ def build_app(classifier: Pipeline | None, load_error: str | None, examples: lis
                     text_centric = gr.Label(num_top_classes=3, label="Text-centric head", elem_id="text-centric")
                     speech_centric = gr.Label(num_top_classes=3, label="Speech-centric head", elem_id="speech-centric")
                 scores = gr.Markdown(elem_id="scores")
-        outputs = [fused, text_centric, speech_centric, scores]
+        with gr.Column(visible=False) as timeline:
+            plot = gr.Image(type="pil", label="Timeline", format="png", elem_id="timeline-plot")
+            table = gr.Markdown(max_height=480, elem_id="timeline-table")
+        outputs = [fused, text_centric, speech_centric, scores, plot, table]
         submit.click(cleared_outputs, outputs=outputs, queue=False, api_visibility="private").then(
-            partial(predict, classifier, load_error), inputs=[text, audio], outputs=outputs, api_name="predict"
-        )
+            partial(predict, classifier, load_error), inputs=[text, audio, transcript], outputs=outputs,
+            api_name="predict",
+        ).then(
+            lambda shown: gr.Column(visible=bool(shown)), inputs=table, outputs=timeline, queue=False,
+            api_visibility="private",
+        )  # fmt: skip
     return app
 
 

@@ -77,7 +77,13 @@ def load_audio(audio: AudioInput, target_rate: int, sampling_rate: int | None = 
             f"unsupported audio type {type(audio).__name__}: expected a file path or its bytes, a 1-D or 2-D "
             "array or tensor, an {'array', 'sampling_rate'} or {'bytes', 'path'} dict, or a datasets audio decoder"
         )
-    rate = _check_sampling_rate(rate, what)
+    return resample(waveform, _check_sampling_rate(rate, what), target_rate, what)
+
+
+def resample(waveform: np.ndarray, rate: int, target_rate: int, what: str) -> np.ndarray:
+    """A float32 mono waveform at `rate`, checked (not empty, finite; errors name `what`) and resampled to
+    `target_rate` by `scipy.signal.resample_poly`: the last step of `load_audio`, which the timeline's segment reader
+    shares so that a segment gives the waveform of its utterance cut into a file of its own."""
     if waveform.size == 0:
         raise ValueError(f"{what} has zero length")
     if not np.isfinite(waveform).all():
@@ -86,6 +92,11 @@ def load_audio(audio: AudioInput, target_rate: int, sampling_rate: int | None = 
         return waveform
     # resample_poly reduces the ratio by the gcd itself: 44,100 -> 16,000 Hz runs as up 160, down 441.
     return resample_poly(waveform, target_rate, rate).astype(np.float32)
+
+
+def downmix(frames: np.ndarray) -> np.ndarray:
+    """soundfile's (samples, channels) frames as one channel: their mean."""
+    return frames.mean(axis=1)
 
 
 def _read_audio_file(path: str | os.PathLike, what: str) -> tuple[np.ndarray, int]:
@@ -105,7 +116,7 @@ def _decode(source: str | os.PathLike | io.BytesIO, what: str) -> tuple[np.ndarr
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
         # libsndfile's own reason ("Format not recognised."), without the Python object it was reading from
         raise ValueError(f"{what} cannot be read as audio: {getattr(error, 'error_string', error)}") from error
-    return waveform.mean(axis=1), rate  # soundfile returns (samples, channels)
+    return downmix(waveform), rate
 
 
 def _to_mono(array: Any, what: str) -> np.ndarray:

@@ -367,24 +367,44 @@ class BackbonesMixin:
         """Transcripts of `load_audio` waveforms by the speech recognizer `asr_model` (default: `self.asr_model`),
         for inputs that come with audio only; empty where it heard no words, which the caller reports for that input.
         No recognizer, or one that cannot be loaded, is an error."""
+        return self.recognize(waveforms, self._recognizer_name(asr_model))
+
+    def recognize(self, waveforms: Sequence[np.ndarray], asr_model: str) -> list[str]:
+        """What `asr_model` hears in each waveform, stripped; empty where it hears nothing."""
+        recognizer, options = self._recognizer_and_options(asr_model)
+        inputs = [{"raw": waveform, "sampling_rate": self.sampling_rate} for waveform in waveforms]
+        with global_rng_kept(self.device):
+            return [result["text"].strip() for result in recognizer(inputs, **options)]
+
+    def recognize_chunks(self, waveform: np.ndarray, asr_model: str | None = None) -> list[dict[str, Any]]:
+        """What the speech recognizer `asr_model` (default: `self.asr_model`) hears in one `load_audio` waveform of
+        at most 30 s, with times: `[{"timestamp": (start, end), "text": str}, ...]` in seconds from its start (`end`
+        None where it heard no end), as transformers' speech-recognition pipeline gives with `return_timestamps=True`.
+        The timeline of a recording without a transcript is made of these (`timeline_hyfuser.recognized_segments`)."""
+        recognizer, options = self._recognizer_and_options(self._recognizer_name(asr_model))
+        with global_rng_kept(self.device):
+            result = recognizer(
+                {"raw": waveform, "sampling_rate": self.sampling_rate}, return_timestamps=True, **options
+            )
+        return result["chunks"]
+
+    def _recognizer_name(self, asr_model: str | None) -> str:
         asr_model = asr_model or self.asr_model
         if asr_model is None:
             raise ValueError(
                 "an input has audio but no text, and this processor has no speech recognizer (asr_model=None) to "
                 "transcribe it: give the text, or pass asr_model= a speech-recognition model"
             )
-        return self.recognize(waveforms, asr_model)
+        return asr_model
 
-    def recognize(self, waveforms: Sequence[np.ndarray], asr_model: str) -> list[str]:
-        """What `asr_model` hears in each waveform, stripped; empty where it hears nothing."""
+    def _recognizer_and_options(self, asr_model: str) -> tuple[Any, dict[str, Any]]:
+        """The loaded recognizer, and its call options: Whisper transcribes Korean (it does not translate)."""
         recognizer = self._load_recognizer(asr_model)
         options = {}
         generation_config = getattr(recognizer.model, "generation_config", None)
-        if getattr(generation_config, "is_multilingual", False):  # Whisper: Korean, transcribed (not translated)
+        if getattr(generation_config, "is_multilingual", False):
             options["generate_kwargs"] = {"language": self.asr_language, "task": "transcribe"}
-        inputs = [{"raw": waveform, "sampling_rate": self.sampling_rate} for waveform in waveforms]
-        with global_rng_kept(self.device):
-            return [result["text"].strip() for result in recognizer(inputs, **options)]
+        return recognizer, options
 
     def _load_recognizer(self, asr_model: str):
         recognizers = self._backbones.recognizers

@@ -9,6 +9,14 @@
 
 `preprocess` only validates the text and decodes/resamples the audio, so it can run in DataLoader workers; the
 neural work (both frozen backbones and the fusion model) happens in `_forward`, once per batch.
+
+A long recording gives a timeline, one record per segment (`HyFusERPipeline.timeline`):
+
+    >>> classifier({"audio": "session.wav", "transcript": "session.srt"})  # or "segments": [(0.0, 2.4, "..."), ...]
+    [{'start': 0.0, 'end': 2.4, 'speaker': '상담사', 'text': '...', 'label': 'neutral', 'score': 0.6, 'scores': {...}},
+     {'start': 2.6, 'end': 2.8, 'speaker': '내담자', 'text': '네', 'label': None, 'score': None, 'scores': None,
+      'reason': 'shorter than 0.25 s (MIN_SEGMENT_SECONDS)'}, ...]
+    >>> classifier({"audio": "session.wav"}, timeline=True)  # no transcript: the recognizer's timestamped segments
 """
 
 from __future__ import annotations
@@ -21,7 +29,16 @@ from typing import Any
 import torch
 from transformers import Pipeline
 
+try:
+    from .timeline_hyfuser import iter_segment_audio, recognized_segments, segments_from, skip_reason, timeline_records
+except ImportError:
+    from timeline_hyfuser import iter_segment_audio, recognized_segments, segments_from, skip_reason, timeline_records
+
 TASK = "multimodal-emotion-recognition"
+TIMELINE_KEYS = ("transcript", "segments")
+"""An input with either key (besides "audio") asks for a timeline of its segments."""
+TIMELINE_REFUSED_OPTIONS = ("top_k", "return_modalities", "sampling_rate")
+"""Options a timeline call refuses: every record carries all scores, and a file carries its own rate."""
 ERROR_MODES = ("raise", "skip")
 """What a call over many inputs does with a bad one: raise naming it, or return its error record in its place."""
 
@@ -59,6 +76,19 @@ class HyFusERPipeline(Pipeline):
             inputs are predicted as if it were not there, and its result is the record
             `{"index": 12, "error": "inputs[12]: ..."}` (`"index": None` for a single input): a dict with an
             `"error"` key, which no prediction has.
+        timeline (`bool`, defaults to `False`): see below; needed only for a timeline without a transcript.
+
+    Timeline of a long recording (`timeline`): the input is `{"audio": file, "transcript": "x.srt"}` (SRT or WebVTT),
+    `{"audio": file, "segments": [(start, end, text[, speaker]), ...]}` (seconds), or `{"audio": file}` with
+    `timeline=True`, whose segments are then the speech recognizer's timestamped ones (`asr_model`, read 30 s at a
+    time). The result is one record per segment, in time order: `{"start", "end", "text", "label", "score",
+    "scores"}` with `"speaker"` when the transcript names speakers. Segments shorter than
+    `timeline_hyfuser.MIN_SEGMENT_SECONDS` (0.25 s), longer than `MAX_SEGMENT_SECONDS` (30 s) or without words get
+    `"reason"` instead of a label (label, score and scores None). Audio that cannot be read (a segment past the
+    recording's end, NaN samples) is a `ValueError` naming the segment, `errors` notwithstanding. The audio must be a
+    file (a path, or a seekable file opened in binary mode): segments are read from it one at a time and go through
+    the backbones `batch_size` at a time as a generator, so memory holds at most one batch of segments (each at most
+    30 s), never the whole recording.
     """
 
     _load_processor = True
@@ -117,6 +147,50 @@ class HyFusERPipeline(Pipeline):
                 raise ValueError(f"calibrated must be True or False, got {calibrated!r}")
             postprocess_params["calibrated"] = calibrated
         return preprocess_params, forward_params, postprocess_params
+
+    def __call__(self, inputs, *args, timeline: bool = False, **kwargs):
+        if timeline or _asks_for_timeline(inputs):
+            if isinstance(inputs, list):
+                return [self.timeline(item, **kwargs) for item in inputs]
+            return self.timeline(inputs, **kwargs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def timeline(self, inputs: Any, batch_size: int | None = None, **options) -> list[dict[str, Any]]:
+        """One record per segment of a long recording; the input forms and records are in the class docstring."""
+        if not isinstance(inputs, dict) or "audio" not in inputs:
+            raise ValueError(
+                f"a timeline input is a dict with an 'audio' file and optionally {' or '.join(TIMELINE_KEYS)}, got "
+                f"{type(inputs).__name__}"
+            )
+        unknown = sorted(set(inputs) - {"audio", *TIMELINE_KEYS})
+        if unknown or all(key in inputs for key in TIMELINE_KEYS):
+            raise ValueError(
+                f"a timeline input has 'audio' and at most one of {', '.join(TIMELINE_KEYS)}; got {sorted(inputs)}"
+                + (" ('text' is one utterance's: give segments instead)" if "text" in inputs else "")
+            )
+        refused = sorted(set(options) & set(TIMELINE_REFUSED_OPTIONS))
+        if refused:
+            raise ValueError(f"a timeline call takes no {', '.join(refused)}: each record has every emotion's score")
+        audio, rate = inputs["audio"], self.processor.sampling_rate
+        if not isinstance(audio, (str, os.PathLike)) and not callable(getattr(audio, "seek", None)):
+            raise ValueError(
+                f"a timeline reads its audio from a file, a segment at a time: give a path or a seekable file opened "
+                f"in binary mode, got {type(audio).__name__}"
+            )
+        source = inputs.get("transcript", inputs.get("segments"))
+        if source is not None:
+            segments = segments_from(source)
+        else:
+            asr_model = options.get("asr_model")
+            segments = recognized_segments(
+                audio, lambda waveform: self.processor.recognize_chunks(waveform, asr_model), rate
+            )
+        classified = [segment for segment in segments if skip_reason(segment) is None]
+        utterances = (
+            {"text": segment.text, "audio": {"array": waveform, "sampling_rate": rate}}
+            for segment, waveform in zip(classified, iter_segment_audio(audio, classified, rate))
+        )
+        return timeline_records(segments, list(super().__call__(utterances, batch_size=batch_size, **options)))
 
     def get_iterator(self, inputs, *args, **kwargs):
         # Every call over a list, a dataset or a generator (batched or not) comes through here: number its inputs,
@@ -234,6 +308,12 @@ class _NumberedInputs:
 
     def __getitem__(self, index: int) -> _Numbered:
         return _Numbered(index, self.inputs[index])
+
+
+def _asks_for_timeline(inputs: Any) -> bool:
+    """Whether a call's input (or any of a list's) names a transcript or segments."""
+    items = inputs if isinstance(inputs, list) else [inputs]
+    return any(isinstance(item, dict) and any(key in item for key in TIMELINE_KEYS) for item in items)
 
 
 def _failure(index: int | None, error: ValueError, errors: str) -> dict[str, Any]:

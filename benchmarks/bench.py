@@ -30,6 +30,9 @@ by side in the same run does not, so every headline number here is a ratio or a 
   is copies of the frozen backbones. Goal: 0 backbone bytes.
 - `epoch_compute_share`: forward and backward seconds over a training epoch's wall seconds (batches, evaluation and
   saving included), after a warm-up epoch. Reported on the CPU; the GPU check's goal is >= 0.9.
+- `timeline_peak_mb`, `timeline_seconds_per_audio_hour`: peak RSS increase of the pipeline's timeline of a 30-minute
+  recording with a transcript (600 segments, batches of 8, tiny backbones) over the loaded pipeline, in a fresh
+  process, and its seconds per hour of audio; the details hold the same for 3 minutes. Bound: 64 MB.
 
 The backbones are the real architectures (ELECTRA-base with KoELECTRA-v3's vocabulary, HuBERT-base) with random
 weights, written to a temporary directory in Hugging Face layout so that the real loading path runs and nothing is
@@ -87,6 +90,7 @@ from benchmarks.sections.extraction import (  # noqa: E402
 from benchmarks.sections.finetune import bench_finetune  # noqa: E402
 from benchmarks.sections.gpu import bench_gpu  # noqa: E402
 from benchmarks.sections.serving import bench_onnx, bench_pipeline  # noqa: E402
+from benchmarks.sections.timeline import bench_timeline, child_timeline  # noqa: E402
 from benchmarks.sections.training import bench_epoch, bench_training  # noqa: E402
 from hyfuser.environment import cpu_matmul_capabilities, cpu_model, gpu_name, read_cpuinfo  # noqa: E402
 from hyfuser.tiny_backbones import BackbonePaths  # noqa: E402
@@ -102,6 +106,7 @@ GOALS = {
     "onnx_int8_speedup": (">=", 1.5),
     "input_device_over_streaming": (">=", 3.0),
     "checkpoint_backbone_bytes": ("<=", 0),
+    "timeline_peak_mb": ("<=", 64),
 }
 
 
@@ -131,18 +136,28 @@ SECTIONS: dict[str, Section] = {
     "onnx": Section(lambda s, b, w: bench_onnx(s, b[s.onnx_backbones], w), ("onnx_speedup", "onnx_int8_speedup")),
     "epoch": Section(
         lambda s, b, w: bench_epoch(s, b[s.epoch_backbones], w),
-        ("input_rows_per_second_streaming", "input_rows_per_second_device", "input_device_over_streaming",
-         "checkpoint_bytes_per_save", "checkpoint_backbone_bytes", "epoch_compute_share"),
+        (
+            "input_rows_per_second_streaming",
+            "input_rows_per_second_device",
+            "input_device_over_streaming",
+            "checkpoint_bytes_per_save",
+            "checkpoint_backbone_bytes",
+            "epoch_compute_share",
+        ),
     ),  # fmt: skip
     "finetune": Section(
         lambda s, b, w: bench_finetune(s, b[s.finetune_backbones], w),
         ("finetune_step_over_frozen", "finetune_peak_memory_mb"),
+    ),
+    "timeline": Section(
+        lambda s, b, w: bench_timeline(s, b["tiny"], w), ("timeline_peak_mb", "timeline_seconds_per_audio_hour")
     ),
 }
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "extraction": child_extraction,
     "long-audio": child_long_audio,
     "shard": child_shard_extraction,
+    "timeline": child_timeline,
 }
 """What `--child KIND` runs: a measurement that needs a fresh process (`common.run_child` starts it)."""
 

@@ -23,6 +23,7 @@ SHIPPED_FILES = (
     "backbones_hyfuser.py",
     "scaling_hyfuser.py",
     "pipeline_hyfuser.py",
+    "timeline_hyfuser.py",
 )
 """The remote code of a PyTorch checkpoint."""
 

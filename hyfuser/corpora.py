@@ -103,8 +103,7 @@ def _annotation_files(root: str, layout: _KemdyLayout) -> list[tuple[str, str, s
     if not matches:
         raise FileNotFoundError(f"no {layout.expected} under {root}: not a {layout.corpus} root")
     return [
-        (os.path.join(folder, match.string), match["number"], match.groupdict().get("gender"))
-        for match in matches
+        (os.path.join(folder, match.string), match["number"], match.groupdict().get("gender")) for match in matches
     ]
 
 
@@ -318,6 +317,23 @@ def load_kemdy20(
     return (dataset, report) if return_report else dataset
 
 
+def kemdy20_annotated_times(root: str | os.PathLike) -> dict[str, tuple[float | None, float | None]]:
+    """The `Wav` start and end (seconds; None where blank) of every KEMDy20 annotation row, by segment id as
+    `load_kemdy20` writes it (the annotation file's session prefix): what the loader reads past, for replaying a
+    session as one dialogue recording (`hyfuser.replay`)."""
+    collector = RowCollector(_KEMDY20.corpus, os.path.abspath(root), {})
+    times = {}
+    for path, number, _ in _annotation_files(os.path.abspath(root), _KEMDY20):
+        for line, cells in _read_kemdy_annotation(path, _KEMDY20):
+            if any(cells):
+                row = _parse_kemdy_row(cells, path, line, number, _KEMDY20, collector)
+                times[row.segment_id] = tuple(
+                    float_or_none(cells[column].strip(), path, line, name)
+                    for column, name in ((1, "Wav start"), (2, "Wav end"))
+                )
+    return times
+
+
 def _index_wav_stems(folder: str, collector: RowCollector) -> dict[str, str]:
     """`<wav_id>.wav` anywhere below a release folder, in one walk: folder names inside the zips vary by release."""
     if not os.path.isdir(folder):
@@ -387,7 +403,9 @@ def load_aihub263(
                 if count < 3:
                     collector.skip("no 3-of-5 rater majority")
                     continue
-            collector.add(id=record["wav_id"], label=label, audio=audio.get(record["wav_id"]), raw_text=record["발화문"])
+            collector.add(
+                id=record["wav_id"], label=label, audio=audio.get(record["wav_id"]), raw_text=record["발화문"]
+            )
         orphan_audio += sum(stem not in wav_ids for stem in audio)
     dataset, report = collector.finish(orphan_audio)
     return (dataset, report) if return_report else dataset

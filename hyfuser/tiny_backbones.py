@@ -225,13 +225,24 @@ _WHISPER_SPECIAL_TOKENS = (
 )  # fmt: skip
 
 
-def build_tiny_asr_model(output_dir: str | os.PathLike, seed: int = 0) -> Path:
+TIMESTAMP_STEP_SECONDS = 0.02
+"""Whisper's timestamp resolution."""
+TIMESTAMPED_NEW_TOKENS = 24
+"""How many tokens the timestamped tiny recognizer writes per 30 s window: a few (start, text, end) chunks."""
+
+
+def build_tiny_asr_model(output_dir: str | os.PathLike, seed: int = 0, timestamps: bool = False) -> Path:
     """A tiny random multilingual Whisper speech recognizer in standard HF layout (model, generation config,
     feature extractor, byte-level tokenizer), which `pipeline("automatic-speech-recognition")` loads offline.
 
     Its generation config knows Korean and the transcribe task like the real checkpoints', and suppresses every
     special token (end of text included) for at most 8 new tokens: random weights then always "hear" a few
     characters, so the audio-only path has a transcript to run on. Returns `output_dir`.
+
+    With `timestamps`, the vocabulary goes on with Whisper's timestamp tokens `<|0.00|>` ... `<|30.00|>` (every
+    `TIMESTAMP_STEP_SECONDS`, ordinary tokens right after `<|notimestamps|>`, where the tokenizer's timestamp decoding
+    looks for them) and it decodes up to `TIMESTAMPED_NEW_TOKENS` tokens, so that `return_timestamps=True` gives
+    timestamped chunks; without them Whisper's timestamp decoding fails on it.
     """
     import torch
     from tokenizers import pre_tokenizers
@@ -247,6 +258,9 @@ def build_tiny_asr_model(output_dir: str | os.PathLike, seed: int = 0) -> Path:
     vocab = {character: index for index, character in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     for token in _WHISPER_SPECIAL_TOKENS:
         vocab[token] = len(vocab)
+    steps = round(30.0 / TIMESTAMP_STEP_SECONDS) if timestamps else -1
+    for step in range(steps + 1):
+        vocab[f"<|{step * TIMESTAMP_STEP_SECONDS:.2f}|>"] = len(vocab)
     tokenizer = WhisperTokenizer(
         vocab=vocab, merges=[], additional_special_tokens=list(_WHISPER_SPECIAL_TOKENS[1:]), pad_token="<|endoftext|>"
     )
@@ -269,7 +283,7 @@ def build_tiny_asr_model(output_dir: str | os.PathLike, seed: int = 0) -> Path:
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
         no_timestamps_token_id=ids["<|notimestamps|>"],
         suppress_tokens=list(ids.values()),
-        max_new_tokens=8,
+        max_new_tokens=TIMESTAMPED_NEW_TOKENS if timestamps else 8,
     )
     model.save_pretrained(output_dir)
     WhisperProcessor(WhisperFeatureExtractor(), tokenizer).save_pretrained(output_dir)

@@ -2,7 +2,8 @@
 
 The browser test starts `python app.py` on a free local port against a model that `train.py` trains here, and drives
 Debian's Chromium (/usr/bin/chromium through /usr/bin/chromedriver; `.ci/run` installs both) with Selenium, as a
-person would: upload a clip, type a transcript, press Predict, read the scores, then try an empty transcript.
+person would: upload a clip, type a transcript, press Predict, read the scores, then try an empty transcript; and
+upload a three-minute dialogue with its SRT transcript and read its timeline table.
 """
 
 import os
@@ -15,13 +16,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
+import test_timeline
+import test_timeline_pipeline
 import tomllib
 from audio_files import write_tone
 from corpora import write_kemdy19, write_kemdy20
 from huggingface_hub import ModelCard
 from packaging.requirements import Requirement
+from PIL import Image
 from test_train import OVERRIDES, run
 from train_script import TRAIN
 from transformers import pipeline
@@ -29,6 +34,7 @@ from transformers import pipeline
 from configuration_hyfuser import EMOTION_LABELS
 from hyfuser.arguments import CORPORA
 from hyfuser.model_card import model_card_data
+from timeline_hyfuser import MAX_SEGMENT_SECONDS, MIN_SEGMENT_SECONDS, Segment, plot_timeline
 
 gr = pytest.importorskip("gradio", reason="the `app` extra is not installed: pip install -e '.[app]'")
 import app
@@ -43,6 +49,8 @@ PAGE_SECONDS = 300
 """How long the page may take to show what a test waits for (a prediction needs well under a second of CPU)."""
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """Asks the local app directly, whatever proxy the environment names."""
+recording = test_timeline.recording  # the three-minute dialogue with known boundaries, built once per module
+timestamped_asr_model = test_timeline_pipeline.timestamped_asr_model  # a tiny Whisper that gives timestamps
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +92,36 @@ def decoded_by_torchcodec(path: Path):
     return AudioDecoder(str(path))
 
 
+def markdown_rows(table: str) -> list[list[str]]:
+    """The cells of each row of a Markdown table, after its header and rule."""
+    rows = [line.strip().removeprefix("|").removesuffix("|").split("|") for line in table.splitlines()]
+    return [[cell.strip() for cell in cells] for cells in rows if len(cells) > 1][2:]
+
+
 def table_scores(table: str) -> dict[str, list[float]]:
     """{emotion: [fused, text-centric, speech-centric]} from the Markdown score table `predict` returns."""
-    rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
-    return {cells[0].strip(): [float(cell) for cell in cells[1:]] for cells in rows[2:]}  # after header and rule
+    return {cells[0]: [float(cell) for cell in cells[1:]] for cells in markdown_rows(table)}
+
+
+def dialogue_transcript(recording, path: Path) -> tuple[Path, list[Segment]]:
+    """An SRT transcript of the dialogue with a backchannel ("네", shorter than MIN_SEGMENT_SECONDS) after its first
+    utterance, which the timeline lists with the reason it has no label; and the transcript's segments."""
+    first = recording.segments[0]
+    backchannel = Segment(first.end + 0.05, round(first.end + 0.05 + MIN_SEGMENT_SECONDS / 2, 3), "네", first.speaker)
+    segments = [first, backchannel, *recording.segments[1:]]
+    return test_timeline.write_srt(path, segments), segments
+
+
+def assert_rows_are_records(rows: list[list[str]], records: list[dict]) -> None:
+    """The timeline table's rows (start, end, speaker, text, label, score, reason) are the pipeline's records, in
+    order, to the table's millisecond and four decimals."""
+    assert len(rows) == len(records)
+    for row, record in zip(rows, records):
+        start, end, speaker, text, label, score, reason = row
+        assert [float(start), float(end)] == pytest.approx([record["start"], record["end"]], abs=5e-4)
+        assert [speaker, text, label] == [record.get("speaker") or "", record["text"], record["label"] or ""]
+        assert reason == record.get("reason", "")
+        assert (score == "") if record["score"] is None else float(score) == pytest.approx(record["score"], abs=5e-5)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -95,7 +129,8 @@ def table_scores(table: str) -> dict[str, list[float]]:
 
 
 def test_prediction_shows_the_pipeline_s_fused_and_per_head_scores(classifier, clip):
-    fused, text_centric, speech_centric, table = app.predict(classifier, None, TRANSCRIPT, str(clip))
+    fused, text_centric, speech_centric, table, plot, timeline = app.predict(classifier, None, TRANSCRIPT, str(clip))
+    assert (plot, timeline) == (None, "")  # one utterance: no timeline
 
     emotions = classifier({"text": TRANSCRIPT, "audio": str(clip)}, return_modalities=True)
     assert fused == {emotion["label"]: emotion["score"] for emotion in emotions}
@@ -128,7 +163,7 @@ def test_aac_clips_are_decoded_by_ffmpeg_and_predicted_as_the_pipeline_predicts_
     with pytest.raises(ValueError, match="cannot be read as audio"):  # libsndfile's, hence the pipeline's, verdict
         classifier({"text": TRANSCRIPT, "audio": str(clip)})
 
-    fused, text_centric, speech_centric, _ = app.predict(classifier, None, TRANSCRIPT, str(clip))
+    fused, text_centric, speech_centric, *_ = app.predict(classifier, None, TRANSCRIPT, str(clip))
     expected = classifier({"text": TRANSCRIPT, "audio": decoded_by_torchcodec(clip)}, return_modalities=True)
     for emotion in expected:
         shown = [fused[emotion["label"]], text_centric[emotion["label"]], speech_centric[emotion["label"]]]
@@ -168,6 +203,58 @@ def test_bad_input_raises_the_pipeline_s_message_naming_the_file_not_its_server_
     assert tempfile.gettempdir() not in error.value.message  # neither the upload's folder nor the decoded copy's
     fused, *_ = app.predict(classifier, None, TRANSCRIPT, str(clip))
     assert len(fused) == len(EMOTION_LABELS)
+
+
+def test_a_long_clip_with_its_transcript_shows_the_pipeline_s_timeline_as_a_plot_and_a_table(
+    classifier, recording, tmp_path
+):
+    transcript, segments = dialogue_transcript(recording, tmp_path / "dialogue.srt")
+    assert soundfile.info(recording.native).duration > 170 and len(segments) == 99
+
+    fused, text_centric, speech_centric, summary, plot, table = app.predict(
+        classifier, None, "", str(recording.native), str(transcript)
+    )
+    records = classifier({"audio": str(recording.native), "transcript": str(transcript)})
+    assert [record["label"] is None for record in records[:3]] == [False, True, False]  # the backchannel
+    assert_rows_are_records(markdown_rows(table), records)
+    assert (fused, text_centric, speech_centric) == (None, None, None)
+    assert summary.startswith("Timeline of 99 segments (98 with an emotion) in ")
+    plot_timeline(records, tmp_path / "expected.png")
+    with Image.open(tmp_path / "expected.png") as expected:
+        np.testing.assert_array_equal(np.asarray(plot), np.asarray(expected))
+
+
+def test_a_short_clip_with_a_transcript_file_gets_a_timeline_too(classifier, recording, tmp_path):
+    first = recording.segments[0]
+    transcript = test_timeline.write_srt(tmp_path / "one.srt", [Segment(0.0, first.seconds, first.text)])
+    *_, table = app.predict(classifier, None, "", str(recording.alone[0]), str(transcript))
+    records = classifier({"audio": str(recording.alone[0]), "transcript": str(transcript)})
+    assert_rows_are_records(markdown_rows(table), records)
+    assert records[0]["label"] == classifier({"text": first.text, "audio": str(recording.alone[0])})[0]["label"]
+
+
+def test_a_long_clip_without_transcript_is_cut_by_the_model_s_recognizer_or_asks_for_the_transcript(
+    classifier, recording, timestamped_asr_model, monkeypatch, tmp_path
+):
+    assert soundfile.info(recording.native).duration > MAX_SEGMENT_SECONDS
+    monkeypatch.setattr(classifier.processor, "asr_model", timestamped_asr_model)
+    *_, table = app.predict(classifier, None, TRANSCRIPT, str(recording.native))
+    records = classifier({"audio": str(recording.native)}, timeline=True)
+    assert len(records) >= 6  # the tiny recognizer hears a few chunks in each 30 s window
+    assert_rows_are_records(markdown_rows(table), records)
+
+    monkeypatch.setattr(classifier.processor, "asr_model", str(tmp_path / "no-recognizer"))
+    with pytest.raises(gr.Error, match=r"without a transcript file \(.srt or .vtt\).*cannot be loaded") as error:
+        app.predict(classifier, None, TRANSCRIPT, str(recording.native))
+    assert str(recording.native.parent) not in error.value.message
+
+
+def test_a_bad_transcript_file_is_named_by_its_file_name(classifier, clip, tmp_path):
+    transcript = tmp_path / "회의 bad.srt"
+    transcript.write_text("1\n00:00:01,000 -> 00:00:02,000\n안녕\n", encoding="utf-8")
+    with pytest.raises(gr.Error, match=r"transcript '회의 bad.srt', line 2 \(cue 1\)") as error:
+        app.predict(classifier, None, TRANSCRIPT, str(clip), str(transcript))
+    assert str(tmp_path) not in error.value.message
 
 
 def test_a_model_that_cannot_load_gives_its_reason_to_every_prediction(tmp_path, clip):
@@ -499,6 +586,52 @@ def test_page_predicts_an_m4a_voice_memo_as_the_pipeline_predicts_its_decoded_sa
     replace_transcript(browser, TRANSCRIPT)
     browser.find_element(By.CSS_SELECTOR, "#predict").click()
     assert_page_shows(wait_for(browser, shown_scores), expected, abs=1e-4)
+
+
+def shown_timeline(driver, count: int) -> list[list[str]] | None:
+    """The timeline table's cells, row by row, once it shows `count` rows, else None."""
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('#timeline-table tbody tr')]"
+        ".map(row => [...row.cells].map(cell => cell.textContent.trim()))"
+    )
+    return rows if len(rows) == count else None
+
+
+@pytest.mark.slow
+def test_page_shows_the_timeline_of_a_long_clip_with_its_transcript_and_asks_for_the_transcript_without_one(
+    served_app, browser, trained_classifier, recording, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    transcript, segments = dialogue_transcript(recording, tmp_path / "대화 dialogue.srt")
+    records = trained_classifier({"audio": str(recording.native), "transcript": str(transcript)})
+    url, _, upload_dir = served_app
+    browser.get(url)
+    wait_for(browser, lambda driver: driver.find_elements(By.CSS_SELECTOR, "#predict"))
+    note = browser.find_element(By.CSS_SELECTOR, "#segments-note").text
+    assert f"longer than one utterance ({MAX_SEGMENT_SECONDS:g} s)" in note and "openai/whisper" in note
+
+    # Three minutes without a transcript file: the served model's recognizer cannot be loaded offline, and the page
+    # says to upload the transcript.
+    upload(browser, recording.native)
+    browser.find_element(By.CSS_SELECTOR, "#predict").click()
+    error = wait_for(browser, lambda driver: error_shown(driver, "upload its transcript"))
+    assert "cannot be loaded" in error and str(upload_dir) not in error
+    wait_for(browser, lambda driver: not driver.find_elements(By.CSS_SELECTOR, "#timeline-table tbody tr"))
+
+    browser.find_element(By.CSS_SELECTOR, "#transcript-file input[type=file]").send_keys(str(transcript))
+    attached = (By.CSS_SELECTOR, "#transcript-file td.filename")
+    wait_for(browser, lambda driver: [file.get_attribute("aria-label") for file in driver.find_elements(*attached)])
+    assert browser.find_element(*attached).get_attribute("aria-label") == transcript.name
+    browser.find_element(By.CSS_SELECTOR, "#predict").click()
+    rows = wait_for(browser, lambda driver: shown_timeline(driver, len(segments)))
+    assert_rows_are_records(rows, records)
+    assert sum(record["label"] is None for record in records) == 1  # the backchannel, with its reason
+    plot = browser.find_element(By.CSS_SELECTOR, "#timeline-plot img")
+    assert browser.execute_script("return arguments[0].naturalWidth", plot) > 0
+    assert wait_for(browser, outputs_cleared)  # no emotion blocks for a timeline
+    summary = browser.find_element(By.CSS_SELECTOR, "#scores").text
+    assert f"Timeline of {len(segments)} segments ({len(segments) - 1} with an emotion)" in summary
 
 
 def test_readme_app_commands_use_flags_the_app_has():

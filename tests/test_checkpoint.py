@@ -1,14 +1,14 @@
 """The one list of shipped files: every save copies exactly it, and the installed top-level modules are exactly it."""
 
+import re
 from pathlib import Path
 
-import re
 import tomllib
 
 from hyfuser.checkpoint import ONNX_SHIPPED_FILES, SHIPPED_FILES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = {"train.py", "reproduce.py", "export_onnx.py", "app.py"}
+COMMANDS = {"train.py", "reproduce.py", "export_onnx.py", "app.py", "timeline.py"}
 
 
 def test_a_saved_directory_holds_exactly_the_shipped_files(saved_model_dir):

@@ -58,6 +58,8 @@ NOT_RUN = {
     "make app": "builds .venv with pip from a package index, then serves until stopped",
     "python app.py": "serves until stopped; tests/test_app.py parses its flags and serves it to a browser",
     "python export_onnx.py": "needs a trained directory; tests/test_onnx.py runs the same command on the fixture one",
+    "python timeline.py": "needs a trained directory and a recording or KEMDy20; tests/test_replay.py runs its main() "
+    "with the same flags on the fixture model, a generated recording and the generated KEMDy20 layout",
 }
 """Commands, by their first two words, that only get an offline check: `make -n` or the program's `--help`."""
 
