@@ -5,10 +5,9 @@ by default, of the padded/truncated tokens), `encode_speech` (a HuBERT hidden st
 interpolated to `sequence_length` positions), `collate` (the items as one batch), `fit_scaler` / `scale` (one standard
 scaler over both modalities, Eqs. 4-6).
 
-The processor composes three shipped parts: `audio_hyfuser` (decoding, downmixing, resampling), `backbones_hyfuser`
-(the frozen backbones and the speech recognizer) and `scaling_hyfuser` (the joint scaler). What is left here is the
-settings, saving and loading, and the features: each item's, unpadded, and `collate`, which stacks or pads them;
-`fixed_length` is the one place that reads `feature_mode`.
+It composes three shipped parts: `audio_hyfuser` (decoding, downmixing, resampling), `backbones_hyfuser` (the frozen
+backbones, the recognizer), `scaling_hyfuser` (the joint scaler). Here: settings, saving and loading, each item's
+unpadded features and `collate`, which stacks or pads them; `fixed_length` is the one place that reads `feature_mode`.
 """
 
 from __future__ import annotations
