@@ -16,11 +16,12 @@ KEYS = (
     "extraction_shard_speedup", "extraction_bf16_speedup", "extraction_bf16_agreement", "train_bf16_fraction",
     "onnx_speedup", "onnx_int8_speedup", "cache_check_over_read", "input_rows_per_second_streaming",
     "input_rows_per_second_device", "input_device_over_streaming", "checkpoint_bytes_per_save", "epoch_compute_share",
+    "timeline_peak_mb", "timeline_seconds_per_audio_hour",
 )  # fmt: skip
 GOAL_KEYS = {
     "pipeline_over_backbones", "train_gemm_fraction", "extraction_rss_ratio", "extraction_shard_speedup",
     "extraction_bf16_speedup", "extraction_bf16_agreement", "train_bf16_fraction", "onnx_int8_speedup",
-    "input_device_over_streaming", "checkpoint_backbone_bytes",
+    "input_device_over_streaming", "checkpoint_backbone_bytes", "timeline_peak_mb",
 }  # fmt: skip
 
 
@@ -39,6 +40,10 @@ def test_quick_benchmark_writes_every_key_with_its_machine_and_settings(tmp_path
         assert math.isfinite(results[key]) and results[key] > 0, key
     assert 0 <= results["checkpoint_backbone_bytes"] < results["checkpoint_bytes_per_save"]
     assert set(results["goals"]) == GOAL_KEYS
+    for key in ("finetune_step_over_frozen", "finetune_peak_memory_mb"):  # one figure per fine-tuning mode
+        modes = {"top_layers", "lora"} | ({"none"} if key == "finetune_peak_memory_mb" else set())
+        assert set(results[key]) == modes, key
+        assert all(math.isfinite(value) and value > 0 for value in results[key].values()), key
     assert 0 <= results["details"]["onnx"]["onnx_int8_top1_agreement"] <= 1
     assert results["cache_bytes_per_utterance"] > 0
     assert results["machine"]["torch_threads"] >= 1 and results["machine"]["cpu_model"]
