@@ -1,4 +1,4 @@
-"""KEMDy20 session replay and the timeline command (issue 23): a session laid out again as one dialogue recording, its
+"""KEMDy20 session replay and the timeline command: a session laid out again as one dialogue recording, its
 timeline, and the comparison with the annotation for both speakers."""
 
 import csv

@@ -1,4 +1,4 @@
-"""The pipeline's timeline of a long recording (issue 23): a transcript's or a caller's segments, or the recognizer's
+"""The pipeline's timeline of a long recording: a transcript's or a caller's segments, or the recognizer's
 timestamped ones, each predicted as its utterance alone."""
 
 import math

@@ -1,4 +1,4 @@
-"""Timeline of a long recording (issue 23): the peak memory and the speed of `pipeline(...)`'s timeline of a
+"""Timeline of a long recording: the peak memory and the speed of `pipeline(...)`'s timeline of a
 30-minute recording with a transcript (`timeline_peak_mb`, `timeline_seconds_per_audio_hour`), each in a fresh
 process, against a 3-minute one: a bounded window of audio means the same peak for both.
 
