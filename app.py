@@ -41,6 +41,7 @@ from hyfuser.app_timeline import longer_than_one_utterance, segments_note, timel
 from hyfuser.constants import CACHE_DIR, DEMO_DATASET
 from hyfuser.corpora import load_kemdy20
 from hyfuser.demo import cached_demo
+from hyfuser.tables import markdown_table
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_output"
 """What `make demo` (`train.py --dataset demo`) writes, served when no model is named."""
@@ -192,12 +193,9 @@ def predict(
     fused, text_centric, speech_centric = (
         {emotion["label"]: emotion[key] for emotion in emotions} for key in ("score", "text_score", "speech_score")
     )
-    header = ["| emotion | fused | text-centric | speech-centric |", "| --- | ---: | ---: | ---: |"]
-    rows = [
-        f"| {label} | {fused[label]:.4f} | {text_centric[label]:.4f} | {speech_centric[label]:.4f} |"
-        for label in fused
-    ]
-    table = "\n".join([*header, *rows, "", f"Predicted in {seconds:.3f} s."])
+    rows = [[label, *(f"{scores[label]:.4f}" for scores in (fused, text_centric, speech_centric))] for label in fused]
+    score_table = markdown_table(["emotion", "fused", "text-centric", "speech-centric"], rows, right_aligned=(1, 2, 3))
+    table = f"{score_table}\n\nPredicted in {seconds:.3f} s."
     return fused, text_centric, speech_centric, table, None, ""
 
 

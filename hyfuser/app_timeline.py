@@ -11,6 +11,7 @@ from typing import Any
 import soundfile
 from PIL import Image
 
+from hyfuser.tables import markdown_table
 from timeline_hyfuser import MAX_SEGMENT_SECONDS, plot_timeline
 
 TABLE_COLUMNS = ("start", "end", "speaker", "text", "label", "score", "reason")
@@ -65,6 +66,5 @@ def timeline_table(records: Sequence[Mapping[str, Any]]) -> str:
             return f"{value:.4f}"
         return str(value).replace("|", "\\|")
 
-    rows = ["| " + " | ".join(cell(record, column) for column in TABLE_COLUMNS) + " |" for record in records]
-    header = ["| " + " | ".join(TABLE_COLUMNS) + " |", "| ---: | ---: | --- | --- | --- | ---: | --- |"]
-    return "\n".join([*header, *rows])
+    rows = [[cell(record, column) for column in TABLE_COLUMNS] for record in records]
+    return markdown_table(TABLE_COLUMNS, rows, right_aligned=(0, 1, 5))

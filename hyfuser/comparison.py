@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from hyfuser.model_card import markdown_table
+from hyfuser.tables import markdown_table
 
 REPORTED_METRICS = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
 """Every run's metrics in `results.json`, on the fused prediction."""

@@ -1,10 +1,8 @@
 """The model card that `train.py` writes next to a trained model (README.md for the Hub: data, label policy, split,
-training setup, metrics, intended use and limitations), its upload, and the one Markdown table renderer that the card
-and the comparison's results.md share."""
+training setup, metrics, intended use and limitations) and its upload."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from hyfuser.arguments import CORPORA, Corpus, CorpusArguments, effective_batch_
 from hyfuser.cache import FEATURE_DTYPE
 from hyfuser.metrics import METRIC_TITLES
 from hyfuser.splits import PaperDatasetReport
+from hyfuser.tables import markdown_table
 from modeling_hyfuser import MODEL_DESCRIPTIONS, TRAINABLE_MODELS, HyFusERForEmotionRecognition
 
 CALIBRATION_TITLES = {
@@ -26,13 +25,6 @@ CALIBRATION_TITLES = {
     "brier": "Brier score (mean over rows)",
 }
 """How the card titles the calibration metrics."""
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table with `header` over `rows`, each cell as `str` writes it."""
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _training_precision(training_args: TrainingArguments) -> str:

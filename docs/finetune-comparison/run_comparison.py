@@ -28,7 +28,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hyfuser.environment import environment_record  # noqa: E402
-from hyfuser.model_card import markdown_table  # noqa: E402
+from hyfuser.tables import markdown_table  # noqa: E402
 
 MODES = ("none", "top_layers", "lora")
 EPOCHS = 30
